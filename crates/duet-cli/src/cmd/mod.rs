@@ -1,0 +1,3 @@
+//! One module per `duet` subcommand.
+
+pub mod features;

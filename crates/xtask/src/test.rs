@@ -1,0 +1,266 @@
+//! `cargo xtask test`: the one command that runs every check on a fresh machine.
+//!
+//! Steps (each timed): install what is missing; `cargo fmt --check`; clippy for native and wasm32;
+//! `cargo test --workspace`; the Python reference scripts' self-tests; the page build (trunk,
+//! release); the browser end-to-end tests in headless Chromium (WebGPU and CPU fallback). Every step
+//! runs even when an earlier one failed (unless it depends on it), and the last line is
+//! `N passed, N failed` over all tests and checks.
+
+use std::path::PathBuf;
+
+use crate::serve::Server;
+use crate::setup;
+use crate::util::{Result, cargo, cmd, fmt_duration, root, run_tee, step};
+
+#[derive(Default)]
+struct Tally {
+    passed: usize,
+    failed: usize,
+    failures: Vec<String>,
+}
+
+impl Tally {
+    fn check(&mut self, name: &str, ok: bool) {
+        if ok {
+            self.passed += 1;
+        } else {
+            self.failed += 1;
+            self.failures.push(name.to_string());
+        }
+    }
+
+    /// Adds a test runner's own counts; a runner that failed without reporting a failed test (a
+    /// compile error, a crash) counts as one failure.
+    fn runner(&mut self, name: &str, ok: bool, counts: (usize, usize)) {
+        self.passed += counts.0;
+        self.failed += counts.1;
+        if counts.1 > 0 {
+            self.failures.push(format!("{name}: {} failed", counts.1));
+        } else if !ok {
+            self.failed += 1;
+            self.failures.push(format!("{name}: the runner failed"));
+        } else if counts.0 == 0 {
+            self.failed += 1;
+            self.failures.push(format!("{name}: no test ran"));
+        }
+    }
+}
+
+/// Sums libtest's `test result: ok. N passed; M failed; ...` lines.
+fn cargo_counts(out: &str) -> (usize, usize) {
+    let mut passed = 0;
+    let mut failed = 0;
+    for line in out.lines() {
+        let Some(rest) = line.trim().strip_prefix("test result: ") else {
+            continue;
+        };
+        for part in rest.split([';', '.']) {
+            let mut w = part.split_whitespace();
+            if let (Some(n), Some(kind)) = (w.next(), w.next()) {
+                match (n.parse::<usize>(), kind) {
+                    (Ok(n), "passed") => passed += n,
+                    (Ok(n), "failed") => failed += n,
+                    _ => {}
+                }
+            }
+        }
+    }
+    (passed, failed)
+}
+
+/// Node's test runner summary (`ℹ pass N` with the spec reporter, `# pass N` with TAP).
+fn node_counts(out: &str) -> (usize, usize) {
+    let grab = |key: &str| {
+        out.lines()
+            .filter_map(|l| {
+                let l = l.trim().trim_start_matches(['ℹ', '#']).trim();
+                l.strip_prefix(key)?.trim().parse::<usize>().ok()
+            })
+            .last()
+            .unwrap_or(0)
+    };
+    (grab("pass "), grab("fail "))
+}
+
+/// pytest's last line: `=== 12 passed, 1 skipped in 3.1s ===`.
+fn pytest_counts(out: &str) -> (usize, usize) {
+    let mut passed = 0;
+    let mut failed = 0;
+    if let Some(line) = out.lines().rev().find(|l| l.contains(" in ") && l.contains("==")) {
+        let words: Vec<&str> = line.split([' ', ',']).filter(|w| !w.is_empty()).collect();
+        for pair in words.windows(2) {
+            if let Ok(n) = pair[0].parse::<usize>() {
+                match pair[1] {
+                    "passed" => passed += n,
+                    "failed" | "error" | "errors" => failed += n,
+                    _ => {}
+                }
+            }
+        }
+    }
+    (passed, failed)
+}
+
+pub fn run(args: &[String]) -> Result<()> {
+    let mut install = true;
+    for a in args {
+        match a.as_str() {
+            "--no-install" => install = false,
+            other => return Err(format!("test: unknown option `{other}` (options: --no-install)")),
+        }
+    }
+    let started = std::time::Instant::now();
+    let mut tally = Tally::default();
+
+    let (trunk, bindgen, python) = if install {
+        step("install what is missing", || {
+            setup::ensure_apt_packages()?;
+            let (trunk, bindgen) = setup::ensure_page_tools()?;
+            let python = setup::ensure_venv(&[])?;
+            setup::ensure_node_packages()?;
+            Ok((trunk, bindgen, python))
+        })?
+    } else {
+        let trunk = setup::tool("trunk").ok_or("--no-install: trunk is not installed")?;
+        let bindgen = setup::tool("wasm-bindgen").ok_or("--no-install: wasm-bindgen is not installed")?;
+        (trunk, bindgen, root().join("target/venv/bin/python"))
+    };
+
+    let ok = step("cargo fmt --check", || {
+        crate::util::run(cargo().args(["fmt", "--all", "--", "--check"]))
+    })
+    .is_ok();
+    tally.check("cargo fmt --check", ok);
+
+    let ok = step("clippy (native, all targets)", || {
+        crate::util::run(cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]))
+    })
+    .is_ok();
+    tally.check("clippy native", ok);
+
+    let ok = step("clippy (wasm32: web, duet-model, duet-dsp)", || {
+        crate::util::run(cargo().args([
+            "clippy",
+            "--target",
+            "wasm32-unknown-unknown",
+            "-p",
+            "duet-web",
+            "-p",
+            "duet-model",
+            "-p",
+            "duet-dsp",
+            "--",
+            "-D",
+            "warnings",
+        ]))
+    })
+    .is_ok();
+    tally.check("clippy wasm32", ok);
+
+    let r = step("cargo test --workspace", || {
+        run_tee(
+            cargo()
+                .args(["test", "--workspace", "--no-fail-fast"])
+                .env("DUET_PYTHON", &python),
+        )
+    });
+    match r {
+        Ok((ok, out)) => tally.runner("cargo test", ok, cargo_counts(&out)),
+        Err(e) => tally.runner(&format!("cargo test: {e}"), false, (0, 0)),
+    }
+
+    let r = step("Python reference self-tests (pytest tests/reference)", || {
+        run_tee(cmd(&python).args(["-m", "pytest", "-q", "tests/reference"]))
+    });
+    match r {
+        Ok((ok, out)) => tally.runner("pytest", ok, pytest_counts(&out)),
+        Err(e) => tally.runner(&format!("pytest: {e}"), false, (0, 0)),
+    }
+
+    let dist = step("build the page (trunk, release)", || {
+        setup::build_page(&trunk, &bindgen)
+    });
+    match dist {
+        Ok(dist) => {
+            let r = step("browser end-to-end tests (headless Chromium)", || e2e(dist));
+            match r {
+                Ok((ok, out)) => tally.runner("e2e", ok, node_counts(&out)),
+                Err(e) => tally.runner(&format!("e2e: {e}"), false, (0, 0)),
+            }
+        }
+        Err(_) => tally.check("page build", false),
+    }
+
+    println!("\ntotal time {}", fmt_duration(started.elapsed().as_secs_f64()));
+    for f in &tally.failures {
+        println!("FAILED: {f}");
+    }
+    println!("{} passed, {} failed", tally.passed, tally.failed);
+    if tally.failed > 0 {
+        return Err(format!("{} failed", tally.failed));
+    }
+    Ok(())
+}
+
+fn duet_bin() -> PathBuf {
+    root().join("target/debug/duet")
+}
+
+/// Runs `tests/e2e/*.test.mjs` with Node's test runner against the built page served in-process.
+fn e2e(dist: PathBuf) -> Result<(bool, String)> {
+    // The tests compare the page with `duet predict`: make sure the CLI is built (a no-op after
+    // `cargo test`).
+    crate::util::run(cargo().args(["build", "-p", "duet-cli", "--bin", "duet"]))?;
+    let server = Server::start(dist.clone())?;
+    println!("page served at {}", server.url);
+    let chromium = crate::util::which("chromium")
+        .or_else(|| crate::util::which("chromium-browser"))
+        .ok_or("chromium is not installed")?;
+    let node = crate::util::which("node").ok_or("node is not installed")?;
+    let result = run_tee(
+        cmd(node)
+            .args(["--test", "--test-reporter=spec", "--test-concurrency=1"])
+            .arg(root().join("tests/e2e"))
+            .env("DUET_URL", &server.url)
+            .env("DUET_DIST", &dist)
+            .env("DUET_BIN", duet_bin())
+            .env("DUET_ROOT", root())
+            .env("CHROMIUM", chromium),
+    );
+    drop(server);
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_cargo_results() {
+        let out = "test result: ok. 5 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; \
+                   finished in 0.01s\ntest result: FAILED. 2 passed; 3 failed; 0 ignored";
+        assert_eq!(cargo_counts(out), (7, 3));
+    }
+
+    #[test]
+    fn counts_node_results() {
+        let out = "ℹ tests 4\nℹ suites 0\nℹ pass 3\nℹ fail 1\nℹ cancelled 0\n";
+        assert_eq!(node_counts(out), (3, 1));
+        assert_eq!(node_counts("# pass 2\n# fail 0\n"), (2, 0));
+    }
+
+    #[test]
+    fn counts_pytest_results() {
+        let out = "....\n========= 4 passed, 1 skipped in 0.52s =========";
+        assert_eq!(pytest_counts(out), (4, 0));
+        let out = "== 1 failed, 3 passed, 2 errors in 1.0s ==";
+        assert_eq!(pytest_counts(out), (3, 3));
+    }
+}

@@ -1,0 +1,132 @@
+//! Small process, path and timing helpers shared by the xtask commands.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+pub type Result<T> = std::result::Result<T, String>;
+
+/// The workspace root (two levels above this crate's manifest).
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("xtask lives in crates/xtask")
+        .to_path_buf()
+}
+
+/// A command rooted at the workspace root.
+pub fn cmd(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut c = Command::new(program);
+    c.current_dir(root());
+    c
+}
+
+/// `cargo` as the one running us (same toolchain).
+pub fn cargo() -> Command {
+    let mut c = cmd(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    // The toolchain is pinned by rust-toolchain.toml; a RUSTUP_TOOLCHAIN inherited from a `cargo +x`
+    // call would otherwise override it for child processes.
+    c.env_remove("RUSTUP_TOOLCHAIN");
+    c
+}
+
+fn describe(c: &Command) -> String {
+    let mut s = c.get_program().to_string_lossy().into_owned();
+    for a in c.get_args() {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    s
+}
+
+/// Runs a command, inheriting stdio; an error names the command and its exit status.
+pub fn run(c: &mut Command) -> Result<()> {
+    let status = c
+        .status()
+        .map_err(|e| format!("cannot start `{}`: {e}", describe(c)))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`{}` failed ({status})", describe(c)))
+    }
+}
+
+/// Runs a command and returns its stdout (stderr inherited); fails on a non-zero exit.
+pub fn output(c: &mut Command) -> Result<String> {
+    let out = c
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cannot start `{}`: {e}", describe(c)))?;
+    if !out.status.success() {
+        return Err(format!("`{}` failed ({})", describe(c), out.status));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Runs a command, echoing its combined output live while also capturing it (for counting test
+/// results). Returns (success, captured output).
+pub fn run_tee(c: &mut Command) -> Result<(bool, String)> {
+    use std::io::{BufRead, BufReader};
+    let desc = describe(c);
+    let mut child = c
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start `{desc}`: {e}"))?;
+    let stderr = child.stderr.take().expect("piped");
+    let err_thread = std::thread::spawn(move || {
+        let mut captured = String::new();
+        for line in BufReader::new(stderr).lines().map_while(|l| l.ok()) {
+            eprintln!("{line}");
+            captured.push_str(&line);
+            captured.push('\n');
+        }
+        captured
+    });
+    let mut captured = String::new();
+    for line in BufReader::new(child.stdout.take().expect("piped"))
+        .lines()
+        .map_while(|l| l.ok())
+    {
+        println!("{line}");
+        captured.push_str(&line);
+        captured.push('\n');
+    }
+    captured.push_str(&err_thread.join().unwrap_or_default());
+    let status = child.wait().map_err(|e| format!("waiting for `{desc}`: {e}"))?;
+    Ok((status.success(), captured))
+}
+
+/// Whether `program` is found on PATH (or is a path that exists).
+pub fn which(program: &str) -> Option<PathBuf> {
+    if program.contains('/') {
+        let p = PathBuf::from(program);
+        return p.exists().then_some(p);
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+}
+
+/// Times a named step and prints its duration, so CI logs show where the minutes go.
+pub fn step<T>(name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    println!("\n==> {name}");
+    let t = Instant::now();
+    let r = f();
+    let secs = t.elapsed().as_secs_f64();
+    match &r {
+        Ok(_) => println!("<== {name}: ok in {}", fmt_duration(secs)),
+        Err(e) => println!("<== {name}: FAILED in {}: {e}", fmt_duration(secs)),
+    }
+    r
+}
+
+pub fn fmt_duration(secs: f64) -> String {
+    if secs >= 60.0 {
+        format!("{}m{:04.1}s", (secs / 60.0).floor() as u64, secs % 60.0)
+    } else {
+        format!("{secs:.1}s")
+    }
+}
