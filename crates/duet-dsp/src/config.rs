@@ -95,6 +95,15 @@ impl MfccConfig {
         }
     }
 
+    /// Number of complete frames in `n_samples` samples (a partial last frame is dropped).
+    pub fn n_frames(&self, n_samples: usize) -> usize {
+        if n_samples < self.frame_length {
+            0
+        } else {
+            1 + (n_samples - self.frame_length) / self.frame_step
+        }
+    }
+
     /// Number of values per frame: (n_ceps + log energy) × (static, delta, acceleration) = 39.
     pub fn n_features(&self) -> usize {
         3 * (self.n_ceps + 1)
@@ -224,13 +233,20 @@ impl FeatureConfig {
             ));
         }
         if !(m.fmin >= 0.0 && m.fmin < m.fmax && m.fmax <= nyquist) {
-            return bad(format!("mfcc: band edges {} .. {} Hz are not within 0 .. {nyquist} Hz", m.fmin, m.fmax));
+            return bad(format!(
+                "mfcc: band edges {} .. {} Hz are not within 0 .. {nyquist} Hz",
+                m.fmin, m.fmax
+            ));
         }
         if !(m.energy_scale > 0.0 && m.log_floor > 0.0 && m.preemphasis.is_finite()) {
             return bad("mfcc: energy_scale and log_floor must be > 0".into());
         }
         for (name, c) in [("narrow", &self.narrow), ("wide", &self.wide)] {
-            if c.n_fft < 2 || c.n_fft % 2 != 0 || c.n_fft > 1 << 16 || c.hop_length == 0 || c.n_mels == 0
+            if c.n_fft < 2
+                || c.n_fft % 2 != 0
+                || c.n_fft > 1 << 16
+                || c.hop_length == 0
+                || c.n_mels == 0
             {
                 return bad(format!(
                     "{name}: n_fft {} (must be even, 2..=65536), hop_length {}, n_mels {} are not usable",
@@ -245,7 +261,10 @@ impl FeatureConfig {
             }
         }
         if !(self.log_floor > 0.0 && self.log_floor.is_finite()) {
-            return bad(format!("log_floor {} must be a positive number", self.log_floor));
+            return bad(format!(
+                "log_floor {} must be a positive number",
+                self.log_floor
+            ));
         }
         Ok(())
     }

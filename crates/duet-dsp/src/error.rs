@@ -48,7 +48,9 @@ pub enum DspError {
         max: u32,
     },
     /// A NaN or infinite sample (rejected, never cleaned; see the crate docs).
-    #[error("sample {index} of channel {channel} is {kind}; audio with NaN or infinite samples is rejected")]
+    #[error(
+        "sample {index} of channel {channel} is {kind}; audio with NaN or infinite samples is rejected"
+    )]
     NonFinite {
         /// Frame index (0-based) within the file or buffer.
         index: u64,
@@ -56,6 +58,18 @@ pub enum DspError {
         channel: u16,
         /// "NaN", "+inf" or "-inf".
         kind: &'static str,
+    },
+    /// A finite sample so far outside [-1, 1] that the file must be corrupt (float WAV only).
+    #[error(
+        "sample {index} is {value:e}, beyond ±{limit} (full scale is ±1); the audio is corrupt or not audio"
+    )]
+    OutOfRange {
+        /// Sample index (0-based, mono 16 kHz stream or decoded file).
+        index: u64,
+        /// The value.
+        value: f32,
+        /// The accepted magnitude.
+        limit: f32,
     },
     /// The data chunk holds no samples.
     #[error("the WAV data chunk holds no samples")]

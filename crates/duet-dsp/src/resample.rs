@@ -108,7 +108,10 @@ impl StreamResampler {
         let mut rest = input;
         while !rest.is_empty() {
             let take = (self.chunk_in - self.in_len).min(rest.len());
-            for (d, &s) in self.in_buf[self.in_len..self.in_len + take].iter_mut().zip(rest) {
+            for (d, &s) in self.in_buf[self.in_len..self.in_len + take]
+                .iter_mut()
+                .zip(rest)
+            {
                 *d = s as f64;
             }
             self.in_len += take;
@@ -138,7 +141,9 @@ impl StreamResampler {
             self.process_block(Some(target), sink)?;
             guard += 1;
             if guard > 64 {
-                return Err(DspError::Resample("the resampler did not flush its delay".into()));
+                return Err(DspError::Resample(
+                    "the resampler did not flush its delay".into(),
+                ));
             }
         }
         Ok(())

@@ -106,14 +106,22 @@ fn describe_magic(head: &[u8]) -> String {
     let printable: String = head
         .iter()
         .take(4)
-        .map(|&b| if b.is_ascii_graphic() || b == b' ' { b as char } else { '.' })
+        .map(|&b| {
+            if b.is_ascii_graphic() || b == b' ' {
+                b as char
+            } else {
+                '.'
+            }
+        })
         .collect();
     let hex: Vec<String> = head.iter().take(4).map(|b| format!("{b:02x}")).collect();
     let guess = if head.starts_with(b"fLaC") {
         " (this is a FLAC file; convert it to WAV)"
     } else if head.starts_with(b"OggS") {
         " (this is an Ogg file; convert it to WAV)"
-    } else if head.starts_with(b"ID3") || (head.len() >= 2 && head[0] == 0xFF && head[1] & 0xE0 == 0xE0) {
+    } else if head.starts_with(b"ID3")
+        || (head.len() >= 2 && head[0] == 0xFF && head[1] & 0xE0 == 0xE0)
+    {
         " (this looks like an MP3 file; convert it to WAV)"
     } else if head.starts_with(b"FORM") {
         " (this is an AIFF/IFF file; convert it to WAV)"
@@ -195,7 +203,11 @@ impl<R: Read> WavReader<R> {
             if got == 0 {
                 return Err(DspError::HeaderOnly(format!(
                     "the file ends after {offset} bytes without a {} chunk",
-                    if fmt.is_none() { "\"fmt \"" } else { "\"data\"" }
+                    if fmt.is_none() {
+                        "\"fmt \""
+                    } else {
+                        "\"data\""
+                    }
                 )));
             }
             if got < 8 {
@@ -360,7 +372,8 @@ impl<R: Read> WavReader<R> {
                         v as f64
                     }
                     SampleEncoding::F64 => {
-                        let v = f64::from_le_bytes([s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]]);
+                        let v =
+                            f64::from_le_bytes([s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]]);
                         check_finite(v, self.frame_index + fi as u64, c)?;
                         v
                     }
@@ -374,7 +387,11 @@ impl<R: Read> WavReader<R> {
                 return Err(DspError::NonFinite {
                     index: self.frame_index + fi as u64,
                     channel: 0,
-                    kind: if m32 > 0.0 { "+inf after conversion to 32-bit float" } else { "-inf after conversion to 32-bit float" },
+                    kind: if m32 > 0.0 {
+                        "+inf after conversion to 32-bit float"
+                    } else {
+                        "-inf after conversion to 32-bit float"
+                    },
                 });
             }
             out.push(m32);
@@ -498,11 +515,8 @@ pub struct DecodedAudio {
 pub fn decode_wav(bytes: &[u8]) -> Result<DecodedAudio, DspError> {
     let mut reader = WavReader::new(bytes)?;
     let fmt = reader.format().clone();
-    let mut samples = Vec::with_capacity(
-        fmt.n_frames()
-            .unwrap_or(0)
-            .min(bytes.len() as u64) as usize,
-    );
+    let mut samples =
+        Vec::with_capacity(fmt.n_frames().unwrap_or(0).min(bytes.len() as u64) as usize);
     while reader.read_mono(&mut samples, 1 << 16)? > 0 {}
     if samples.is_empty() {
         return Err(DspError::NoSamples);
