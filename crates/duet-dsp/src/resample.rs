@@ -68,7 +68,12 @@ impl StreamResampler {
         if from != to {
             let g = gcd(from as u64, to as u64) as usize;
             let (min_in, min_out) = (from as usize / g, to as usize / g);
-            let blocks = MIN_BLOCK_OUT.div_ceil(min_out).max(1);
+            // Both FFT sizes even: with an odd input block rubato's delay is not a whole number of
+            // output samples, which would shift the output by a fraction of a sample.
+            let mut blocks = MIN_BLOCK_OUT.div_ceil(min_out).max(1);
+            if (blocks * min_in) % 2 == 1 || (blocks * min_out) % 2 == 1 {
+                blocks += 1;
+            }
             let fft = Fft::<f64>::new_custom(
                 from as usize,
                 to as usize,

@@ -315,6 +315,8 @@ impl<R: Read> WavReader<R> {
             Some(left) => (left / block as u64).min(max_frames as u64) as usize,
             None => max_frames,
         };
+        // At most ~1 MiB per read whatever the channel count (65535 channels of f64 is legal).
+        let want_frames = want_frames.min((1usize << 20).div_ceil(block).max(1));
         if want_frames == 0 {
             if let Some(left) = self.bytes_left
                 && left > 0

@@ -1,0 +1,150 @@
+//! The public API's contracts: presets, streaming = in-memory, resize and log conventions, npy files.
+
+mod common;
+
+use common::*;
+use duet_dsp::{FeatureConfig, FeaturePlan, Mel, Preset, decode_wav, features_from_file, npy};
+
+#[test]
+fn presets_hold_the_papers_numbers() {
+    let p = FeatureConfig::paper();
+    assert_eq!(
+        (p.narrow.n_fft, p.narrow.hop_length, p.narrow.n_mels),
+        (256, 128, 64)
+    );
+    assert_eq!(
+        (p.wide.n_fft, p.wide.hop_length, p.wide.n_mels),
+        (512, 256, 128)
+    );
+    assert_eq!(
+        (p.mfcc.frame_length, p.mfcc.frame_step, p.mfcc.n_features()),
+        (400, 160, 39)
+    );
+    assert_eq!((p.min_samples(), p.min_duration_s()), (512, 0.032));
+    let a = FeatureConfig::authors();
+    assert_eq!(
+        (a.narrow.n_fft, a.narrow.hop_length, a.narrow.n_mels),
+        (512, 256, 128)
+    );
+    assert_eq!(
+        (a.wide.n_fft, a.wide.hop_length, a.wide.n_mels),
+        (1024, 512, 256)
+    );
+    assert_eq!(a.min_samples(), 1024);
+    assert_eq!(FeatureConfig::for_preset(Preset::Authors), a);
+    assert_eq!("paper".parse::<Preset>().unwrap(), Preset::Paper);
+    assert_eq!("Authors".parse::<Preset>().unwrap(), Preset::Authors);
+    assert!(
+        "both"
+            .parse::<Preset>()
+            .unwrap_err()
+            .to_string()
+            .contains("\"both\"")
+    );
+    assert_eq!(Preset::Authors.to_string(), "authors");
+    assert_eq!(serde_json::to_string(&Preset::Paper).unwrap(), "\"paper\"");
+    let json = serde_json::to_string(&a).unwrap();
+    let back: FeatureConfig = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, a);
+    let mut bad = FeatureConfig::paper();
+    bad.wide.hop_length = 0;
+    assert!(FeaturePlan::try_new(&bad).is_err());
+}
+
+/// The file path (streamed in blocks, resampler identity at 16 kHz) gives exactly the in-memory result,
+/// and pushing odd-sized blocks changes nothing.
+#[test]
+fn streaming_equals_in_memory() {
+    let bytes = read_bytes("speech_a.wav");
+    let x = decode_wav(&bytes).unwrap().samples;
+    for cfg in [FeatureConfig::paper(), FeatureConfig::authors()] {
+        let mut plan = FeaturePlan::new(&cfg);
+        let whole = plan.compute(&x).unwrap();
+        let from_file = features_from_file(&fixtures().join("speech_a.wav"), &mut plan).unwrap();
+        assert_eq!(whole, from_file);
+        let mut s = plan.stream();
+        for block in x.chunks(997) {
+            s.push(block).unwrap();
+        }
+        assert_eq!(s.finish().unwrap(), whole);
+        assert_eq!(whole.mfcc.n_frames, cfg.mfcc.n_frames(x.len()));
+        assert_eq!(
+            whole.mel_narrow.n_frames,
+            1 + x.len() / cfg.narrow.hop_length
+        );
+        assert_eq!(whole.mel_wide.n_frames, 1 + x.len() / cfg.wide.hop_length);
+        assert!((whole.duration_s - 3.0).abs() < 1e-6);
+    }
+}
+
+/// A plan is reusable: the second utterance's features don't depend on the first.
+#[test]
+fn plan_reuse_is_stateless() {
+    let a = decode_wav(&read_bytes("speech_a.wav")).unwrap().samples;
+    let b = decode_wav(&read_bytes("chirp.wav")).unwrap().samples;
+    let mut plan = FeaturePlan::new(&FeatureConfig::paper());
+    let fb1 = plan.compute(&b).unwrap();
+    plan.compute(&a).unwrap();
+    let _ = plan.compute(&a[..100]); // an error half-way leaves nothing behind either
+    assert_eq!(plan.compute(&b).unwrap(), fb1);
+}
+
+/// PyTorch `F.interpolate(mode="nearest")` indices, written out by hand:
+/// 5 -> 3 frames takes 0, 1, 3; 5 -> 8 takes 0, 0, 1, 1, 2, 3, 3, 4; 4 -> 2 takes 0, 2.
+#[test]
+fn resize_is_pytorch_nearest() {
+    let mel = Mel {
+        n_mels: 2,
+        n_frames: 5,
+        data: vec![0., 1., 2., 3., 4., 10., 11., 12., 13., 14.],
+    };
+    assert_eq!(
+        mel.resize_time_nearest(3).data,
+        vec![0., 1., 3., 10., 11., 13.]
+    );
+    assert_eq!(
+        mel.resize_time_nearest(8).data[..8],
+        [0., 0., 1., 1., 2., 3., 3., 4.]
+    );
+    assert_eq!(mel.resize_time_nearest(5), mel);
+    let m4 = Mel {
+        n_mels: 1,
+        n_frames: 4,
+        data: vec![5., 6., 7., 8.],
+    };
+    assert_eq!(m4.resize_time_nearest(2).data, vec![5., 7.]);
+    assert_eq!(mel.resize_time_nearest(0).data.len(), 0);
+}
+
+#[test]
+fn log_has_a_floor() {
+    let mel = Mel {
+        n_mels: 1,
+        n_frames: 4,
+        data: vec![0.0, 1e-12, 1.0, 100.0],
+    };
+    assert_eq!(mel.to_log(1e-10).data, vec![-100.0, -100.0, 0.0, 20.0]);
+    assert_eq!(FeatureConfig::paper().log_floor, 1e-10);
+}
+
+#[test]
+fn npy_round_trip_and_numpy_header() {
+    let dir = std::env::temp_dir().join(format!("duet-dsp-npy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join("a.npy");
+    let data: Vec<f32> = (0..6).map(|i| i as f32 * 0.5).collect();
+    npy::write_f32(&p, &[2, 3], &data).unwrap();
+    let bytes = std::fs::read(&p).unwrap();
+    assert_eq!(&bytes[..8], b"\x93NUMPY\x01\x00");
+    let hlen = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    assert_eq!((10 + hlen) % 64, 0);
+    let header = std::str::from_utf8(&bytes[10..10 + hlen]).unwrap();
+    assert!(header.starts_with("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }"));
+    assert_eq!(npy::read_f32(&p).unwrap(), (vec![2, 3], data));
+    // A fixture written by numpy reads back with the right shape.
+    let (shape, v) = read_npy("speech_a.mfcc.npy");
+    assert_eq!(shape, vec![298, 39]);
+    assert_eq!(v.len(), 298 * 39);
+    assert!(npy::write_f32(&p, &[4], &[1.0]).is_err());
+    std::fs::remove_dir_all(&dir).ok();
+}
