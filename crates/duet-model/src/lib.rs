@@ -1,4 +1,26 @@
 //! duet-model: the paper's models (section 2.3, Table 1) as burn modules, the weights file and the
 //! `Predictor` that turns features into class probabilities. Native and wasm32; one forward for both.
+//!
+//! - [`config`]: `ModelConfig` — kind, preset, sizes, resize targets, classes, provenance.
+//! - [`nn`]: LSTM, CNN block, recurrent batch norm, DS-LSTM layer (docs/weights.md §3-4).
+//! - [`model`]: the branches and their fusion (§5-6).
+//! - [`input`]: features -> model input tensors.
+//! - [`weights`]: the safetensors weights file.
+//! - [`predict`]: `Predictor`.
+//! - [`backend`]: WebGPU / wgpu / CPU device choice.
 
 pub mod backend;
+pub mod config;
+pub mod error;
+pub mod input;
+pub mod model;
+pub mod nn;
+pub mod predict;
+pub mod rng;
+pub mod store;
+pub mod weights;
+
+pub use config::{Branch, ModelConfig, ModelKind};
+pub use error::ModelError;
+pub use model::DuetModel;
+pub use predict::{Prediction, Predictor};

@@ -1,0 +1,508 @@
+//! `ModelConfig`: everything that fixes a model's shape, stored as JSON in the weights file
+//! (docs/weights.md §2). Every number the paper fixes is a named field citing its section.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use duet_dsp::{FeatureConfig, Preset};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ModelError;
+
+/// Version of the weights format this code writes; readers refuse newer files.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The classes of the paper's 4-class IEMOCAP task (paper §2.1), in logit order.
+pub const DEFAULT_CLASSES: [&str; 4] = ["angry", "happy", "neutral", "sad"];
+
+/// The eight models of the paper's Table 1 (§3.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ModelKind {
+    /// Base 1: MLSTM, the LSTM over MFCC features (§2.3.2).
+    #[serde(rename = "base1")]
+    Base1,
+    /// Base 2: CNN + LSTM over the narrow spectrogram S1.
+    #[serde(rename = "base2")]
+    Base2,
+    /// Base 3: CNN + LSTM over the wide spectrogram S2.
+    #[serde(rename = "base3")]
+    Base3,
+    /// Base 4: Base 2 + Base 3, logits averaged.
+    #[serde(rename = "base4")]
+    Base4,
+    /// Base 5: Base 1 + Base 4.
+    #[serde(rename = "base5")]
+    Base5,
+    /// Base 6: Base 1 + Base 2.
+    #[serde(rename = "base6")]
+    Base6,
+    /// MDS-LSTM: CNNs on S1 and S2, alignment, DS-LSTM (§2.3.3-2.3.4).
+    #[serde(rename = "ds-lstm")]
+    DsLstm,
+    /// The dual-level model MLSTM + MDS-LSTM (§2.3.1).
+    #[serde(rename = "dual")]
+    Dual,
+}
+
+impl ModelKind {
+    pub const ALL: [ModelKind; 8] = [
+        ModelKind::Base1,
+        ModelKind::Base2,
+        ModelKind::Base3,
+        ModelKind::Base4,
+        ModelKind::Base5,
+        ModelKind::Base6,
+        ModelKind::DsLstm,
+        ModelKind::Dual,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelKind::Base1 => "base1",
+            ModelKind::Base2 => "base2",
+            ModelKind::Base3 => "base3",
+            ModelKind::Base4 => "base4",
+            ModelKind::Base5 => "base5",
+            ModelKind::Base6 => "base6",
+            ModelKind::DsLstm => "ds-lstm",
+            ModelKind::Dual => "dual",
+        }
+    }
+
+    /// What the paper's Table 1 calls it.
+    pub fn description(self) -> &'static str {
+        match self {
+            ModelKind::Base1 => "Base 1: MLSTM (LSTM on MFCC)",
+            ModelKind::Base2 => "Base 2: CNN+LSTM on the narrow spectrogram",
+            ModelKind::Base3 => "Base 3: CNN+LSTM on the wide spectrogram",
+            ModelKind::Base4 => "Base 4: Base 2 + Base 3",
+            ModelKind::Base5 => "Base 5: Base 1 + Base 4",
+            ModelKind::Base6 => "Base 6: Base 1 + Base 2",
+            ModelKind::DsLstm => "MDS-LSTM (CNNs + dual-sequence LSTM)",
+            ModelKind::Dual => "MLSTM + MDS-LSTM (dual-level)",
+        }
+    }
+
+    /// The branches and their fusion weights (docs/weights.md §6). Base 5's members are Base 1 and
+    /// Base 4, whose own members are averaged: hence 0.5 / 0.25 / 0.25.
+    pub fn branch_weights(self) -> Vec<(Branch, f32)> {
+        use Branch::*;
+        match self {
+            ModelKind::Base1 => vec![(Mfcc, 1.0)],
+            ModelKind::Base2 => vec![(Narrow, 1.0)],
+            ModelKind::Base3 => vec![(Wide, 1.0)],
+            ModelKind::Base4 => vec![(Narrow, 0.5), (Wide, 0.5)],
+            ModelKind::Base5 => vec![(Mfcc, 0.5), (Narrow, 0.25), (Wide, 0.25)],
+            ModelKind::Base6 => vec![(Mfcc, 0.5), (Narrow, 0.5)],
+            ModelKind::DsLstm => vec![(Ds, 1.0)],
+            ModelKind::Dual => vec![(Mfcc, 0.5), (Ds, 0.5)],
+        }
+    }
+}
+
+impl fmt::Display for ModelKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for ModelKind {
+    type Err = ModelError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ModelKind::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| ModelError::Config {
+                field: "kind".into(),
+                message: format!(
+                    "unknown model kind `{s}` (known: {})",
+                    ModelKind::ALL.map(|k| k.name()).join(", ")
+                ),
+            })
+    }
+}
+
+/// A branch of a combined model: one network from features to logits (docs/weights.md §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Branch {
+    /// MLSTM: LSTM over the MFCC frames (§2.3.2).
+    Mfcc,
+    /// CNN + LSTM over S1 (Base 2).
+    Narrow,
+    /// CNN + LSTM over S2 (Base 3).
+    Wide,
+    /// MDS-LSTM (§2.3.3-2.3.4).
+    Ds,
+}
+
+impl Branch {
+    pub fn name(self) -> &'static str {
+        match self {
+            Branch::Mfcc => "mfcc",
+            Branch::Narrow => "narrow",
+            Branch::Wide => "wide",
+            Branch::Ds => "ds",
+        }
+    }
+}
+
+impl fmt::Display for Branch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How the narrow sequence (T1 ≈ 2·T2 steps) is brought to the wide one's length (§2.3.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Alignment {
+    /// The paper: average adjacent pairs, x'_i = (x_2i + x_2i+1) / 2.
+    Pairs,
+    /// The authors' code: 3-frame windows with stride 2, x'_i = mean(x_2i .. x_2i+2).
+    Triples,
+}
+
+/// The two-stage CNN applied to each spectrogram (§2.3.3, §3.1).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CnnConfig {
+    /// Output channels of the two conv layers: 64 then 16 (§3.1).
+    pub channels: [usize; 2],
+    /// Conv kernel [freq, time] for S1: 4x4 in the paper (§3.1), (4, 2) in the authors' code.
+    pub kernel_narrow: [usize; 2],
+    /// Conv kernel [freq, time] for S2: 4x4 in the paper (§3.1), (2, 4) in the authors' code.
+    pub kernel_wide: [usize; 2],
+    /// Zero padding [freq, time] for S1: none in the paper (§3.1), (k - 1) // 2 in the code.
+    pub padding_narrow: [usize; 2],
+    /// Zero padding [freq, time] for S2.
+    pub padding_wide: [usize; 2],
+    /// Max-pool kernel and stride: 2x2 with stride 2 (§3.1).
+    pub pool: usize,
+}
+
+/// Nearest-neighbour resize targets along time (§2.2): the training corpus's median frame counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResizeConfig {
+    /// Frames of the narrow spectrogram S1 after resizing.
+    pub narrow_frames: usize,
+    /// Frames of the wide spectrogram S2 after resizing.
+    pub wide_frames: usize,
+}
+
+/// Where a model came from: filled in by `train`, shown by `duet info` and the page.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Provenance {
+    /// e.g. "synthetic acted-prosody corpus (duet synth-corpus, 480 utterances)" or "IEMOCAP".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub corpus: Option<String>,
+    /// e.g. "loso".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    /// Cross-validation metrics, e.g. {"wa_mean": 0.61, "ua_mean": 0.6, ...}.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metrics: BTreeMap<String, f64>,
+    /// Free-form notes (seed, epochs, date, git revision, tool version...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub notes: BTreeMap<String, String>,
+}
+
+/// Everything that fixes a model's architecture and inputs (docs/weights.md §2).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    /// [`FORMAT_VERSION`] of the writer.
+    pub format_version: u32,
+    pub kind: ModelKind,
+    pub preset: Preset,
+    /// Class names in logit order (§2.1: angry, happy, neutral, sad).
+    pub classes: Vec<String>,
+    /// MFCC frame size: 13 MFCC + deltas + accelerations = 39 (§2.2).
+    pub mfcc_dim: usize,
+    /// Hidden units of every LSTM / DS-LSTM layer: 200 (§3.1).
+    pub hidden: usize,
+    /// Stacked recurrent layers: 2, single-directional (§2.3.2, §3.1).
+    pub layers: usize,
+    pub cnn: CnnConfig,
+    pub alignment: Alignment,
+    /// Batch-norm epsilon (PyTorch's default, used by the authors).
+    pub bn_eps: f64,
+    /// Batch-norm momentum for running statistics while training (PyTorch's default).
+    #[serde(default = "default_momentum")]
+    pub bn_momentum: f64,
+    pub resize: ResizeConfig,
+    /// The feature front end (duet-dsp) the model was trained with.
+    pub features: FeatureConfig,
+    /// Fusion weight of each branch (docs/weights.md §6).
+    pub branch_weights: BTreeMap<Branch, f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<Provenance>,
+}
+
+fn default_momentum() -> f64 {
+    0.1
+}
+
+impl ModelConfig {
+    /// The configuration of `kind` under `preset` (REFERENCE.md §1), with the default resize
+    /// targets: the authors' fixed 230 / 120 frames, and for the paper preset the same duration
+    /// (~3.7 s, IEMOCAP's median utterance) at its hops: 460 / 230.
+    pub fn new(kind: ModelKind, preset: Preset) -> Self {
+        let features = FeatureConfig::for_preset(preset);
+        let (cnn, alignment, resize) = match preset {
+            Preset::Paper => (
+                CnnConfig {
+                    channels: [64, 16],
+                    kernel_narrow: [4, 4],
+                    kernel_wide: [4, 4],
+                    padding_narrow: [0, 0],
+                    padding_wide: [0, 0],
+                    pool: 2,
+                },
+                Alignment::Pairs,
+                ResizeConfig {
+                    narrow_frames: 460,
+                    wide_frames: 230,
+                },
+            ),
+            Preset::Authors => (
+                CnnConfig {
+                    channels: [64, 16],
+                    kernel_narrow: [4, 2],
+                    kernel_wide: [2, 4],
+                    padding_narrow: [1, 0],
+                    padding_wide: [0, 1],
+                    pool: 2,
+                },
+                Alignment::Triples,
+                ResizeConfig {
+                    narrow_frames: 230,
+                    wide_frames: 120,
+                },
+            ),
+        };
+        ModelConfig {
+            format_version: FORMAT_VERSION,
+            kind,
+            preset,
+            classes: DEFAULT_CLASSES.iter().map(|s| s.to_string()).collect(),
+            mfcc_dim: features.mfcc.n_features(),
+            hidden: 200,
+            layers: 2,
+            cnn,
+            alignment,
+            bn_eps: 1e-5,
+            bn_momentum: 0.1,
+            resize,
+            features,
+            branch_weights: kind.branch_weights().into_iter().collect(),
+            provenance: None,
+        }
+    }
+
+    pub fn n_classes(&self) -> usize {
+        self.classes.len()
+    }
+
+    /// The branches of this model, in a fixed order.
+    pub fn branches(&self) -> Vec<Branch> {
+        self.branch_weights.keys().copied().collect()
+    }
+
+    pub fn has(&self, b: Branch) -> bool {
+        self.branch_weights.contains_key(&b)
+    }
+
+    /// Shape after one conv + pool stage along one axis (docs/weights.md §4.2).
+    fn stage(n: usize, k: usize, p: usize, pool: usize) -> Option<usize> {
+        let conv = (n + 2 * p).checked_sub(k)? + 1;
+        let pooled = conv / pool;
+        (pooled > 0).then_some(pooled)
+    }
+
+    /// Output (frequency, time) of the CNN for a spectrogram of `n_mels` x `frames`.
+    pub fn cnn_out(&self, wide: bool, n_mels: usize, frames: usize) -> Option<(usize, usize)> {
+        let c = &self.cnn;
+        let (k, p) = if wide {
+            (c.kernel_wide, c.padding_wide)
+        } else {
+            (c.kernel_narrow, c.padding_narrow)
+        };
+        let mut f = n_mels;
+        let mut t = frames;
+        for _ in 0..2 {
+            f = Self::stage(f, k[0], p[0], c.pool)?;
+            t = Self::stage(t, k[1], p[1], c.pool)?;
+        }
+        Some((f, t))
+    }
+
+    /// Feature size of the narrow (`wide = false`) or wide CNN's sequence: channels x frequency.
+    pub fn seq_dim(&self, wide: bool) -> usize {
+        let (n_mels, frames) = self.spectrogram_shape(wide);
+        self.cnn_out(wide, n_mels, frames)
+            .map(|(f, _)| self.cnn.channels[1] * f)
+            .unwrap_or(0)
+    }
+
+    /// (mels, frames) of the resized spectrogram.
+    pub fn spectrogram_shape(&self, wide: bool) -> (usize, usize) {
+        if wide {
+            (self.features.wide.n_mels, self.resize.wide_frames)
+        } else {
+            (self.features.narrow.n_mels, self.resize.narrow_frames)
+        }
+    }
+
+    /// Steps T3 of the DS-LSTM after alignment (docs/weights.md §4.3).
+    pub fn aligned_steps(&self) -> usize {
+        let (n1, f1) = self.spectrogram_shape(false);
+        let (n2, f2) = self.spectrogram_shape(true);
+        let (Some((_, t1)), Some((_, t2))) =
+            (self.cnn_out(false, n1, f1), self.cnn_out(true, n2, f2))
+        else {
+            return 0;
+        };
+        let aligned = match self.alignment {
+            Alignment::Pairs => t1 / 2,
+            Alignment::Triples => (t1 / 2).saturating_sub(1),
+        };
+        aligned.min(t2)
+    }
+
+    /// Checks that the configuration describes a model that can be built and run.
+    pub fn validate(&self) -> Result<(), ModelError> {
+        let bad = |field: &str, message: String| {
+            Err(ModelError::Config {
+                field: field.into(),
+                message,
+            })
+        };
+        if self.format_version > FORMAT_VERSION {
+            return bad(
+                "format_version",
+                format!(
+                    "the file is format version {} but this Duet reads up to version {FORMAT_VERSION}: \
+                     upgrade Duet",
+                    self.format_version
+                ),
+            );
+        }
+        if self.classes.len() < 2 {
+            return bad(
+                "classes",
+                format!("needs at least 2 classes, has {}", self.classes.len()),
+            );
+        }
+        if self.hidden == 0 || self.layers == 0 {
+            return bad("hidden", "hidden and layers must be positive".into());
+        }
+        if self.cnn.pool == 0 || self.cnn.channels.contains(&0) {
+            return bad("cnn", "pool and channels must be positive".into());
+        }
+        if self.mfcc_dim != self.features.mfcc.n_features() {
+            return bad(
+                "mfcc_dim",
+                format!(
+                    "{} does not match the feature config's {} MFCC values per frame",
+                    self.mfcc_dim,
+                    self.features.mfcc.n_features()
+                ),
+            );
+        }
+        if self.features.preset != self.preset {
+            return bad(
+                "features.preset",
+                format!(
+                    "the model's preset is `{}` but its feature config is `{}`",
+                    self.preset.name(),
+                    self.features.preset.name()
+                ),
+            );
+        }
+        let expected = self.kind.branch_weights();
+        if self.branch_weights.len() != expected.len()
+            || expected
+                .iter()
+                .any(|(b, _)| !self.branch_weights.contains_key(b))
+        {
+            return bad(
+                "branch_weights",
+                format!(
+                    "kind `{}` has branches {:?}, the file lists {:?}",
+                    self.kind,
+                    expected.iter().map(|(b, _)| b.name()).collect::<Vec<_>>(),
+                    self.branch_weights
+                        .keys()
+                        .map(|b| b.name())
+                        .collect::<Vec<_>>()
+                ),
+            );
+        }
+        for wide in [false, true] {
+            let needed = match wide {
+                false => self.has(Branch::Narrow) || self.has(Branch::Ds),
+                true => self.has(Branch::Wide) || self.has(Branch::Ds),
+            };
+            let (n_mels, frames) = self.spectrogram_shape(wide);
+            if needed && self.cnn_out(wide, n_mels, frames).is_none() {
+                return bad(
+                    if wide {
+                        "resize.wide_frames"
+                    } else {
+                        "resize.narrow_frames"
+                    },
+                    format!("{n_mels} mels x {frames} frames is too small for the CNN"),
+                );
+            }
+        }
+        if self.has(Branch::Ds) && self.aligned_steps() == 0 {
+            return bad(
+                "resize",
+                "the DS-LSTM would get 0 steps after alignment: resize targets too small".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authors_shapes_match_reference() {
+        // REFERENCE.md §1: x = 16·31 = 496, y = 16·63 = 1008.
+        let c = ModelConfig::new(ModelKind::Dual, Preset::Authors);
+        assert_eq!(c.seq_dim(false), 496);
+        assert_eq!(c.seq_dim(true), 1008);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn paper_shapes() {
+        let c = ModelConfig::new(ModelKind::Dual, Preset::Paper);
+        assert_eq!(c.seq_dim(false), 16 * 13);
+        assert_eq!(c.seq_dim(true), 16 * 29);
+        // T1: 460 -> 457 -> 228 -> 225 -> 112; T2: 230 -> 227 -> 113 -> 110 -> 55; pairs: 56.
+        assert_eq!(c.aligned_steps(), 55);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn kinds_round_trip() {
+        for k in ModelKind::ALL {
+            assert_eq!(k.name().parse::<ModelKind>().unwrap(), k);
+            let w: f32 = k.branch_weights().iter().map(|(_, w)| w).sum();
+            assert!((w - 1.0).abs() < 1e-6);
+        }
+        assert!("base7".parse::<ModelKind>().is_err());
+    }
+
+    #[test]
+    fn newer_format_is_refused() {
+        let mut c = ModelConfig::new(ModelKind::Base1, Preset::Paper);
+        c.format_version = FORMAT_VERSION + 1;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("format_version"), "{e}");
+    }
+}

@@ -1,0 +1,40 @@
+//! Errors of duet-model: each names the tensor, field or file part at fault.
+
+/// Everything that can go wrong building, loading or running a model.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// The bytes are not a safetensors file (truncated, corrupt, not safetensors at all).
+    #[error("not a valid weights file: {0}")]
+    Format(String),
+    /// The file has no `duet.config` metadata or it is not valid JSON for a ModelConfig.
+    #[error("weights file metadata `duet.config`: {0}")]
+    Metadata(String),
+    /// A configuration field is invalid.
+    #[error("model config field `{field}`: {message}")]
+    Config { field: String, message: String },
+    /// A tensor the model needs is not in the file.
+    #[error("tensor `{name}` is missing from the weights file (expected shape {expected:?})")]
+    MissingTensor { name: String, expected: Vec<usize> },
+    /// A tensor has the wrong shape for the configuration.
+    #[error("tensor `{name}` has shape {found:?}, the config requires {expected:?}")]
+    Shape {
+        name: String,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+    },
+    /// A tensor has a dtype other than F32/F16, or holds NaN/Inf.
+    #[error("tensor `{name}`: {message}")]
+    Tensor { name: String, message: String },
+    /// The file has tensors the configuration does not use (a file from another kind).
+    #[error("the weights file has tensors the `{kind}` model does not use: {names}")]
+    UnexpectedTensors { kind: String, names: String },
+    /// The features do not fit the model (wrong preset, too short...).
+    #[error("input: {0}")]
+    Input(String),
+    /// Feature extraction failed.
+    #[error(transparent)]
+    Dsp(#[from] duet_dsp::DspError),
+    /// A backend failed to return data.
+    #[error("backend: {0}")]
+    Backend(String),
+}

@@ -1,0 +1,118 @@
+//! From duet-dsp's [`Features`] to the model's input tensors (docs/weights.md §1): the same code
+//! for `train`, `duet predict` and the page.
+
+use burn::prelude::*;
+use burn::tensor::TensorData;
+use duet_dsp::Features;
+
+use crate::config::ModelConfig;
+use crate::error::ModelError;
+
+/// One utterance ready for the model, on the CPU: MFCC frames as they are and both spectrograms
+/// resized along time (nearest neighbour) and put on a log scale (paper §2.2).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prepared {
+    /// Row-major [mfcc_frames, mfcc_dim].
+    pub mfcc: Vec<f32>,
+    pub mfcc_frames: usize,
+    /// Row-major [n_mels, narrow_frames], 10·log10 power.
+    pub narrow: Vec<f32>,
+    /// Row-major [n_mels, wide_frames], 10·log10 power.
+    pub wide: Vec<f32>,
+}
+
+/// Resizes and logs the spectrograms of `features` for a model of `config`.
+pub fn prepare(features: &Features, config: &ModelConfig) -> Result<Prepared, ModelError> {
+    let f = &config.features;
+    if features.mfcc.n_frames == 0 {
+        return Err(ModelError::Input(
+            "no MFCC frame: the audio is too short".into(),
+        ));
+    }
+    if features.mfcc.data.len() != features.mfcc.n_frames * config.mfcc_dim {
+        return Err(ModelError::Input(format!(
+            "MFCC has {} values for {} frames; the model expects {} per frame",
+            features.mfcc.data.len(),
+            features.mfcc.n_frames,
+            config.mfcc_dim
+        )));
+    }
+    for (name, mel, want) in [
+        ("narrow", &features.mel_narrow, f.narrow.n_mels),
+        ("wide", &features.mel_wide, f.wide.n_mels),
+    ] {
+        if mel.n_mels != want {
+            return Err(ModelError::Input(format!(
+                "the {name} spectrogram has {} mel bands but the model (preset `{}`) expects {want}: \
+                 features computed with another preset?",
+                mel.n_mels,
+                config.preset.name()
+            )));
+        }
+        if mel.n_frames == 0 {
+            return Err(ModelError::Input(format!(
+                "the {name} spectrogram has no frame"
+            )));
+        }
+    }
+    let narrow = features
+        .mel_narrow
+        .resize_time_nearest(config.resize.narrow_frames)
+        .to_log(f.log_floor);
+    let wide = features
+        .mel_wide
+        .resize_time_nearest(config.resize.wide_frames)
+        .to_log(f.log_floor);
+    Ok(Prepared {
+        mfcc: features.mfcc.data.clone(),
+        mfcc_frames: features.mfcc.n_frames,
+        narrow: narrow.data,
+        wide: wide.data,
+    })
+}
+
+/// A batch of utterances as tensors.
+#[derive(Debug, Clone)]
+pub struct ModelInput {
+    /// [B, T_max, 39], zero-padded after each utterance's last frame.
+    pub mfcc: Tensor<3>,
+    /// [B, T_max, 1]: 1/len on valid frames, 0 on padding — a masked mean as one multiply-sum.
+    pub mfcc_pool: Tensor<3>,
+    /// [B, 1, n_mels, frames] log mel S1.
+    pub mel_narrow: Tensor<4>,
+    /// [B, 1, n_mels, frames] log mel S2.
+    pub mel_wide: Tensor<4>,
+}
+
+impl ModelInput {
+    pub fn batch(items: &[&Prepared], config: &ModelConfig, device: &Device) -> ModelInput {
+        let b = items.len();
+        let d = config.mfcc_dim;
+        let t_max = items
+            .iter()
+            .map(|p| p.mfcc_frames)
+            .max()
+            .unwrap_or(1)
+            .max(1);
+        let mut mfcc = vec![0.0f32; b * t_max * d];
+        let mut pool = vec![0.0f32; b * t_max];
+        for (i, p) in items.iter().enumerate() {
+            mfcc[i * t_max * d..i * t_max * d + p.mfcc.len()].copy_from_slice(&p.mfcc);
+            let w = 1.0 / p.mfcc_frames.max(1) as f32;
+            pool[i * t_max..i * t_max + p.mfcc_frames].fill(w);
+        }
+        let (n1, f1) = config.spectrogram_shape(false);
+        let (n2, f2) = config.spectrogram_shape(true);
+        let narrow: Vec<f32> = items
+            .iter()
+            .flat_map(|p| p.narrow.iter().copied())
+            .collect();
+        let wide: Vec<f32> = items.iter().flat_map(|p| p.wide.iter().copied()).collect();
+        ModelInput {
+            mfcc: Tensor::from_data(TensorData::new(mfcc, [b, t_max, d]), device),
+            mfcc_pool: Tensor::from_data(TensorData::new(pool, [b, t_max, 1]), device),
+            mel_narrow: Tensor::from_data(TensorData::new(narrow, [b, 1, n1, f1]), device),
+            mel_wide: Tensor::from_data(TensorData::new(wide, [b, 1, n2, f2]), device),
+        }
+    }
+}

@@ -1,0 +1,357 @@
+//! The branches of paper Table 1 and their combination (docs/weights.md §5-6).
+
+use burn::module::Module;
+use burn::prelude::*;
+use burn::tensor::activation::{log_softmax, softmax};
+
+use crate::config::{Alignment, Branch, ModelConfig};
+use crate::error::ModelError;
+use crate::input::ModelInput;
+use crate::nn::{CnnBlock, DsLstmLayer, Head, Lstm, Mode};
+use crate::store::{ParamSource, Sink};
+
+/// MLSTM (paper §2.3.2): a 2-layer LSTM over the MFCC frames, mean-pooled over valid frames.
+#[derive(Module, Debug)]
+pub struct MfccBranch {
+    pub lstm: Lstm,
+    pub head: Head,
+}
+
+impl MfccBranch {
+    fn build(
+        src: &mut dyn ParamSource,
+        c: &ModelConfig,
+        device: &Device,
+    ) -> Result<Self, ModelError> {
+        Ok(MfccBranch {
+            lstm: Lstm::build(src, "mfcc.lstm", c.mfcc_dim, c.hidden, c.layers, device)?,
+            head: Head::build(src, "mfcc.head", c.hidden, c.n_classes(), device)?,
+        })
+    }
+
+    fn export(&self, sink: &mut Sink) -> Result<(), ModelError> {
+        self.lstm.export("mfcc.lstm", sink)?;
+        self.head.export("mfcc.head", sink)
+    }
+
+    /// `mfcc`: [B, T, 39] zero-padded; `pool`: [B, T, 1] with 1/len on valid frames, 0 on padding.
+    fn forward(&self, mfcc: Tensor<3>, pool: Tensor<3>) -> Tensor<2> {
+        let h = self.lstm.forward(mfcc);
+        let [b, _, hd] = h.dims();
+        let pooled = (h * pool).sum_dim(1).reshape([b, hd]);
+        self.head.forward(pooled)
+    }
+}
+
+/// Base 2 / Base 3: CNN + LSTM over one spectrogram, mean-pooled over time.
+#[derive(Module, Debug)]
+pub struct CnnLstmBranch {
+    pub cnn: CnnBlock,
+    pub lstm: Lstm,
+    pub head: Head,
+    #[module(skip)]
+    pub name: String,
+}
+
+impl CnnLstmBranch {
+    fn build(
+        src: &mut dyn ParamSource,
+        c: &ModelConfig,
+        wide: bool,
+        device: &Device,
+    ) -> Result<Self, ModelError> {
+        let name = if wide { "wide" } else { "narrow" };
+        let (k, p) = if wide {
+            (c.cnn.kernel_wide, c.cnn.padding_wide)
+        } else {
+            (c.cnn.kernel_narrow, c.cnn.padding_narrow)
+        };
+        Ok(CnnLstmBranch {
+            cnn: CnnBlock::build(
+                src,
+                &format!("{name}.cnn"),
+                c.cnn.channels,
+                k,
+                p,
+                c.cnn.pool,
+                c.bn_eps,
+                device,
+            )?,
+            lstm: Lstm::build(
+                src,
+                &format!("{name}.lstm"),
+                c.seq_dim(wide),
+                c.hidden,
+                c.layers,
+                device,
+            )?,
+            head: Head::build(
+                src,
+                &format!("{name}.head"),
+                c.hidden,
+                c.n_classes(),
+                device,
+            )?,
+            name: name.into(),
+        })
+    }
+
+    fn export(&self, sink: &mut Sink) -> Result<(), ModelError> {
+        let n = &self.name;
+        self.cnn.export(&format!("{n}.cnn"), sink)?;
+        self.lstm.export(&format!("{n}.lstm"), sink)?;
+        self.head.export(&format!("{n}.head"), sink)
+    }
+
+    fn forward(&self, image: Tensor<4>, mode: Mode) -> Tensor<2> {
+        let seq = self.cnn.forward(image, mode);
+        let h = self.lstm.forward(seq);
+        let [b, _, hd] = h.dims();
+        self.head.forward(h.mean_dim(1).reshape([b, hd]))
+    }
+}
+
+/// MDS-LSTM (paper §2.3.3-2.3.4): CNNs on S1 and S2, alignment, DS-LSTM, mean pool, head.
+#[derive(Module, Debug)]
+pub struct DsBranch {
+    pub cnn_narrow: CnnBlock,
+    pub cnn_wide: CnnBlock,
+    pub layers: Vec<DsLstmLayer>,
+    pub head: Head,
+    #[module(skip)]
+    pub alignment: Alignment,
+}
+
+impl DsBranch {
+    fn build(
+        src: &mut dyn ParamSource,
+        c: &ModelConfig,
+        device: &Device,
+    ) -> Result<Self, ModelError> {
+        let cc = &c.cnn;
+        let steps = c.aligned_steps();
+        let (xd, yd) = (c.seq_dim(false), c.seq_dim(true));
+        let layers = (0..c.layers)
+            .map(|k| {
+                let x = if k == 0 { xd } else { c.hidden };
+                DsLstmLayer::build(
+                    src,
+                    &format!("ds.dslstm.l{k}"),
+                    x,
+                    yd,
+                    c.hidden,
+                    steps,
+                    c.bn_eps,
+                    device,
+                )
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(DsBranch {
+            cnn_narrow: CnnBlock::build(
+                src,
+                "ds.cnn_narrow",
+                cc.channels,
+                cc.kernel_narrow,
+                cc.padding_narrow,
+                cc.pool,
+                c.bn_eps,
+                device,
+            )?,
+            cnn_wide: CnnBlock::build(
+                src,
+                "ds.cnn_wide",
+                cc.channels,
+                cc.kernel_wide,
+                cc.padding_wide,
+                cc.pool,
+                c.bn_eps,
+                device,
+            )?,
+            layers,
+            head: Head::build(src, "ds.head", c.hidden, c.n_classes(), device)?,
+            alignment: c.alignment,
+        })
+    }
+
+    fn export(&self, sink: &mut Sink) -> Result<(), ModelError> {
+        self.cnn_narrow.export("ds.cnn_narrow", sink)?;
+        self.cnn_wide.export("ds.cnn_wide", sink)?;
+        for (k, l) in self.layers.iter().enumerate() {
+            l.export(&format!("ds.dslstm.l{k}"), sink)?;
+        }
+        self.head.export("ds.head", sink)
+    }
+
+    fn forward(&self, narrow: Tensor<4>, wide: Tensor<4>, mode: Mode) -> Tensor<2> {
+        let x = self.cnn_narrow.forward(narrow, mode);
+        let y = self.cnn_wide.forward(wide, mode);
+        let (x, y) = align(x, y, self.alignment);
+        let mut input = x;
+        for l in &self.layers {
+            // Layer k+1 reads BN(h) of layer k as x and the same aligned wide sequence as y.
+            input = l.forward(input, y.clone(), mode);
+        }
+        let [b, _, hd] = input.dims();
+        self.head.forward(input.mean_dim(1).reshape([b, hd]))
+    }
+}
+
+/// Alignment of paper §2.3.3 (docs/weights.md §4.3): the narrow sequence X (T1 ≈ 2·T2 steps) is
+/// averaged down, then both are truncated to the common length T3.
+pub fn align(x: Tensor<3>, y: Tensor<3>, alignment: Alignment) -> (Tensor<3>, Tensor<3>) {
+    let [b, t1, xd] = x.dims();
+    let t2 = y.dims()[1];
+    let half = t1 / 2;
+    // [B, half, 2, X]: rows 2i and 2i+1 side by side.
+    let paired = x.narrow(1, 0, 2 * half).reshape([b, half, 2, xd]);
+    let x2 = match alignment {
+        Alignment::Pairs => paired.mean_dim(2).reshape([b, half, xd]),
+        Alignment::Triples => {
+            let n = half.saturating_sub(1);
+            let sums = paired
+                .clone()
+                .sum_dim(2)
+                .reshape([b, half, xd])
+                .narrow(1, 0, n);
+            // x_{2i+2} is the even row of pair i+1.
+            let next_even = paired.narrow(1, 1, n).narrow(2, 0, 1).reshape([b, n, xd]);
+            (sums + next_even).div_scalar(3.0)
+        }
+    };
+    let t3 = x2.dims()[1].min(t2);
+    (x2.narrow(1, 0, t3), y.narrow(1, 0, t3))
+}
+
+/// A model of any kind of paper Table 1: the branches it has, fused by [`ModelConfig::branch_weights`].
+#[derive(Module, Debug)]
+pub struct DuetModel {
+    pub mfcc: Option<MfccBranch>,
+    pub narrow: Option<CnnLstmBranch>,
+    pub wide: Option<CnnLstmBranch>,
+    pub ds: Option<DsBranch>,
+    #[module(skip)]
+    pub config: ModelConfig,
+}
+
+/// Logits of the fused model and of each branch.
+#[derive(Debug, Clone)]
+pub struct ModelOutput {
+    /// [B, C]: Σ_b w_b · logits_b.
+    pub logits: Tensor<2>,
+    /// Each branch's own logits [B, C], in [`ModelConfig::branches`] order.
+    pub branches: Vec<(Branch, Tensor<2>)>,
+}
+
+impl ModelOutput {
+    pub fn probabilities(&self) -> Tensor<2> {
+        softmax(self.logits.clone(), 1)
+    }
+
+    /// Training loss: Σ_b w_b · CE(logits_b, label) (paper §2.3.1: the mean of the branches' losses).
+    /// `targets`: [B, C] one-hot.
+    pub fn loss(&self, config: &ModelConfig, targets: Tensor<2>) -> Tensor<1> {
+        let mut total: Option<Tensor<1>> = None;
+        for (b, logits) in &self.branches {
+            let w = config.branch_weights[b] as f64;
+            let ce = (log_softmax(logits.clone(), 1) * targets.clone())
+                .sum_dim(1)
+                .mean()
+                .neg()
+                .mul_scalar(w);
+            total = Some(match total {
+                Some(t) => t + ce,
+                None => ce,
+            });
+        }
+        total.expect("a model has at least one branch")
+    }
+}
+
+impl DuetModel {
+    /// Builds the model of `config`, every tensor drawn from `src` (random init or a file).
+    pub fn build(
+        config: ModelConfig,
+        src: &mut dyn ParamSource,
+        device: &Device,
+    ) -> Result<Self, ModelError> {
+        config.validate()?;
+        let c = &config;
+        Ok(DuetModel {
+            mfcc: c
+                .has(Branch::Mfcc)
+                .then(|| MfccBranch::build(src, c, device))
+                .transpose()?,
+            narrow: c
+                .has(Branch::Narrow)
+                .then(|| CnnLstmBranch::build(src, c, false, device))
+                .transpose()?,
+            wide: c
+                .has(Branch::Wide)
+                .then(|| CnnLstmBranch::build(src, c, true, device))
+                .transpose()?,
+            ds: c
+                .has(Branch::Ds)
+                .then(|| DsBranch::build(src, c, device))
+                .transpose()?,
+            config,
+        })
+    }
+
+    /// Every tensor under its documented name.
+    pub fn export(&self, sink: &mut Sink) -> Result<(), ModelError> {
+        if let Some(m) = &self.mfcc {
+            m.export(sink)?;
+        }
+        if let Some(m) = &self.narrow {
+            m.export(sink)?;
+        }
+        if let Some(m) = &self.wide {
+            m.export(sink)?;
+        }
+        if let Some(m) = &self.ds {
+            m.export(sink)?;
+        }
+        Ok(())
+    }
+
+    pub fn forward(&self, input: &ModelInput, mode: Mode) -> ModelOutput {
+        let mut branches = Vec::new();
+        for b in self.config.branches() {
+            let logits = match b {
+                Branch::Mfcc => self
+                    .mfcc
+                    .as_ref()
+                    .expect("built with the config")
+                    .forward(input.mfcc.clone(), input.mfcc_pool.clone()),
+                Branch::Narrow => self
+                    .narrow
+                    .as_ref()
+                    .expect("built with the config")
+                    .forward(input.mel_narrow.clone(), mode),
+                Branch::Wide => self
+                    .wide
+                    .as_ref()
+                    .expect("built with the config")
+                    .forward(input.mel_wide.clone(), mode),
+                Branch::Ds => self.ds.as_ref().expect("built with the config").forward(
+                    input.mel_narrow.clone(),
+                    input.mel_wide.clone(),
+                    mode,
+                ),
+            };
+            branches.push((b, logits));
+        }
+        let mut logits: Option<Tensor<2>> = None;
+        for (b, l) in &branches {
+            let wl = l.clone().mul_scalar(self.config.branch_weights[b] as f64);
+            logits = Some(match logits {
+                Some(acc) => acc + wl,
+                None => wl,
+            });
+        }
+        ModelOutput {
+            logits: logits.expect("a model has at least one branch"),
+            branches,
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! `Predictor`: weights bytes + a device -> class probabilities. The page, `duet predict` and `duet
+//! eval` all go through it.
+
+use burn::prelude::*;
+use burn::tensor::activation::softmax;
+use duet_dsp::{FeaturePlan, Features};
+use serde::Serialize;
+
+use crate::config::{Branch, ModelConfig};
+use crate::error::ModelError;
+use crate::input::{ModelInput, Prepared, prepare};
+use crate::model::{DuetModel, ModelOutput};
+use crate::nn::Mode;
+use crate::weights;
+
+/// The result for one utterance.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Prediction {
+    /// Fused class probabilities, in [`ModelConfig::classes`] order.
+    pub probabilities: Vec<f32>,
+    /// Each branch's own probabilities.
+    pub branches: Vec<(Branch, Vec<f32>)>,
+    /// The most probable class.
+    pub label: String,
+}
+
+/// A loaded model ready to classify features.
+pub struct Predictor {
+    model: DuetModel,
+    device: Device,
+}
+
+impl Predictor {
+    /// Loads a weights file's bytes onto `device`.
+    pub fn from_bytes(bytes: &[u8], device: &Device) -> Result<Self, ModelError> {
+        Ok(Predictor {
+            model: weights::load(bytes, device)?,
+            device: device.clone(),
+        })
+    }
+
+    pub fn from_model(model: DuetModel, device: &Device) -> Self {
+        Predictor {
+            model,
+            device: device.clone(),
+        }
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.model.config
+    }
+
+    pub fn model(&self) -> &DuetModel {
+        &self.model
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// A feature plan for this model's front end (make once, reuse for every utterance).
+    pub fn feature_plan(&self) -> FeaturePlan {
+        FeaturePlan::new(&self.model.config.features)
+    }
+
+    fn forward(&self, items: &[&Prepared]) -> (Tensor<2>, usize) {
+        let input = ModelInput::batch(items, &self.model.config, &self.device);
+        let out: ModelOutput = self.model.forward(&input, Mode::Infer);
+        // One tensor [B, C·(1 + branches)] so the results come back in a single read (one GPU
+        // readback on the page).
+        let mut parts = vec![out.probabilities()];
+        parts.extend(out.branches.iter().map(|(_, l)| softmax(l.clone(), 1)));
+        let n = parts.len();
+        (Tensor::cat(parts, 1), n)
+    }
+
+    fn unpack(&self, data: Vec<f32>, b: usize, n: usize) -> Vec<Prediction> {
+        let c = self.model.config.n_classes();
+        let branches = self.model.config.branches();
+        (0..b)
+            .map(|i| {
+                let row = &data[i * n * c..(i + 1) * n * c];
+                let probabilities = row[..c].to_vec();
+                let best = probabilities
+                    .iter()
+                    .enumerate()
+                    .max_by(|a, b| a.1.total_cmp(b.1))
+                    .map(|(k, _)| k)
+                    .unwrap_or(0);
+                Prediction {
+                    label: self.model.config.classes[best].clone(),
+                    branches: branches
+                        .iter()
+                        .enumerate()
+                        .map(|(k, br)| (*br, row[(k + 1) * c..(k + 2) * c].to_vec()))
+                        .collect(),
+                    probabilities,
+                }
+            })
+            .collect()
+    }
+
+    /// Resizes/logs the features for this model.
+    pub fn prepare(&self, features: &Features) -> Result<Prepared, ModelError> {
+        prepare(features, &self.model.config)
+    }
+
+    /// Classifies a batch of prepared utterances (native; blocks on the device).
+    #[cfg(not(target_family = "wasm"))]
+    pub fn predict_prepared(&self, items: &[&Prepared]) -> Result<Vec<Prediction>, ModelError> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (t, n) = self.forward(items);
+        let data = t
+            .try_into_data()
+            .map_err(|e| ModelError::Backend(format!("{e:?}")))?
+            .try_into_vec::<f32>()
+            .map_err(|e| ModelError::Backend(format!("{e:?}")))?;
+        Ok(self.unpack(data, items.len(), n))
+    }
+
+    /// Classifies one utterance's features (native).
+    #[cfg(not(target_family = "wasm"))]
+    pub fn predict(&self, features: &Features) -> Result<Prediction, ModelError> {
+        let p = self.prepare(features)?;
+        Ok(self.predict_prepared(&[&p])?.remove(0))
+    }
+
+    /// Classifies a batch without blocking (the browser: WebGPU reads back asynchronously).
+    pub async fn predict_prepared_async(
+        &self,
+        items: &[&Prepared],
+    ) -> Result<Vec<Prediction>, ModelError> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (t, n) = self.forward(items);
+        let data = t
+            .into_data_async()
+            .await
+            .map_err(|e| ModelError::Backend(format!("{e:?}")))?
+            .try_into_vec::<f32>()
+            .map_err(|e| ModelError::Backend(format!("{e:?}")))?;
+        Ok(self.unpack(data, items.len(), n))
+    }
+
+    /// Classifies one utterance's features without blocking.
+    pub async fn predict_async(&self, features: &Features) -> Result<Prediction, ModelError> {
+        let p = self.prepare(features)?;
+        Ok(self.predict_prepared_async(&[&p]).await?.remove(0))
+    }
+}
