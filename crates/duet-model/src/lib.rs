@@ -10,6 +10,7 @@
 //! - [`backend`]: WebGPU / wgpu / CPU device choice.
 
 pub mod backend;
+pub mod calibrate;
 pub mod config;
 pub mod error;
 pub mod input;
@@ -20,6 +21,7 @@ pub mod rng;
 pub mod store;
 pub mod weights;
 
+pub use burn::prelude::Device;
 pub use config::{Branch, ModelConfig, ModelKind};
 pub use error::ModelError;
 pub use model::DuetModel;

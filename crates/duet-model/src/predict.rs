@@ -20,6 +20,8 @@ pub struct Prediction {
     pub probabilities: Vec<f32>,
     /// Each branch's own probabilities.
     pub branches: Vec<(Branch, Vec<f32>)>,
+    /// Fused logits (before the softmax), for checks against reference implementations.
+    pub logits: Vec<f32>,
     /// The most probable class.
     pub label: String,
 }
@@ -70,6 +72,7 @@ impl Predictor {
         // readback on the page).
         let mut parts = vec![out.probabilities()];
         parts.extend(out.branches.iter().map(|(_, l)| softmax(l.clone(), 1)));
+        parts.push(out.logits);
         let n = parts.len();
         (Tensor::cat(parts, 1), n)
     }
@@ -81,6 +84,7 @@ impl Predictor {
             .map(|i| {
                 let row = &data[i * n * c..(i + 1) * n * c];
                 let probabilities = row[..c].to_vec();
+                let logits = row[(n - 1) * c..n * c].to_vec();
                 let best = probabilities
                     .iter()
                     .enumerate()
@@ -88,6 +92,7 @@ impl Predictor {
                     .map(|(k, _)| k)
                     .unwrap_or(0);
                 Prediction {
+                    logits,
                     label: self.model.config.classes[best].clone(),
                     branches: branches
                         .iter()

@@ -18,12 +18,21 @@ struct Cli {
 enum Command {
     /// Compute the paper's features (MFCC + two mel spectrograms) of a WAV file as .npy arrays.
     Features(cmd::features::Args),
+    /// Classify audio files: probabilities of each emotion (a table, or JSON lines with --json).
+    Predict(cmd::predict::Args),
+    /// Show a model file's configuration, provenance and parameter counts.
+    Info(cmd::info::Args),
+    /// Write a randomly initialised model (for tests and as a starting point).
+    InitModel(cmd::init_model::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Features(args) => cmd::features::run(args),
+        Command::Predict(args) => cmd::predict::run(args),
+        Command::Info(args) => cmd::info::run(args),
+        Command::InitModel(args) => cmd::init_model::run(args),
     };
     duet_cli::exit_code(result)
 }
