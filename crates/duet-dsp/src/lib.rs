@@ -30,8 +30,10 @@ mod error;
 mod mel;
 mod mfcc;
 pub mod npy;
+mod pair;
 pub mod plan;
 mod resample;
+mod simd;
 pub mod wav;
 
 use std::fs::File;
@@ -76,10 +78,16 @@ pub fn features_from_file(path: &Path, plan: &mut FeaturePlan) -> Result<Feature
         path: path.to_path_buf(),
         source,
     })?;
+    let file_len = file.metadata().map(|m| m.len()).unwrap_or(0);
     let mut reader = WavReader::new(BufReader::with_capacity(1 << 16, file)).map_err(with_path)?;
     let rate = reader.format().sample_rate;
     let mut resampler = StreamResampler::new(rate, SAMPLE_RATE)?;
     let mut stream = plan.stream();
+    // Reserve the features' memory once when the header's length is believable (not beyond the file).
+    if let Some(bytes) = reader.format().data_bytes {
+        let frames = bytes.min(file_len) / reader.format().block_align() as u64;
+        stream.reserve(resampler.output_len(frames));
+    }
     let mut block = Vec::with_capacity(FILE_BLOCK_FRAMES);
     let mut any = false;
     {

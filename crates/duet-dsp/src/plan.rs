@@ -1,7 +1,7 @@
 //! `FeaturePlan`: everything expensive made once (FFT plans, windows, filterbanks, DCT table), and a
 //! streaming computation that keeps only a window's worth of samples.
 
-use realfft::RealFftPlanner;
+use rustfft::FftPlanner;
 
 use crate::DspError;
 use crate::config::FeatureConfig;
@@ -50,10 +50,11 @@ impl FeaturePlan {
     /// Plans `config` after [`FeatureConfig::validate`].
     pub fn try_new(config: &FeatureConfig) -> Result<Self, DspError> {
         config.validate()?;
-        let mut planner = RealFftPlanner::<f64>::new();
+        let mut planner = FftPlanner::<f64>::new();
+        let mut planner32 = FftPlanner::<f32>::new();
         let sr = config.sample_rate;
         Ok(FeaturePlan {
-            mfcc: MfccAnalyzer::new(sr, &config.mfcc, &mut planner),
+            mfcc: MfccAnalyzer::new(sr, &config.mfcc, &mut planner32),
             narrow: MelAnalyzer::new(sr, &config.narrow, &mut planner),
             wide: MelAnalyzer::new(sr, &config.wide, &mut planner),
             frame: vec![0.0; config.min_samples()],
@@ -69,6 +70,7 @@ impl FeaturePlan {
     /// Features of a whole 16 kHz mono signal held in memory.
     pub fn compute(&mut self, samples_16k: &[f32]) -> Result<Features, DspError> {
         let mut s = self.stream();
+        s.reserve(samples_16k.len() as u64);
         s.push(samples_16k)?;
         s.finish()
     }
@@ -76,9 +78,9 @@ impl FeaturePlan {
     /// Starts a streaming computation: [`FeatureStream::push`] 16 kHz samples in blocks of any size,
     /// then [`FeatureStream::finish`]. Memory is the features plus about one block of samples.
     pub fn stream(&mut self) -> FeatureStream<'_> {
-        self.mfcc.base.clear();
-        self.narrow.out.clear();
-        self.wide.out.clear();
+        self.mfcc.reset();
+        self.narrow.reset();
+        self.wide.reset();
         FeatureStream {
             plan: self,
             buf: Vec::with_capacity(PUSH_BLOCK + 4096),
@@ -104,6 +106,21 @@ pub struct FeatureStream<'a> {
 }
 
 impl FeatureStream<'_> {
+    /// Reserves room for the features of `n_samples` more samples (an allocation up front instead of
+    /// repeated growth when the length is known, e.g. from a WAV header).
+    pub fn reserve(&mut self, n_samples: u64) {
+        let n = usize::try_from(n_samples).unwrap_or(usize::MAX);
+        let cfg = &self.plan.config;
+        let (m, a, b) = (
+            cfg.mfcc.n_frames(n),
+            cfg.narrow.n_frames(n),
+            cfg.wide.n_frames(n),
+        );
+        self.plan.mfcc.reserve(m);
+        self.plan.narrow.reserve(a);
+        self.plan.wide.reserve(b);
+    }
+
     /// Number of samples pushed so far.
     pub fn samples_seen(&self) -> u64 {
         self.total
@@ -113,7 +130,8 @@ impl FeatureStream<'_> {
     /// an error naming the sample.
     pub fn push(&mut self, samples: &[f32]) -> Result<(), DspError> {
         for block in samples.chunks(PUSH_BLOCK) {
-            for (i, &v) in block.iter().enumerate() {
+            let ok = crate::simd::all_within(block, MAX_ABS_SAMPLE);
+            for (i, &v) in block.iter().enumerate().filter(|_| !ok) {
                 if !v.is_finite() || v.abs() > MAX_ABS_SAMPLE {
                     let index = self.total + i as u64;
                     return Err(if v.is_nan() {
@@ -157,6 +175,9 @@ impl FeatureStream<'_> {
             });
         }
         self.run(true);
+        self.plan.mfcc.flush();
+        self.plan.narrow.flush();
+        self.plan.wide.flush();
         let duration_s = (self.total as f64 / self.plan.config.sample_rate as f64) as f32;
         Ok(Features {
             mfcc: self.plan.mfcc.take(),

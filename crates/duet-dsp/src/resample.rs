@@ -34,14 +34,13 @@ fn check_rate(rate: u32) -> Result<(), DspError> {
 
 /// A resampler fed block by block; memory is a few FFT blocks whatever the input length.
 pub struct StreamResampler {
-    inner: Option<Fft<f64>>,
+    inner: Option<Fft<f32>>,
     from: u32,
     to: u32,
     chunk_in: usize,
-    in_buf: Vec<f64>,
+    in_buf: Vec<f32>,
     in_len: usize,
-    out_buf: Vec<f64>,
-    out_f32: Vec<f32>,
+    out_buf: Vec<f32>,
     delay_left: usize,
     n_in: u64,
     n_out: u64,
@@ -60,7 +59,6 @@ impl StreamResampler {
             in_buf: Vec::new(),
             in_len: 0,
             out_buf: Vec::new(),
-            out_f32: Vec::new(),
             delay_left: 0,
             n_in: 0,
             n_out: 0,
@@ -74,7 +72,7 @@ impl StreamResampler {
             if (blocks * min_in) % 2 == 1 || (blocks * min_out) % 2 == 1 {
                 blocks += 1;
             }
-            let fft = Fft::<f64>::new_custom(
+            let fft = Fft::<f32>::new_custom(
                 from as usize,
                 to as usize,
                 blocks * min_in,
@@ -87,7 +85,6 @@ impl StreamResampler {
             s.chunk_in = fft.input_frames_next();
             s.in_buf = vec![0.0; s.chunk_in];
             s.out_buf = vec![0.0; fft.output_frames_max()];
-            s.out_f32 = Vec::with_capacity(fft.output_frames_max());
             s.delay_left = fft.output_delay();
             s.inner = Some(fft);
         }
@@ -113,12 +110,7 @@ impl StreamResampler {
         let mut rest = input;
         while !rest.is_empty() {
             let take = (self.chunk_in - self.in_len).min(rest.len());
-            for (d, &s) in self.in_buf[self.in_len..self.in_len + take]
-                .iter_mut()
-                .zip(rest)
-            {
-                *d = s as f64;
-            }
+            self.in_buf[self.in_len..self.in_len + take].copy_from_slice(&rest[..take]);
             self.in_len += take;
             rest = &rest[take..];
             if self.in_len == self.chunk_in {
@@ -179,10 +171,8 @@ impl StreamResampler {
         if produced.is_empty() {
             return Ok(());
         }
-        self.out_f32.clear();
-        self.out_f32.extend(produced.iter().map(|&v| v as f32));
         self.n_out += produced.len() as u64;
-        sink(&self.out_f32)
+        sink(produced)
     }
 }
 

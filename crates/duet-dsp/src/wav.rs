@@ -352,9 +352,39 @@ impl<R: Read> WavReader<R> {
         let start = out.len();
         out.reserve(frames);
         let ch = self.format.channels as usize;
+        let data = &self.buf[..frames * block];
+        match self.format.encoding {
+            // Fast path for the common case (IEMOCAP and most corpora): 16-bit integer, exact in f32.
+            SampleEncoding::Int { bytes: 2 } if ch == 1 => out.extend(
+                data.chunks_exact(2)
+                    .map(|s| i16::from_le_bytes([s[0], s[1]]) as f32 * (1.0 / 32768.0)),
+            ),
+            SampleEncoding::Int { bytes: 2 } => {
+                let scale = 1.0 / (32768.0 * ch as f64);
+                out.extend(data.chunks_exact(block).map(|frame| {
+                    let sum: i64 = frame
+                        .chunks_exact(2)
+                        .map(|s| i16::from_le_bytes([s[0], s[1]]) as i64)
+                        .sum();
+                    (sum as f64 * scale) as f32
+                }));
+            }
+            _ => self.convert_generic(data, out)?,
+        }
+        debug_assert_eq!(out.len() - start, frames);
+        self.frame_index += frames as u64;
+        Ok(frames)
+    }
+}
+
+impl<R: Read> WavReader<R> {
+    /// Any encoding and channel count: channel mean in f64, NaN/Inf checked per sample.
+    fn convert_generic(&self, data: &[u8], out: &mut Vec<f32>) -> Result<(), DspError> {
+        let block = self.format.block_align();
+        let ch = self.format.channels as usize;
         let bytes = self.format.encoding.bytes();
         let inv_ch = 1.0 / ch as f64;
-        for (fi, frame) in self.buf[..frames * block].chunks_exact(block).enumerate() {
+        for (fi, frame) in data.chunks_exact(block).enumerate() {
             let mut acc = 0.0f64;
             for (c, s) in frame.chunks_exact(bytes).enumerate() {
                 let v = match self.format.encoding {
@@ -398,9 +428,7 @@ impl<R: Read> WavReader<R> {
             }
             out.push(m32);
         }
-        debug_assert_eq!(out.len() - start, frames);
-        self.frame_index += frames as u64;
-        Ok(frames)
+        Ok(())
     }
 }
 
