@@ -40,7 +40,7 @@ pub async fn smoke_test() -> Result<f32, JsError> {
         .await
         .map_err(|e| JsError::new(&format!("reading result: {e:?}")))?;
     let v: Vec<f32> = data
-        .to_vec()
+        .try_to_vec::<f32>()
         .map_err(|e| JsError::new(&format!("result dtype: {e:?}")))?;
     Ok(v[0])
 }
