@@ -51,7 +51,8 @@ pub use wav::{DecodedAudio, WavReader, decode_wav};
 /// The analysis sample rate (paper section 2.1: IEMOCAP is 16 kHz); every input is resampled to it.
 pub const SAMPLE_RATE: u32 = 16_000;
 
-/// Frames read from a file per block in [`features_from_file`].
+/// Frames read from a file per block in [`features_from_file`] (reads of this size bypass the small
+/// `BufReader`, which only serves the header).
 const FILE_BLOCK_FRAMES: usize = 1 << 14;
 
 /// Decodes WAV bytes, mixes to mono, resamples to 16 kHz and checks the samples (finite, at least one).
@@ -79,7 +80,7 @@ pub fn features_from_file(path: &Path, plan: &mut FeaturePlan) -> Result<Feature
         source,
     })?;
     let file_len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let mut reader = WavReader::new(BufReader::with_capacity(1 << 16, file)).map_err(with_path)?;
+    let mut reader = WavReader::new(BufReader::with_capacity(1 << 12, file)).map_err(with_path)?;
     let rate = reader.format().sample_rate;
     let mut resampler = StreamResampler::new(rate, SAMPLE_RATE)?;
     let mut stream = plan.stream();

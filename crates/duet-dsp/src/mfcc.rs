@@ -84,23 +84,30 @@ fn htk_filterbank(sr: f64, cfg: &MfccConfig) -> Vec<Band> {
         .collect()
 }
 
+/// Frames per batch of band sums (a multiple of 2: frames enter the FFT in pairs).
+const BATCH: usize = 16;
+
 /// Per-frame MFCC state: FFT plan, window, filterbank, DCT table and scratch, made once.
 ///
-/// The per-frame path runs in f32 like openSMILE itself (its data memory is float32); the frame energy
-/// and the DCT accumulate in f64. Frames go through the FFT in pairs (see `pair.rs`); call
-/// [`MfccAnalyzer::flush`] before `take`.
+/// The spectrum path runs in f32 like openSMILE itself (its data memory is float32); frame energy, logs
+/// and the DCT are f64. Frames go through the FFT in pairs (`pair.rs`) and their band energies, logs and
+/// cepstra are computed for `BATCH` frames at once.
 pub(crate) struct MfccAnalyzer {
     pub cfg: MfccConfig,
     window: Vec<f32>,
     pair: PairFft<f32>,
-    /// Log energy of the frame waiting in the pair buffer.
-    pending_log_e: f64,
-    power_a: Vec<f32>,
-    power_b: Vec<f32>,
+    /// Power spectra of the batch, `power[k * BATCH + t]`.
+    power: Vec<f32>,
+    /// Log energy of each frame in the batch.
+    log_e: [f64; BATCH],
+    in_batch: usize,
     bands: Vec<Band>,
+    /// Log band energies of the batch, `log_bands[b * BATCH + t]`.
     log_bands: Vec<f64>,
     /// `dct[(i-1) * n_bands + j]` = lifter_i · sqrt(2/n_bands) · cos(π i (j + 0.5) / n_bands).
     dct: Vec<f64>,
+    /// Cepstra of the batch, `ceps[(i-1) * BATCH + t]`.
+    ceps: Vec<f64>,
     /// Static coefficients so far, `[t][n_ceps + 1]` (mfcc1..n, logE).
     pub base: Vec<f32>,
 }
@@ -133,12 +140,13 @@ impl MfccAnalyzer {
             cfg: cfg.clone(),
             window,
             pair: PairFft::new(cfg.n_fft, planner),
-            pending_log_e: 0.0,
-            power_a: vec![0.0; cfg.n_fft / 2 + 1],
-            power_b: vec![0.0; cfg.n_fft / 2 + 1],
+            power: vec![0.0; (cfg.n_fft / 2 + 1) * BATCH],
+            log_e: [0.0; BATCH],
+            in_batch: 0,
             bands: htk_filterbank(sr as f64, cfg),
-            log_bands: vec![0.0; nb],
+            log_bands: vec![0.0; nb * BATCH],
             dct,
+            ceps: vec![0.0; cfg.n_ceps * BATCH],
             base: Vec::new(),
         }
     }
@@ -148,21 +156,23 @@ impl MfccAnalyzer {
         self.base.reserve(frames * (self.cfg.n_ceps + 1));
     }
 
-    /// Drops a frame waiting for its partner (a new input starts).
+    /// Forgets everything of the previous input.
     pub fn reset(&mut self) {
         self.base.clear();
+        self.in_batch = 0;
         self.pair.pending = false;
     }
 
     /// One 25 ms frame (`frame_length` samples): log energy, pre-emphasis and window into the pair
-    /// buffer; every second frame runs the FFT and appends both frames' mfcc1..12 and logE to `base`.
+    /// buffer; every second frame runs the FFT.
     pub fn process_frame(&mut self, x: &[f32]) {
         let cfg = &self.cfg;
         let n = cfg.frame_length;
         let x = &x[..n];
         // Log energy of the raw frame (not pre-emphasised, not windowed).
         let energy: f64 = crate::simd::sum_sq_f64(x) * cfg.energy_scale;
-        let log_e = energy.max(cfg.log_floor).ln();
+        let slot = self.in_batch + self.pair.pending as usize;
+        self.log_e[slot] = energy.max(cfg.log_floor).ln();
         // Pre-emphasis inside the frame, window; the buffer's tail stays zero (padding to n_fft).
         let k = cfg.preemphasis;
         let second = self.pair.pending;
@@ -174,10 +184,11 @@ impl MfccAnalyzer {
             for ((c, w), p) in buf[1..].iter_mut().zip(&w[1..]).zip(x.windows(2)) {
                 c.im = (p[1] - k * p[0]) * w;
             }
-            let a_log_e = self.pending_log_e;
-            self.pair.powers(&mut self.power_a, &mut self.power_b);
-            self.emit(true, a_log_e);
-            self.emit(false, log_e);
+            self.pair.powers_into(&mut self.power, BATCH, self.in_batch);
+            self.in_batch += 2;
+            if self.in_batch == BATCH {
+                self.cepstra();
+            }
         } else {
             buf[0].re = first;
             for ((c, w), p) in buf[1..].iter_mut().zip(&w[1..]).zip(x.windows(2)) {
@@ -186,38 +197,63 @@ impl MfccAnalyzer {
             for c in self.pair.buf[n..].iter_mut() {
                 *c = Complex::new(0.0, 0.0);
             }
-            self.pending_log_e = log_e;
             self.pair.pending = true;
         }
     }
 
-    /// Emits a frame still waiting for its partner.
+    /// Finishes the input: a frame waiting for its partner and a partial batch.
     pub fn flush(&mut self) {
         if self.pair.pending {
             for c in self.pair.buf.iter_mut() {
                 c.im = 0.0;
             }
-            self.pair.powers(&mut self.power_a, &mut self.power_b);
-            self.emit(true, self.pending_log_e);
+            self.pair.powers_into(&mut self.power, BATCH, self.in_batch);
+            self.in_batch += 1;
         }
+        self.cepstra();
     }
 
-    /// Mel bands → log → DCT of one frame's power spectrum (frame a or b of the pair).
-    fn emit(&mut self, a: bool, log_e: f64) {
+    /// Mel bands → ln → DCT for the batch; appends its frames to `base`.
+    fn cepstra(&mut self) {
+        let t_n = self.in_batch;
+        if t_n == 0 {
+            return;
+        }
         let cfg = &self.cfg;
-        let power = if a { &self.power_a } else { &self.power_b };
         let scale = cfg.energy_scale as f32;
         let floor = cfg.log_floor as f32;
-        for (lb, band) in self.log_bands.iter_mut().zip(&self.bands) {
-            let p = &power[band.start..band.start + band.weights.len()];
-            let e: f32 = crate::simd::dot_f32(p, &band.weights) * scale;
-            *lb = e.max(floor).ln() as f64;
+        for (lb, band) in self.log_bands.chunks_exact_mut(BATCH).zip(&self.bands) {
+            let mut acc = [0f32; BATCH];
+            for (i, &w) in band.weights.iter().enumerate() {
+                let k = band.start + i;
+                let p = &self.power[k * BATCH..(k + 1) * BATCH];
+                for (a, &v) in acc.iter_mut().zip(p) {
+                    *a += v * w;
+                }
+            }
+            for (l, &e) in lb.iter_mut().zip(&acc[..t_n]) {
+                *l = (e * scale).max(floor).ln() as f64;
+            }
         }
-        for row in self.dct.chunks_exact(cfg.n_bands) {
-            let c: f64 = crate::simd::dot_f64(row, &self.log_bands);
-            self.base.push(c as f32);
+        self.ceps.fill(0.0);
+        for (c, row) in self
+            .ceps
+            .chunks_exact_mut(BATCH)
+            .zip(self.dct.chunks_exact(cfg.n_bands))
+        {
+            for (lb, &w) in self.log_bands.chunks_exact(BATCH).zip(row) {
+                for (a, &l) in c.iter_mut().zip(lb) {
+                    *a += w * l;
+                }
+            }
         }
-        self.base.push(log_e as f32);
+        for t in 0..t_n {
+            for c in self.ceps.chunks_exact(BATCH) {
+                self.base.push(c[t] as f32);
+            }
+            self.base.push(self.log_e[t] as f32);
+        }
+        self.in_batch = 0;
     }
 
     /// Adds deltas and accelerations; returns `[T][39]` and resets for the next input.

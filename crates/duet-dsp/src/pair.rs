@@ -32,8 +32,9 @@ impl<T: FftNum + Add<Output = T> + Sub<Output = T> + Mul<Output = T>> PairFft<T>
         }
     }
 
-    /// Transforms the loaded pair and writes the power spectra (N/2 + 1 bins each) of both frames.
-    pub fn powers(&mut self, pa: &mut [T], pb: &mut [T]) {
+    /// Transforms the loaded pair and writes both frames' power spectra into a bin-major batch
+    /// buffer: `out[k * stride + col] = |A[k]|²`, `out[k * stride + col + 1] = |B[k]|²`, k = 0..=N/2.
+    pub fn powers_into(&mut self, out: &mut [T], stride: usize, col: usize) {
         self.fft
             .process_with_scratch(&mut self.buf, &mut self.scratch);
         let n = self.buf.len();
@@ -43,22 +44,17 @@ impl<T: FftNum + Add<Output = T> + Sub<Output = T> + Mul<Output = T>> PairFft<T>
         // k = 0 and k = N/2 pair with themselves.
         for k in [0, half] {
             let zk = z[k];
-            pa[k] = zk.re * zk.re;
-            pb[k] = zk.im * zk.im;
+            out[k * stride + col] = zk.re * zk.re;
+            out[k * stride + col + 1] = zk.im * zk.im;
         }
         // k = 1 .. N/2 - 1 pairs with N - k: walk the upper half backwards.
         let (lo, hi) = (&z[1..half], &z[half + 1..]);
-        let (pa, pb) = (&mut pa[1..half], &mut pb[1..half]);
-        for (((a, b), zk), zn) in pa
-            .iter_mut()
-            .zip(pb.iter_mut())
-            .zip(lo)
-            .zip(hi.iter().rev())
-        {
+        let rows = out[stride..half * stride].chunks_exact_mut(stride);
+        for ((row, zk), zn) in rows.zip(lo).zip(hi.iter().rev()) {
             let (sr, di) = (zk.re + zn.re, zk.im - zn.im);
             let (dr, si) = (zk.re - zn.re, zk.im + zn.im);
-            *a = (sr * sr + di * di) * quarter;
-            *b = (dr * dr + si * si) * quarter;
+            row[col] = (sr * sr + di * di) * quarter;
+            row[col + 1] = (dr * dr + si * si) * quarter;
         }
         self.pending = false;
     }

@@ -355,10 +355,12 @@ impl<R: Read> WavReader<R> {
         let data = &self.buf[..frames * block];
         match self.format.encoding {
             // Fast path for the common case (IEMOCAP and most corpora): 16-bit integer, exact in f32.
-            SampleEncoding::Int { bytes: 2 } if ch == 1 => out.extend(
-                data.chunks_exact(2)
-                    .map(|s| i16::from_le_bytes([s[0], s[1]]) as f32 * (1.0 / 32768.0)),
-            ),
+            SampleEncoding::Int { bytes: 2 } if ch == 1 => {
+                out.resize(start + frames, 0.0);
+                for (o, s) in out[start..].iter_mut().zip(data.chunks_exact(2)) {
+                    *o = i16::from_le_bytes([s[0], s[1]]) as f32 * (1.0 / 32768.0);
+                }
+            }
             SampleEncoding::Int { bytes: 2 } => {
                 let scale = 1.0 / (32768.0 * ch as f64);
                 out.extend(data.chunks_exact(block).map(|frame| {
