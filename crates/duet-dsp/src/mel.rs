@@ -6,7 +6,7 @@
 use rustfft::FftPlanner;
 
 use crate::config::MelConfig;
-use crate::pair::PairFft;
+use crate::pair::{BATCH, PairFft, quarter_weight};
 
 /// A power mel spectrogram, row-major `[n_mels][n_frames]` (librosa's layout).
 #[derive(Clone, Debug, PartialEq)]
@@ -153,9 +153,6 @@ pub(crate) fn slaney_filterbank(sr: f64, cfg: &MelConfig) -> Vec<SparseFilter> {
         .collect()
 }
 
-/// Frames per batch of band sums (a multiple of 2: frames enter the FFT in pairs).
-const BATCH: usize = 16;
-
 /// Per-spectrogram state: FFT plan, window, filterbank and scratch, all made once. The STFT runs in f64:
 /// librosa's (numpy's) FFT is double precision, and a float32 FFT leaves ~2e-4 relative error on mel bins
 /// 80 dB below the maximum (measured on the fixtures), over the 1e-4 the reference checks allow.
@@ -167,8 +164,8 @@ pub(crate) struct MelAnalyzer {
     pub cfg: MelConfig,
     window: Vec<f64>,
     pair: PairFft<f64>,
-    /// Power spectra of the batch, `power[k * BATCH + t]`.
-    power: Vec<f64>,
+    /// Power spectra of the batch, `power[k][t]`.
+    power: Vec<[f64; BATCH]>,
     /// Frames in the batch so far.
     in_batch: usize,
     /// Per band: (first bin, offset into `weights`, number of bins).
@@ -189,13 +186,13 @@ impl MelAnalyzer {
         let mut weights = Vec::new();
         for f in slaney_filterbank(sr as f64, cfg) {
             bands.push((f.start, weights.len(), f.weights.len()));
-            weights.extend_from_slice(&f.weights);
+            weights.extend(f.weights.iter().map(|&w| quarter_weight(w)));
         }
         MelAnalyzer {
             cfg: cfg.clone(),
             window,
             pair: PairFft::new(n, planner),
-            power: vec![0.0; (n / 2 + 1) * BATCH],
+            power: vec![[0.0; BATCH]; n / 2 + 1],
             in_batch: 0,
             bands,
             weights,
@@ -232,7 +229,7 @@ impl MelAnalyzer {
         for ((c, &x), &w) in buf.iter_mut().zip(frame).zip(&self.window) {
             c.im = x as f64 * w;
         }
-        self.pair.powers_into(&mut self.power, BATCH, self.in_batch);
+        self.pair.powers_into(&mut self.power, self.in_batch);
         self.in_batch += 2;
         if self.in_batch == BATCH {
             self.sum_bands();
@@ -245,7 +242,7 @@ impl MelAnalyzer {
             for c in self.pair.buf.iter_mut() {
                 c.im = 0.0;
             }
-            self.pair.powers_into(&mut self.power, BATCH, self.in_batch);
+            self.pair.powers_into(&mut self.power, self.in_batch);
             self.in_batch += 1;
         }
         self.sum_bands();
@@ -259,8 +256,10 @@ impl MelAnalyzer {
         }
         for (row, &(start, off, len)) in self.rows.iter_mut().zip(&self.bands) {
             let mut acc = [0f64; BATCH];
-            for (i, &w) in self.weights[off..off + len].iter().enumerate() {
-                let p = &self.power[(start + i) * BATCH..(start + i + 1) * BATCH];
+            for (p, &w) in self.power[start..start + len]
+                .iter()
+                .zip(&self.weights[off..off + len])
+            {
                 for (a, &v) in acc.iter_mut().zip(p) {
                     *a += v * w;
                 }

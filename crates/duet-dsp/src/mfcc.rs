@@ -10,7 +10,7 @@ use rustfft::FftPlanner;
 use rustfft::num_complex::Complex;
 
 use crate::config::MfccConfig;
-use crate::pair::PairFft;
+use crate::pair::{BATCH, PairFft, quarter_weight};
 
 /// MFCC frames, row-major `[n_frames][39]` in openSMILE's column order: mfcc1..12, logE,
 /// delta mfcc1..12, delta logE, accel mfcc1..12, accel logE.
@@ -78,14 +78,14 @@ fn htk_filterbank(sr: f64, cfg: &MfccConfig) -> Vec<Band> {
             let end = w.iter().rposition(|&v| v != 0.0).map_or(start, |e| e + 1);
             Band {
                 start,
-                weights: w[start..end].iter().map(|&v| v as f32).collect(),
+                weights: w[start..end]
+                    .iter()
+                    .map(|&v| quarter_weight(v) as f32)
+                    .collect(),
             }
         })
         .collect()
 }
-
-/// Frames per batch of band sums (a multiple of 2: frames enter the FFT in pairs).
-const BATCH: usize = 16;
 
 /// Per-frame MFCC state: FFT plan, window, filterbank, DCT table and scratch, made once.
 ///
@@ -96,18 +96,20 @@ pub(crate) struct MfccAnalyzer {
     pub cfg: MfccConfig,
     window: Vec<f32>,
     pair: PairFft<f32>,
-    /// Power spectra of the batch, `power[k * BATCH + t]`.
-    power: Vec<f32>,
+    /// Power spectra of the batch, `power[k][t]`.
+    power: Vec<[f32; BATCH]>,
+    /// Pre-emphasised, windowed frame.
+    tmp: Vec<f32>,
     /// Log energy of each frame in the batch.
     log_e: [f64; BATCH],
     in_batch: usize,
     bands: Vec<Band>,
-    /// Log band energies of the batch, `log_bands[b * BATCH + t]`.
-    log_bands: Vec<f64>,
+    /// Log band energies of the batch, `log_bands[b][t]`.
+    log_bands: Vec<[f64; BATCH]>,
     /// `dct[(i-1) * n_bands + j]` = lifter_i · sqrt(2/n_bands) · cos(π i (j + 0.5) / n_bands).
     dct: Vec<f64>,
-    /// Cepstra of the batch, `ceps[(i-1) * BATCH + t]`.
-    ceps: Vec<f64>,
+    /// Cepstra of the batch, `ceps[i-1][t]`.
+    ceps: Vec<[f64; BATCH]>,
     /// Static coefficients so far, `[t][n_ceps + 1]` (mfcc1..n, logE).
     pub base: Vec<f32>,
 }
@@ -140,13 +142,14 @@ impl MfccAnalyzer {
             cfg: cfg.clone(),
             window,
             pair: PairFft::new(cfg.n_fft, planner),
-            power: vec![0.0; (cfg.n_fft / 2 + 1) * BATCH],
+            tmp: vec![0.0; n],
+            power: vec![[0.0; BATCH]; cfg.n_fft / 2 + 1],
             log_e: [0.0; BATCH],
             in_batch: 0,
             bands: htk_filterbank(sr as f64, cfg),
-            log_bands: vec![0.0; nb * BATCH],
+            log_bands: vec![[0.0; BATCH]; nb],
             dct,
-            ceps: vec![0.0; cfg.n_ceps * BATCH],
+            ceps: vec![[0.0; BATCH]; cfg.n_ceps],
             base: Vec::new(),
         }
     }
@@ -173,27 +176,35 @@ impl MfccAnalyzer {
         let energy: f64 = crate::simd::sum_sq_f64(x) * cfg.energy_scale;
         let slot = self.in_batch + self.pair.pending as usize;
         self.log_e[slot] = energy.max(cfg.log_floor).ln();
-        // Pre-emphasis inside the frame, window; the buffer's tail stays zero (padding to n_fft).
+        // Pre-emphasis inside the frame and window, contiguous (vectorises), then into the pair buffer;
+        // the buffer's tail stays zero (padding to n_fft).
         let k = cfg.preemphasis;
+        let (tmp, w) = (&mut self.tmp[..n], &self.window[..n]);
+        tmp[0] = (1.0 - k) * x[0] * w[0];
+        for (((t, w), &cur), &prev) in tmp[1..]
+            .iter_mut()
+            .zip(&w[1..])
+            .zip(&x[1..])
+            .zip(&x[..n - 1])
+        {
+            *t = (cur - k * prev) * w;
+        }
         let second = self.pair.pending;
         let buf = &mut self.pair.buf[..n];
-        let w = &self.window[..n];
-        let first = (1.0 - k) * x[0] * w[0];
         if second {
-            buf[0].im = first;
-            for ((c, w), p) in buf[1..].iter_mut().zip(&w[1..]).zip(x.windows(2)) {
-                c.im = (p[1] - k * p[0]) * w;
+            for (c, &v) in buf.iter_mut().zip(tmp.iter()) {
+                c.im = v;
             }
-            self.pair.powers_into(&mut self.power, BATCH, self.in_batch);
+            self.pair.powers_into(&mut self.power, self.in_batch);
             self.in_batch += 2;
             if self.in_batch == BATCH {
                 self.cepstra();
             }
         } else {
-            buf[0].re = first;
-            for ((c, w), p) in buf[1..].iter_mut().zip(&w[1..]).zip(x.windows(2)) {
-                c.re = (p[1] - k * p[0]) * w;
+            for (c, &v) in buf.iter_mut().zip(tmp.iter()) {
+                *c = Complex::new(v, 0.0);
             }
+            // The FFT ran in place: clear the padding.
             for c in self.pair.buf[n..].iter_mut() {
                 *c = Complex::new(0.0, 0.0);
             }
@@ -207,7 +218,7 @@ impl MfccAnalyzer {
             for c in self.pair.buf.iter_mut() {
                 c.im = 0.0;
             }
-            self.pair.powers_into(&mut self.power, BATCH, self.in_batch);
+            self.pair.powers_into(&mut self.power, self.in_batch);
             self.in_batch += 1;
         }
         self.cepstra();
@@ -222,33 +233,28 @@ impl MfccAnalyzer {
         let cfg = &self.cfg;
         let scale = cfg.energy_scale as f32;
         let floor = cfg.log_floor as f32;
-        for (lb, band) in self.log_bands.chunks_exact_mut(BATCH).zip(&self.bands) {
+        for (lb, band) in self.log_bands.iter_mut().zip(&self.bands) {
             let mut acc = [0f32; BATCH];
-            for (i, &w) in band.weights.iter().enumerate() {
-                let k = band.start + i;
-                let p = &self.power[k * BATCH..(k + 1) * BATCH];
-                for (a, &v) in acc.iter_mut().zip(p) {
+            let p = &self.power[band.start..band.start + band.weights.len()];
+            for (pk, &w) in p.iter().zip(&band.weights) {
+                for (a, &v) in acc.iter_mut().zip(pk) {
                     *a += v * w;
                 }
             }
-            for (l, &e) in lb.iter_mut().zip(&acc[..t_n]) {
-                *l = (e * scale).max(floor).ln() as f64;
+            for (l, &e) in lb.iter_mut().zip(&acc) {
+                *l = ln_pos((e * scale).max(floor));
             }
         }
-        self.ceps.fill(0.0);
-        for (c, row) in self
-            .ceps
-            .chunks_exact_mut(BATCH)
-            .zip(self.dct.chunks_exact(cfg.n_bands))
-        {
-            for (lb, &w) in self.log_bands.chunks_exact(BATCH).zip(row) {
+        for (c, row) in self.ceps.iter_mut().zip(self.dct.chunks_exact(cfg.n_bands)) {
+            *c = [0.0; BATCH];
+            for (lb, &w) in self.log_bands.iter().zip(row) {
                 for (a, &l) in c.iter_mut().zip(lb) {
                     *a += w * l;
                 }
             }
         }
         for t in 0..t_n {
-            for c in self.ceps.chunks_exact(BATCH) {
+            for c in &self.ceps {
                 self.base.push(c[t] as f32);
             }
             self.base.push(self.log_e[t] as f32);
@@ -298,27 +304,59 @@ fn deltas(
 ) {
     let norm: f64 = 2.0 * (1..=w).map(|k| (k * k) as f64).sum::<f64>();
     let mut acc = vec![0f64; d];
+    // Rows t-w .. t+w all inside: no edge handling.
+    let inner = w..t_len.saturating_sub(w);
     for t in 0..t_len {
         acc.iter_mut().for_each(|a| *a = 0.0);
-        for k in 1..=w {
-            let hi = t + k;
-            let lo = t.saturating_sub(k);
-            for (j, a) in acc.iter_mut().enumerate() {
-                let h = if hi < t_len {
-                    data[hi * width + src + j] as f64
-                } else if let Some(tail) = tail {
-                    if hi == t_len { tail[j] } else { 0.0 }
-                } else {
-                    data[(t_len - 1) * width + src + j] as f64
-                };
-                let l = data[lo * width + src + j] as f64;
-                *a += k as f64 * (h - l);
+        if inner.contains(&t) {
+            for k in 1..=w {
+                let hi = &data[(t + k) * width + src..(t + k) * width + src + d];
+                let lo = &data[(t - k) * width + src..(t - k) * width + src + d];
+                for ((a, &h), &l) in acc.iter_mut().zip(hi).zip(lo) {
+                    *a += k as f64 * (h as f64 - l as f64);
+                }
+            }
+        } else {
+            for k in 1..=w {
+                let hi = t + k;
+                let lo = t.saturating_sub(k);
+                for (j, a) in acc.iter_mut().enumerate() {
+                    let h = if hi < t_len {
+                        data[hi * width + src + j] as f64
+                    } else if let Some(tail) = tail {
+                        if hi == t_len { tail[j] } else { 0.0 }
+                    } else {
+                        data[(t_len - 1) * width + src + j] as f64
+                    };
+                    let l = data[lo * width + src + j] as f64;
+                    *a += k as f64 * (h - l);
+                }
             }
         }
-        for (j, a) in acc.iter().enumerate() {
-            data[t * width + src + d + j] = (a / norm) as f32;
+        let out = &mut data[t * width + src + d..t * width + src + 2 * d];
+        for (o, a) in out.iter_mut().zip(&acc) {
+            *o = (a / norm) as f32;
         }
     }
+}
+
+/// Natural log of a positive, finite f32, in f64, accurate to ~1e-10 (better than `f32::ln`) and
+/// written so a loop over it vectorises: x = m·2^e with m in [√½, √2), ln m = 2·atanh(s),
+/// s = (m-1)/(m+1), |s| < 0.172, by its odd series to s¹¹.
+#[inline(always)]
+fn ln_pos(x: f32) -> f64 {
+    let bits = x.to_bits();
+    let mut e = ((bits >> 23) & 0xff) as i32 - 127;
+    let mut m = f32::from_bits((bits & 0x007f_ffff) | 0x3f80_0000) as f64;
+    let big = m > std::f64::consts::SQRT_2;
+    m = if big { m * 0.5 } else { m };
+    e += big as i32;
+    let s = (m - 1.0) / (m + 1.0);
+    let s2 = s * s;
+    let poly = 1.0
+        + s2 * (1.0 / 3.0
+            + s2 * (1.0 / 5.0 + s2 * (1.0 / 7.0 + s2 * (1.0 / 9.0 + s2 * (1.0 / 11.0)))));
+    e as f64 * std::f64::consts::LN_2 + 2.0 * s * poly
 }
 
 /// openSMILE's delta stage emits one row past the end of the input: the delta of a virtual frame `T`
@@ -334,4 +372,30 @@ fn virtual_delta_row(base: &[f32], t_len: usize, d: usize, w: usize) -> Vec<f64>
             s / norm
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ln_pos;
+
+    #[test]
+    fn ln_pos_matches_f64_ln() {
+        let mut x = 1.0f32;
+        while x < 3.0e38 {
+            // Around 1, √2 (the range switch) and 2.
+            for f in [1.0f32, 1.000_1, 1.0 + 0.414_2, 1.0 + 0.414_3, 1.999_9] {
+                let v = x * f;
+                if !v.is_finite() {
+                    continue;
+                }
+                let want = (v as f64).ln();
+                assert!(
+                    (ln_pos(v) - want).abs() < 1e-9,
+                    "ln({v}) = {} vs {want}",
+                    ln_pos(v)
+                );
+            }
+            x *= 1.37;
+        }
+    }
 }

@@ -2,6 +2,8 @@
 //! A[k] = (Z[k] + conj Z[N-k]) / 2 and B[k] = (Z[k] - conj Z[N-k]) / 2i, so
 //! |A[k]|² = ((Zr[k] + Zr[N-k])² + (Zi[k] - Zi[N-k])²) / 4 and
 //! |B[k]|² = ((Zr[k] - Zr[N-k])² + (Zi[k] + Zi[N-k])²) / 4.
+//! The spectra are written ×4 (k = 1..N/2-1) or ×1 (k = 0, N/2, which pair with themselves); callers fold
+//! the exact factor 1/4 into their filterbank weights (see [`quarter_weight`]).
 //! Half the transforms of one real FFT per frame and no twiddle post-processing.
 
 use std::ops::{Add, Mul, Sub};
@@ -9,6 +11,10 @@ use std::sync::Arc;
 
 use rustfft::num_complex::Complex;
 use rustfft::{Fft, FftNum, FftPlanner};
+
+/// Frames per batch of band sums (even: frames enter the FFT in pairs). 16 keeps a batch of power
+/// spectra in L1 for the spectrogram sizes used here.
+pub(crate) const BATCH: usize = 16;
 
 /// A complex FFT of size N holding up to two real frames.
 pub(crate) struct PairFft<T: FftNum> {
@@ -33,29 +39,35 @@ impl<T: FftNum + Add<Output = T> + Sub<Output = T> + Mul<Output = T>> PairFft<T>
     }
 
     /// Transforms the loaded pair and writes both frames' power spectra into a bin-major batch
-    /// buffer: `out[k * stride + col] = |A[k]|²`, `out[k * stride + col + 1] = |B[k]|²`, k = 0..=N/2.
-    pub fn powers_into(&mut self, out: &mut [T], stride: usize, col: usize) {
+    /// buffer: `out[k][col] = |A[k]|²`, `out[k][col + 1] = |B[k]|²`, k = 0..=N/2.
+    pub fn powers_into(&mut self, out: &mut [[T; BATCH]], col: usize) {
         self.fft
             .process_with_scratch(&mut self.buf, &mut self.scratch);
         let n = self.buf.len();
         let half = n / 2;
-        let quarter = T::from_f64(0.25).expect("0.25 is representable");
         let z = &self.buf;
         // k = 0 and k = N/2 pair with themselves.
         for k in [0, half] {
             let zk = z[k];
-            out[k * stride + col] = zk.re * zk.re;
-            out[k * stride + col + 1] = zk.im * zk.im;
+            // Stored ×4 like the other bins, so one weight scale fits all.
+            let four = T::from_f64(4.0).expect("4 is representable");
+            out[k][col] = zk.re * zk.re * four;
+            out[k][col + 1] = zk.im * zk.im * four;
         }
         // k = 1 .. N/2 - 1 pairs with N - k: walk the upper half backwards.
         let (lo, hi) = (&z[1..half], &z[half + 1..]);
-        let rows = out[stride..half * stride].chunks_exact_mut(stride);
-        for ((row, zk), zn) in rows.zip(lo).zip(hi.iter().rev()) {
+        for ((row, zk), zn) in out[1..half].iter_mut().zip(lo).zip(hi.iter().rev()) {
             let (sr, di) = (zk.re + zn.re, zk.im - zn.im);
             let (dr, si) = (zk.re - zn.re, zk.im + zn.im);
-            row[col] = (sr * sr + di * di) * quarter;
-            row[col + 1] = (dr * dr + si * si) * quarter;
+            row[col] = sr * sr + di * di;
+            row[col + 1] = dr * dr + si * si;
         }
         self.pending = false;
     }
+}
+
+/// A filterbank weight scaled for spectra written by [`PairFft::powers_into`] (×4): `w / 4`, exact in
+/// binary floating point, so the band sums equal those of the true power spectra.
+pub(crate) fn quarter_weight(w: f64) -> f64 {
+    w * 0.25
 }
