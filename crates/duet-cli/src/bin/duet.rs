@@ -24,6 +24,8 @@ enum Command {
     Info(cmd::info::Args),
     /// Write a randomly initialised model (for tests and as a starting point).
     InitModel(cmd::init_model::Args),
+    /// Render the synthetic acted-prosody corpus (espeak-ng, flite, sox) with a manifest.
+    SynthCorpus(cmd::synth_corpus::Args),
 }
 
 fn main() -> ExitCode {
@@ -33,6 +35,7 @@ fn main() -> ExitCode {
         Command::Predict(args) => cmd::predict::run(args),
         Command::Info(args) => cmd::info::run(args),
         Command::InitModel(args) => cmd::init_model::run(args),
+        Command::SynthCorpus(args) => cmd::synth_corpus::run(args),
     };
     duet_cli::exit_code(result)
 }

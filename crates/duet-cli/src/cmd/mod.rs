@@ -4,6 +4,7 @@ pub mod features;
 pub mod info;
 pub mod init_model;
 pub mod predict;
+pub mod synth_corpus;
 
 use duet_dsp::Preset;
 
