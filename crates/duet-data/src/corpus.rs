@@ -20,7 +20,7 @@ use crate::{iemocap, manifest};
 pub const FOUR_CLASSES: [&str; 4] = duet_model::config::DEFAULT_CLASSES;
 
 /// One labelled recording.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Utterance {
     /// Unique within the corpus (IEMOCAP: `Ses01F_impro01_F000`).
     pub id: String,
@@ -35,7 +35,7 @@ pub struct Utterance {
 }
 
 /// A labelled corpus.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Corpus {
     /// Short name (`iemocap`, the manifest's file stem, `synthetic`).
     pub name: String,
@@ -235,7 +235,8 @@ impl Corpus {
 }
 
 /// Opens a corpus from a spec: `iemocap:DIR` (the release's own layout, checked against the complete
-/// release's counts: see [`iemocap::read`]) or `manifest:FILE` (CSV or JSONL, see [`manifest`]).
+/// release's counts: see [`iemocap::read`]) or `manifest:FILE` (CSV or JSONL, see [`manifest`];
+/// `manifest:DIR` reads `DIR/manifest.csv` or `DIR/manifest.jsonl`, e.g. a `duet synth-corpus` folder).
 /// `label_map` (the `--label-map` syntax of [`manifest::LabelMap::parse`]) applies to manifests; for
 /// IEMOCAP the 4-class selection is fixed and a label map is an error.
 pub fn open_corpus(spec: &str, label_map: Option<&str>) -> Result<Corpus, DataError> {
@@ -256,7 +257,23 @@ pub fn open_corpus(spec: &str, label_map: Option<&str>) -> Result<Corpus, DataEr
         }
         "manifest" => {
             let map = label_map.map(manifest::LabelMap::parse).transpose()?;
-            manifest::read(Path::new(rest), map.as_ref())
+            let mut path = PathBuf::from(rest);
+            if path.is_dir() {
+                // A corpus folder (e.g. from `duet synth-corpus`): its manifest.csv or manifest.jsonl.
+                path = ["manifest.csv", "manifest.jsonl"]
+                    .iter()
+                    .map(|n| path.join(n))
+                    .find(|p| p.is_file())
+                    .ok_or_else(|| {
+                        DataError::io(
+                            &path,
+                            std::io::Error::other(
+                                "a folder without manifest.csv or manifest.jsonl",
+                            ),
+                        )
+                    })?;
+            }
+            manifest::read(&path, map.as_ref())
         }
         _ => Err(DataError::CorpusSpec(spec.to_string())),
     }

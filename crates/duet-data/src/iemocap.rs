@@ -76,7 +76,7 @@ pub struct IemocapReport {
     pub selected: usize,
     /// Selected utterances per session, classes in [`FOUR_CLASSES`] order.
     pub per_session: BTreeMap<String, [usize; 4]>,
-    /// Label lines per code (all codes, before the selection).
+    /// Utterances per code (all codes, before the selection).
     pub per_code: BTreeMap<String, usize>,
     /// Files ignored: names starting with `.`, non-`.txt` files among the label files, non-`.wav` files
     /// among the audio (paths relative to the root).
@@ -231,7 +231,6 @@ pub fn read_with_report(dir: &Path) -> Result<(Corpus, IemocapReport), DataError
         let mut named: BTreeSet<PathBuf> = BTreeSet::new();
         for l in lines {
             report.label_lines += 1;
-            *report.per_code.entry(l.code.clone()).or_default() += 1;
             if let Some((f0, l0)) = seen.get(&l.id) {
                 problems.push(format!(
                     "{}:{}: utterance {} is labelled twice (first at {}:{})",
@@ -244,6 +243,7 @@ pub fn read_with_report(dir: &Path) -> Result<(Corpus, IemocapReport), DataError
                 continue;
             }
             seen.insert(l.id.clone(), (l.file.clone(), l.line));
+            *report.per_code.entry(l.code.clone()).or_default() += 1;
             let dialog = &l.id[..l.id.len() - 5];
             let wav = wdir.join(dialog).join(format!("{}.wav", l.id));
             named.insert(wav.clone());

@@ -13,8 +13,9 @@
 //!   train), at least [`VALID_FRACTION`] of the training part. Speakers are taken in a fixed rotation:
 //!   sessions starting with the one after the test session (cyclically), and within a session the
 //!   speakers in natural order rotated by the fold number, so each fold validates on different
-//!   speakers. On IEMOCAP that is one speaker (~12% of the training part): test Ses01 -> validate on
-//!   Ses02F, test Ses02 -> Ses03M, test Ses03 -> Ses04F, test Ses04 -> Ses05M, test Ses05 -> Ses01F.
+//!   speakers. On IEMOCAP that is normally one speaker (about 12% of the training part; a second joins
+//!   only if the first is under 10%): test Ses01 -> validate on Ses02F, test Ses02 -> Ses03M, test
+//!   Ses03 -> Ses04F, test Ses04 -> Ses05M, test Ses05 -> Ses01F; train on the other seven speakers.
 //!   The choice does not depend on the seed. Where speakers are unknown (a manifest without a speaker
 //!   column) sessions take their place; where the training part has a single speaker and session, the
 //!   validation part falls back to a seeded class-stratified random [`VALID_FRACTION`] (noted in
@@ -89,7 +90,7 @@ impl fmt::Display for Protocol {
 }
 
 /// One fold: indices into `corpus.utterances`, each list sorted ascending.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Fold {
     /// `Ses01` (loso / holdout: the test session) or `fold1` .. `fold5` (random5).
     pub name: String,

@@ -88,6 +88,10 @@ fn small_corpus_is_deterministic_speaker_disjoint_and_prosodic() {
     assert_eq!(c.utterances.len(), 2 * 2 * 4);
     assert_eq!(c.classes, ["angry", "happy", "neutral", "sad"]);
     assert_eq!(c.class_counts(), vec![4, 4, 4, 4]);
+    // `manifest:DIR` finds the folder's manifest.
+    let via_dir =
+        duet_data::open_corpus(&format!("manifest:{}", a.path().display()), None).unwrap();
+    assert_eq!(via_dir, c);
     for u in &c.utterances {
         let rel = u.path.strip_prefix(a.path()).unwrap();
         assert_eq!(
