@@ -20,7 +20,6 @@ pub mod manifest;
 pub mod metrics;
 pub mod protocol;
 pub mod synth;
-pub mod report;
 
 pub use corpus::{
     BadAudioReport, BadAudioTracker, Corpus, FOUR_CLASSES, OnBadAudio, SkippedAudio, Utterance,
