@@ -246,12 +246,13 @@ impl MfccAnalyzer {
             }
         }
         for (c, row) in self.ceps.iter_mut().zip(self.dct.chunks_exact(cfg.n_bands)) {
-            *c = [0.0; BATCH];
+            let mut acc = [0f64; BATCH];
             for (lb, &w) in self.log_bands.iter().zip(row) {
-                for (a, &l) in c.iter_mut().zip(lb) {
+                for (a, &l) in acc.iter_mut().zip(lb) {
                     *a += w * l;
                 }
             }
+            *c = acc;
         }
         for t in 0..t_n {
             for c in &self.ceps {
