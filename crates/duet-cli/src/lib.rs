@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 
 pub mod cmd;
+pub mod train_cmd;
 
 /// Prints an error chain the way people read it (`error: outer: inner`) and maps it to exit code 1.
 /// Usage errors are clap's (exit code 2).

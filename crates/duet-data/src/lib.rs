@@ -13,6 +13,8 @@
 
 #![warn(missing_docs)]
 
+pub mod adam;
+pub mod cache;
 pub mod corpus;
 pub mod error;
 pub mod iemocap;
@@ -20,6 +22,8 @@ pub mod manifest;
 pub mod metrics;
 pub mod protocol;
 pub mod synth;
+pub mod report;
+pub mod train;
 
 pub use corpus::{
     BadAudioReport, BadAudioTracker, Corpus, FOUR_CLASSES, OnBadAudio, SkippedAudio, Utterance,

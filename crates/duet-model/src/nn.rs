@@ -78,8 +78,8 @@ impl BatchNorm {
     pub fn export(&self, prefix: &str, sink: &mut Sink) -> Result<(), ModelError> {
         sink.push(format!("{prefix}.weight"), self.weight.val())?;
         sink.push(format!("{prefix}.bias"), self.bias.val())?;
-        sink.push(format!("{prefix}.running_mean"), self.running_mean.value())?;
-        sink.push(format!("{prefix}.running_var"), self.running_var.value())
+        sink.push(format!("{prefix}.running_mean"), self.running_mean.value_sync())?;
+        sink.push(format!("{prefix}.running_var"), self.running_var.value_sync())
     }
 
     /// `x`: [B, C, ...] normalised per channel C.
@@ -89,8 +89,8 @@ impl BatchNorm {
                 x,
                 self.weight.val(),
                 self.bias.val(),
-                self.running_mean.value(),
-                self.running_var.value(),
+                self.running_mean.value_sync(),
+                self.running_var.value_sync(),
                 self.eps,
             ),
             Mode::Train { momentum } => {
@@ -396,15 +396,15 @@ impl Rbn {
     pub fn export(&self, prefix: &str, sink: &mut Sink) -> Result<(), ModelError> {
         sink.push(format!("{prefix}.weight"), self.weight.val())?;
         sink.push(format!("{prefix}.bias"), self.bias.val())?;
-        sink.push(format!("{prefix}.running_mean"), self.running_mean.value())?;
-        sink.push(format!("{prefix}.running_var"), self.running_var.value())
+        sink.push(format!("{prefix}.running_mean"), self.running_mean.value_sync())?;
+        sink.push(format!("{prefix}.running_var"), self.running_var.value_sync())
     }
 
     /// Inference: per-step `(scale, shift)` rows so each step costs one multiply-add. A step beyond
     /// the stored ones uses the last row.
     fn affine_per_step(&self, steps: usize) -> Vec<(Tensor<2>, Tensor<2>)> {
-        let mean = self.running_mean.value();
-        let var = self.running_var.value();
+        let mean = self.running_mean.value_sync();
+        let var = self.running_var.value_sync();
         let [s, n] = mean.dims();
         let scale = self.weight.val().reshape([1, n]) / (var + self.eps).sqrt();
         let shift = self.bias.val().reshape([1, n]) - mean * scale.clone();

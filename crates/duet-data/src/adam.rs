@@ -1,0 +1,142 @@
+#![allow(missing_docs)] // Field names follow the paper and the report schema; the module doc explains them.
+//! Adam (Kingma & Ba; paper §3.1: "An Adam optimizer is used"), with PyTorch's defaults.
+//!
+//! Written here rather than taken from burn-optim so that its state is plain tensors addressed by the
+//! parameter's position in the model — saved in checkpoints and restored exactly, so an interrupted
+//! and resumed run ends with the same weights as an uninterrupted one.
+
+use std::collections::BTreeMap;
+
+use burn::module::{Module, ModuleMapper, Param};
+use burn::prelude::*;
+use burn::tensor::Gradients;
+use burn::tensor::TensorData;
+
+/// Adam hyper-parameters (PyTorch defaults: β1 0.9, β2 0.999, ε 1e-8, no weight decay).
+#[derive(Debug, Clone, Copy)]
+pub struct AdamConfig {
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+}
+
+impl Default for AdamConfig {
+    fn default() -> Self {
+        AdamConfig {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+        }
+    }
+}
+
+/// First and second moments per parameter position, and the step count.
+#[derive(Debug, Default)]
+pub struct Adam {
+    pub config: AdamConfig,
+    /// Steps taken (for the bias correction).
+    pub step: u64,
+    /// Flattened (m, v) per parameter position in the module's visiting order.
+    pub moments: BTreeMap<usize, (Tensor<1>, Tensor<1>)>,
+}
+
+struct StepMapper<'a> {
+    grads: &'a Gradients,
+    adam: &'a mut Adam,
+    lr: f64,
+    position: usize,
+}
+
+impl ModuleMapper for StepMapper<'_> {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let position = self.position;
+        self.position += 1;
+        let (id, tensor, mapper) = param.consume();
+        let Some(grad) = tensor.grad(self.grads) else {
+            return Param::from_mapped_value(id, tensor, mapper);
+        };
+        let require_grad = tensor.is_require_grad();
+        let dims = tensor.dims();
+        let n: usize = dims.iter().product();
+        let c = self.adam.config;
+        let g = grad.reshape([n]);
+        let (m, v) = match self.adam.moments.remove(&position) {
+            Some((m, v)) => (m, v),
+            None => {
+                let device = g.device();
+                (Tensor::zeros([n], &device), Tensor::zeros([n], &device))
+            }
+        };
+        let m = m.mul_scalar(c.beta1) + g.clone().mul_scalar(1.0 - c.beta1);
+        let v = v.mul_scalar(c.beta2) + g.powi_scalar(2).mul_scalar(1.0 - c.beta2);
+        let t = self.adam.step as i32;
+        let m_hat = m.clone().div_scalar(1.0 - c.beta1.powi(t));
+        let v_hat = v.clone().div_scalar(1.0 - c.beta2.powi(t));
+        let update = (m_hat / (v_hat.sqrt() + c.eps)).mul_scalar(self.lr);
+        let new = tensor.inner().reshape([n]) - update;
+        let mut new = Tensor::from_inner(new.reshape(dims));
+        if require_grad {
+            new = new.require_grad();
+        }
+        self.adam.moments.insert(position, (m, v));
+        Param::from_mapped_value(id, new, mapper)
+    }
+}
+
+impl Adam {
+    pub fn new(config: AdamConfig) -> Self {
+        Adam {
+            config,
+            step: 0,
+            moments: BTreeMap::new(),
+        }
+    }
+
+    /// One update of every parameter that has a gradient in `grads`.
+    pub fn step<M: Module>(&mut self, module: M, grads: &Gradients, lr: f64) -> M {
+        self.step += 1;
+        let mut mapper = StepMapper {
+            grads,
+            adam: self,
+            lr,
+            position: 0,
+        };
+        module.map(&mut mapper)
+    }
+
+    /// The state as named flat tensors (`m.<pos>`, `v.<pos>`) for a checkpoint.
+    pub fn export(&self) -> Vec<(String, Vec<f32>)> {
+        let mut out = Vec::new();
+        for (pos, (m, v)) in &self.moments {
+            for (name, t) in [("m", m), ("v", v)] {
+                let data = t.clone().into_data().convert::<f32>().try_to_vec::<f32>().unwrap_or_default();
+                out.push((format!("{name}.{pos}"), data));
+            }
+        }
+        out
+    }
+
+    /// Restores a state written by [`Adam::export`].
+    pub fn import(
+        config: AdamConfig,
+        step: u64,
+        tensors: &BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+        device: &Device,
+    ) -> Result<Self, String> {
+        let mut moments = BTreeMap::new();
+        for (name, (_, data)) in tensors {
+            let Some(pos) = name.strip_prefix("m.") else { continue };
+            let pos: usize = pos.parse().map_err(|_| format!("bad optimizer tensor name `{name}`"))?;
+            let (_, v) = tensors
+                .get(&format!("v.{pos}"))
+                .ok_or_else(|| format!("optimizer state has m.{pos} but no v.{pos}"))?;
+            let t = |d: &Vec<f32>| Tensor::<1>::from_data(TensorData::new(d.clone(), [d.len()]), device);
+            moments.insert(pos, (t(data), t(v)));
+        }
+        Ok(Adam {
+            config,
+            step,
+            moments,
+        })
+    }
+}
