@@ -159,7 +159,8 @@ pub(crate) fn slaney_filterbank(sr: f64, cfg: &MelConfig) -> Vec<SparseFilter> {
 ///
 /// Frames go through the FFT in pairs (`pair.rs`); their power spectra are collected bin-major for
 /// `BATCH` frames, and each band is then summed for the whole batch at once (the same shape as librosa's
-/// `mel_basis @ S`), straight into per-band rows: no per-frame loop overhead and no transposition.
+/// `mel_basis @ S`), straight into the `[n_mels][n_frames]` output (rows `stride` apart, the frame count
+/// reserved up front when known): no per-frame loop overhead, no transposition, no second copy.
 pub(crate) struct MelAnalyzer {
     pub cfg: MelConfig,
     window: Vec<f64>,
@@ -171,8 +172,12 @@ pub(crate) struct MelAnalyzer {
     /// Per band: (first bin, offset into `weights`, number of bins).
     bands: Vec<(usize, usize, usize)>,
     weights: Vec<f64>,
-    /// Output so far, one row per band.
-    rows: Vec<Vec<f32>>,
+    /// Output so far: band `m`, frame `t` at `data[m * stride + t]`.
+    data: Vec<f32>,
+    /// Row pitch of `data` (frames of room per band).
+    stride: usize,
+    /// Frames written so far.
+    n_frames: usize,
 }
 
 impl MelAnalyzer {
@@ -196,22 +201,38 @@ impl MelAnalyzer {
             in_batch: 0,
             bands,
             weights,
-            rows: vec![Vec::new(); cfg.n_mels],
+            data: Vec::new(),
+            stride: 0,
+            n_frames: 0,
         }
     }
 
-    /// Reserves room for `frames` more frames.
+    /// Reserves room for `frames` more frames (exact when the input length is known: then the output
+    /// is written in place and never moved).
     pub fn reserve(&mut self, frames: usize) {
-        for r in &mut self.rows {
-            r.reserve(frames);
+        self.relayout(self.n_frames.saturating_add(frames));
+    }
+
+    /// Gives the rows a pitch of at least `stride` frames, moving what is there.
+    fn relayout(&mut self, stride: usize) {
+        if stride <= self.stride {
+            return;
         }
+        let n_mels = self.cfg.n_mels;
+        let mut data = vec![0f32; n_mels.saturating_mul(stride)];
+        for m in 0..n_mels {
+            let old = &self.data[m * self.stride..m * self.stride + self.n_frames];
+            data[m * stride..m * stride + self.n_frames].copy_from_slice(old);
+        }
+        self.data = data;
+        self.stride = stride;
     }
 
     /// Forgets everything of the previous input.
     pub fn reset(&mut self) {
-        for r in &mut self.rows {
-            r.clear();
-        }
+        self.data = Vec::new();
+        self.stride = 0;
+        self.n_frames = 0;
         self.in_batch = 0;
         self.pair.pending = false;
     }
@@ -254,7 +275,12 @@ impl MelAnalyzer {
         if t_n == 0 {
             return;
         }
-        for (row, &(start, off, len)) in self.rows.iter_mut().zip(&self.bands) {
+        if self.n_frames + t_n > self.stride {
+            // Length not known up front: grow geometrically.
+            self.relayout((2 * self.stride).max(self.n_frames + t_n).max(256));
+        }
+        let (t0, stride) = (self.n_frames, self.stride);
+        for (row, &(start, off, len)) in self.data.chunks_exact_mut(stride).zip(&self.bands) {
             let mut acc = [0f64; BATCH];
             for (p, &w) in self.power[start..start + len]
                 .iter()
@@ -264,8 +290,11 @@ impl MelAnalyzer {
                     *a += v * w;
                 }
             }
-            row.extend(acc[..t_n].iter().map(|&v| v as f32));
+            for (d, &v) in row[t0..t0 + t_n].iter_mut().zip(&acc) {
+                *d = v as f32;
+            }
         }
+        self.n_frames += t_n;
         self.in_batch = 0;
     }
 
@@ -273,12 +302,16 @@ impl MelAnalyzer {
     /// Call [`MelAnalyzer::flush`] first.
     pub fn take(&mut self) -> Mel {
         let n_mels = self.cfg.n_mels;
-        let n_frames = self.rows.first().map_or(0, Vec::len);
-        let mut data = Vec::with_capacity(n_mels * n_frames);
-        for r in &mut self.rows {
-            data.extend_from_slice(r);
-            r.clear();
+        let n_frames = self.n_frames;
+        let mut data = std::mem::take(&mut self.data);
+        if self.stride != n_frames {
+            // Close the gaps between rows, in place (rows only move left).
+            for m in 1..n_mels {
+                data.copy_within(m * self.stride..m * self.stride + n_frames, m * n_frames);
+            }
         }
+        data.truncate(n_mels * n_frames);
+        self.reset();
         Mel {
             n_mels,
             n_frames,

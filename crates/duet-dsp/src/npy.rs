@@ -9,18 +9,8 @@ fn bad(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg)
 }
 
-/// The bytes of a `.npy` file holding `data` with `shape` (little-endian f32, C order).
-pub fn to_bytes(shape: &[usize], data: &[f32]) -> io::Result<Vec<u8>> {
-    let n: usize = shape.iter().product();
-    if n != data.len() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!(
-                "npy: shape {shape:?} holds {n} values but {} were given",
-                data.len()
-            ),
-        ));
-    }
+/// The `.npy` header (magic, version 1.0, length, dict padded to 64 bytes) for f32 data of `shape`.
+fn header(shape: &[usize]) -> Vec<u8> {
     let dims = match shape.len() {
         1 => format!("({},)", shape[0]),
         _ => format!(
@@ -32,26 +22,56 @@ pub fn to_bytes(shape: &[usize], data: &[f32]) -> io::Result<Vec<u8>> {
                 .join(", ")
         ),
     };
-    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {dims}, }}");
-    // Magic (6) + version (2) + length (2) + header + '\n' is a multiple of 64.
-    let unpadded = 10 + header.len() + 1;
-    header.push_str(&" ".repeat(unpadded.next_multiple_of(64) - unpadded));
-    header.push('\n');
-    let mut out = Vec::with_capacity(10 + header.len() + 4 * data.len());
+    let mut dict = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {dims}, }}");
+    // Magic (6) + version (2) + length (2) + dict + '\n' is a multiple of 64.
+    let unpadded = 10 + dict.len() + 1;
+    dict.push_str(&" ".repeat(unpadded.next_multiple_of(64) - unpadded));
+    dict.push('\n');
+    let mut out = Vec::with_capacity(10 + dict.len());
     out.extend_from_slice(b"\x93NUMPY\x01\x00");
-    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(&(dict.len() as u16).to_le_bytes());
+    out.extend_from_slice(dict.as_bytes());
+    out
+}
+
+fn check_len(shape: &[usize], data: &[f32]) -> io::Result<()> {
+    let n: usize = shape.iter().product();
+    if n != data.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "npy: shape {shape:?} holds {n} values but {} were given",
+                data.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The bytes of a `.npy` file holding `data` with `shape` (little-endian f32, C order).
+pub fn to_bytes(shape: &[usize], data: &[f32]) -> io::Result<Vec<u8>> {
+    check_len(shape, data)?;
+    let mut out = header(shape);
+    out.reserve(4 * data.len());
     for v in data {
         out.extend_from_slice(&v.to_le_bytes());
     }
     Ok(out)
 }
 
-/// Writes `data` with `shape` as a `.npy` file (little-endian float32, C order).
+/// Writes `data` with `shape` as a `.npy` file (little-endian float32, C order), streaming (no copy of
+/// the array in memory).
 pub fn write_f32(path: &Path, shape: &[usize], data: &[f32]) -> io::Result<()> {
-    let bytes = to_bytes(shape, data)?;
-    let mut w = BufWriter::new(File::create(path)?);
-    w.write_all(&bytes)?;
+    check_len(shape, data)?;
+    let mut w = BufWriter::with_capacity(1 << 16, File::create(path)?);
+    w.write_all(&header(shape))?;
+    let mut block = [0u8; 4096];
+    for chunk in data.chunks(1024) {
+        for (b, v) in block.chunks_exact_mut(4).zip(chunk) {
+            b.copy_from_slice(&v.to_le_bytes());
+        }
+        w.write_all(&block[..4 * chunk.len()])?;
+    }
     w.flush()
 }
 

@@ -62,8 +62,15 @@ fn streaming_equals_in_memory() {
         let whole = plan.compute(&x).unwrap();
         let from_file = features_from_file(&fixtures().join("speech_a.wav"), &mut plan).unwrap();
         assert_eq!(whole, from_file);
+        // Unknown length (output grows as it goes) and an over-estimated length (rows compacted).
         let mut s = plan.stream();
         for block in x.chunks(997) {
+            s.push(block).unwrap();
+        }
+        assert_eq!(s.finish().unwrap(), whole);
+        let mut s = plan.stream();
+        s.reserve(x.len() as u64 + 12_345);
+        for block in x.chunks(4096) {
             s.push(block).unwrap();
         }
         assert_eq!(s.finish().unwrap(), whole);
