@@ -361,6 +361,15 @@ impl<R: Read> WavReader<R> {
                     *o = i16::from_le_bytes([s[0], s[1]]) as f32 * (1.0 / 32768.0);
                 }
             }
+            // Stereo 16-bit: the sum of two samples is exact in f32, and so is the scale 2^-16.
+            SampleEncoding::Int { bytes: 2 } if ch == 2 => {
+                out.resize(start + frames, 0.0);
+                for (o, s) in out[start..].iter_mut().zip(data.chunks_exact(4)) {
+                    let l = i16::from_le_bytes([s[0], s[1]]) as i32;
+                    let r = i16::from_le_bytes([s[2], s[3]]) as i32;
+                    *o = (l + r) as f32 * (1.0 / 65536.0);
+                }
+            }
             SampleEncoding::Int { bytes: 2 } => {
                 let scale = 1.0 / (32768.0 * ch as f64);
                 out.extend(data.chunks_exact(block).map(|frame| {
