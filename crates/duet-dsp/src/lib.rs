@@ -82,7 +82,24 @@ pub fn features_from_file(path: &Path, plan: &mut FeaturePlan) -> Result<Feature
     let file_len = file.metadata().map(|m| m.len()).unwrap_or(0);
     let mut reader = WavReader::new(BufReader::with_capacity(1 << 12, file)).map_err(with_path)?;
     let rate = reader.format().sample_rate;
-    let mut resampler = StreamResampler::new(rate, SAMPLE_RATE)?;
+    let mut resampler = match plan.resampler.take() {
+        Some(mut r) if r.rates() == (rate, SAMPLE_RATE) => {
+            r.reset();
+            r
+        }
+        _ => StreamResampler::new(rate, SAMPLE_RATE)?,
+    };
+    let result = stream_file(&mut reader, &mut resampler, plan, file_len).map_err(with_path);
+    plan.resampler = Some(resampler);
+    result
+}
+
+fn stream_file<R: std::io::Read>(
+    reader: &mut WavReader<R>,
+    resampler: &mut StreamResampler,
+    plan: &mut FeaturePlan,
+    file_len: u64,
+) -> Result<Features, DspError> {
     let mut stream = plan.stream();
     // Reserve the features' memory once when the header's length is believable (not beyond the file).
     if let Some(bytes) = reader.format().data_bytes {
@@ -95,9 +112,7 @@ pub fn features_from_file(path: &Path, plan: &mut FeaturePlan) -> Result<Feature
         let mut sink = |s: &[f32]| stream.push(s);
         loop {
             block.clear();
-            let n = reader
-                .read_mono(&mut block, FILE_BLOCK_FRAMES)
-                .map_err(with_path)?;
+            let n = reader.read_mono(&mut block, FILE_BLOCK_FRAMES)?;
             if n == 0 {
                 break;
             }

@@ -35,6 +35,9 @@ pub struct FeaturePlan {
     wide: MelAnalyzer,
     /// Frame assembly scratch (longest window).
     frame: Vec<f32>,
+    /// The last file's resampler, reused when the next file has the same rate (its FFT plans are
+    /// costly to make for every short file).
+    pub(crate) resampler: Option<crate::StreamResampler>,
 }
 
 impl FeaturePlan {
@@ -58,6 +61,7 @@ impl FeaturePlan {
             narrow: MelAnalyzer::new(sr, &config.narrow, &mut planner),
             wide: MelAnalyzer::new(sr, &config.wide, &mut planner),
             frame: vec![0.0; config.min_samples()],
+            resampler: None,
             config: config.clone(),
         })
     }

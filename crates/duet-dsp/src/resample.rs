@@ -91,6 +91,22 @@ impl StreamResampler {
         Ok(s)
     }
 
+    /// The (input, output) rates.
+    pub fn rates(&self) -> (u32, u32) {
+        (self.from, self.to)
+    }
+
+    /// Forgets all input, ready for a new stream at the same rates (keeps the FFT plans).
+    pub fn reset(&mut self) {
+        if let Some(fft) = self.inner.as_mut() {
+            fft.reset();
+            self.delay_left = fft.output_delay();
+        }
+        self.in_len = 0;
+        self.n_in = 0;
+        self.n_out = 0;
+    }
+
     /// Number of output samples for `n_in` input samples: ceil(n_in · to / from).
     pub fn output_len(&self, n_in: u64) -> u64 {
         ((n_in as u128 * self.to as u128).div_ceil(self.from as u128)) as u64

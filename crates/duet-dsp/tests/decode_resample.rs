@@ -217,3 +217,17 @@ fn stereo_44k_file_pipeline_close_to_librosa_soxr() {
         assert!(worst_db < 0.1, "mel_{n_fft}: {worst_db:.3} dB");
     }
 }
+
+/// A plan reuses its resampler across files of the same rate (reset between files): the second and
+/// third passes over the 44.1 kHz file, with a 16 kHz file in between, equal a fresh plan's.
+#[test]
+fn resampler_reuse_across_files_is_stateless() {
+    let p44 = fixtures().join("stereo_44k.wav");
+    let p16 = fixtures().join("chirp.wav");
+    let fresh = features_from_file(&p44, &mut FeaturePlan::new(&FeatureConfig::paper())).unwrap();
+    let mut plan = FeaturePlan::new(&FeatureConfig::paper());
+    assert_eq!(features_from_file(&p44, &mut plan).unwrap(), fresh);
+    assert_eq!(features_from_file(&p44, &mut plan).unwrap(), fresh);
+    features_from_file(&p16, &mut plan).unwrap();
+    assert_eq!(features_from_file(&p44, &mut plan).unwrap(), fresh);
+}
