@@ -19,6 +19,7 @@ pub mod nn;
 pub mod predict;
 pub mod rng;
 pub mod store;
+pub mod timeline;
 pub mod weights;
 
 pub use burn::prelude::Device;

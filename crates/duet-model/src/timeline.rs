@@ -1,0 +1,234 @@
+//! The timeline of a long recording: the 16 kHz signal cut into overlapping windows, each window
+//! classified on its own. The page draws it for long files and for its live mode; `duet predict`
+//! can use the same code.
+//!
+//! Every window has the same length (the last one ends at the signal's end, so it may overlap its
+//! neighbour more than the hop), which lets the windows go through the model as one batch without
+//! padding; a signal shorter than one window is a single segment covering all of it.
+
+use duet_dsp::FeaturePlan;
+use serde::Serialize;
+
+use crate::error::ModelError;
+use crate::input::Prepared;
+use crate::predict::{Prediction, Predictor};
+
+/// How a signal is cut into segments.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct TimelineConfig {
+    /// Length of each window in seconds (3 s: about an IEMOCAP utterance's length, paper §2.1).
+    pub window_s: f32,
+    /// Distance between the starts of consecutive windows in seconds.
+    pub hop_s: f32,
+    /// Windows classified per model call (one GPU dispatch and one read-back per batch).
+    pub batch: usize,
+}
+
+impl Default for TimelineConfig {
+    fn default() -> Self {
+        TimelineConfig {
+            window_s: 3.0,
+            hop_s: 1.5,
+            batch: 8,
+        }
+    }
+}
+
+/// A segment of the signal, in samples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    pub start: usize,
+    pub end: usize,
+}
+
+/// One classified segment.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Segment {
+    /// Start of the window in seconds.
+    pub start_s: f32,
+    /// End of the window in seconds.
+    pub end_s: f32,
+    /// The window's prediction.
+    pub prediction: Prediction,
+}
+
+/// The windows of a signal of `n_samples` at `sample_rate` (see the module docs). Empty for an
+/// empty signal; a hop or window of zero samples is treated as one sample.
+pub fn spans(n_samples: usize, sample_rate: u32, config: &TimelineConfig) -> Vec<Span> {
+    let rate = sample_rate as f64;
+    let window = ((config.window_s as f64 * rate).round() as usize).max(1);
+    let hop = ((config.hop_s as f64 * rate).round() as usize).max(1);
+    if n_samples == 0 {
+        return Vec::new();
+    }
+    if n_samples <= window {
+        return vec![Span {
+            start: 0,
+            end: n_samples,
+        }];
+    }
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start + window < n_samples {
+        out.push(Span {
+            start,
+            end: start + window,
+        });
+        start += hop;
+    }
+    // The last window ends at the signal's end.
+    let last = Span {
+        start: n_samples - window,
+        end: n_samples,
+    };
+    if out.last() != Some(&last) {
+        out.push(last);
+    }
+    out
+}
+
+/// Computes and prepares the features of every window of `samples_16k` (CPU work, no device).
+pub fn prepare(
+    predictor: &Predictor,
+    plan: &mut FeaturePlan,
+    samples_16k: &[f32],
+    config: &TimelineConfig,
+) -> Result<Vec<(Span, Prepared)>, ModelError> {
+    let rate = plan.config().sample_rate;
+    spans(samples_16k.len(), rate, config)
+        .into_iter()
+        .map(|span| {
+            let features = plan.compute(&samples_16k[span.start..span.end])?;
+            Ok((span, predictor.prepare(&features)?))
+        })
+        .collect()
+}
+
+fn assemble(rate: u32, spans: &[Span], predictions: Vec<Prediction>) -> Vec<Segment> {
+    spans
+        .iter()
+        .zip(predictions)
+        .map(|(span, prediction)| Segment {
+            start_s: span.start as f32 / rate as f32,
+            end_s: span.end as f32 / rate as f32,
+            prediction,
+        })
+        .collect()
+}
+
+/// The timeline of `samples_16k` without blocking (the browser).
+pub async fn timeline_async(
+    predictor: &Predictor,
+    plan: &mut FeaturePlan,
+    samples_16k: &[f32],
+    config: &TimelineConfig,
+) -> Result<Vec<Segment>, ModelError> {
+    let rate = plan.config().sample_rate;
+    let items = prepare(predictor, plan, samples_16k, config)?;
+    let mut predictions = Vec::with_capacity(items.len());
+    for chunk in items.chunks(config.batch.max(1)) {
+        let refs: Vec<&Prepared> = chunk.iter().map(|(_, p)| p).collect();
+        predictions.extend(predictor.predict_prepared_async(&refs).await?);
+    }
+    let spans: Vec<Span> = items.iter().map(|(s, _)| *s).collect();
+    Ok(assemble(rate, &spans, predictions))
+}
+
+/// The timeline of `samples_16k` (native; blocks on the device).
+#[cfg(not(target_family = "wasm"))]
+pub fn timeline(
+    predictor: &Predictor,
+    plan: &mut FeaturePlan,
+    samples_16k: &[f32],
+    config: &TimelineConfig,
+) -> Result<Vec<Segment>, ModelError> {
+    let rate = plan.config().sample_rate;
+    let items = prepare(predictor, plan, samples_16k, config)?;
+    let mut predictions = Vec::with_capacity(items.len());
+    for chunk in items.chunks(config.batch.max(1)) {
+        let refs: Vec<&Prepared> = chunk.iter().map(|(_, p)| p).collect();
+        predictions.extend(predictor.predict_prepared(&refs)?);
+    }
+    let spans: Vec<Span> = items.iter().map(|(s, _)| *s).collect();
+    Ok(assemble(rate, &spans, predictions))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(window_s: f32, hop_s: f32) -> TimelineConfig {
+        TimelineConfig {
+            window_s,
+            hop_s,
+            batch: 4,
+        }
+    }
+
+    #[test]
+    fn short_signal_is_one_segment() {
+        assert_eq!(
+            spans(100, 100, &cfg(3.0, 1.0)),
+            vec![Span { start: 0, end: 100 }]
+        );
+        assert_eq!(
+            spans(300, 100, &cfg(3.0, 1.0)),
+            vec![Span { start: 0, end: 300 }]
+        );
+        assert!(spans(0, 100, &cfg(3.0, 1.0)).is_empty());
+    }
+
+    #[test]
+    fn windows_cover_the_signal_and_end_at_its_end() {
+        // 10 s at 100 Hz, 3 s windows every 1.5 s: starts 0, 1.5, ..., 6.0, then 7.0 (end-aligned).
+        let s = spans(1000, 100, &cfg(3.0, 1.5));
+        let starts: Vec<usize> = s.iter().map(|s| s.start).collect();
+        assert_eq!(starts, vec![0, 150, 300, 450, 600, 700]);
+        assert!(s.iter().all(|s| s.end - s.start == 300));
+        assert_eq!(s.last().unwrap().end, 1000);
+        // An exact fit adds no duplicate window.
+        let s = spans(900, 100, &cfg(3.0, 1.5));
+        let starts: Vec<usize> = s.iter().map(|s| s.start).collect();
+        assert_eq!(starts, vec![0, 150, 300, 450, 600]);
+    }
+
+    #[test]
+    fn timeline_matches_single_predictions() {
+        use crate::config::{ModelConfig, ModelKind};
+        let device = crate::backend::cpu_device();
+        let config = ModelConfig::new(ModelKind::Dual, duet_dsp::Preset::Authors);
+        let model = crate::weights::init(config, 3, &device).unwrap();
+        let predictor = Predictor::from_model(model, &device);
+        let mut plan = predictor.feature_plan();
+        // 7 s of a chirp with a slow amplitude change, 16 kHz.
+        let n = 7 * 16_000;
+        let samples: Vec<f32> = (0..n)
+            .map(|i| {
+                let t = i as f32 / 16_000.0;
+                0.3 * (1.0 + (0.7 * t).sin())
+                    * (2.0 * std::f32::consts::PI * (150.0 + 40.0 * t) * t).sin()
+            })
+            .collect();
+        let cfg = TimelineConfig {
+            window_s: 3.0,
+            hop_s: 1.5,
+            batch: 3,
+        };
+        let tl = timeline(&predictor, &mut plan, &samples, &cfg).unwrap();
+        assert_eq!(tl.len(), 4);
+        assert_eq!(tl.last().unwrap().end_s, 7.0);
+        for seg in &tl {
+            let a = (seg.start_s * 16_000.0).round() as usize;
+            let b = (seg.end_s * 16_000.0).round() as usize;
+            let f = plan.compute(&samples[a..b]).unwrap();
+            let single = predictor.predict(&f).unwrap();
+            for (x, y) in single
+                .probabilities
+                .iter()
+                .zip(&seg.prediction.probabilities)
+            {
+                assert!((x - y).abs() < 1e-5, "{x} vs {y}");
+            }
+        }
+    }
+}
