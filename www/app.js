@@ -1,54 +1,726 @@
-// The page's UI. All computation happens in a Web Worker (worker.js) so the page never freezes.
+// The page's UI. Every computation (decoding WAV, resampling, features, the model) happens in the
+// wasm inside a Web Worker (worker.js), so the page never freezes; this file only moves bytes and
+// samples there and draws what comes back.
+import { TimelineView, classColour } from "./timeline.js";
+import { Recorder, describeMicError } from "./recorder.js";
+
 const $ = (id) => document.getElementById(id);
+const t0Page = performance.now();
 
-const worker = new Worker(new URL("./worker.js", import.meta.url), { type: "module" });
-let nextId = 1;
-const pending = new Map();
-worker.onmessage = (event) => {
-  const { id, ok, result, error } = event.data;
-  const p = pending.get(id);
-  if (!p) return;
-  pending.delete(id);
-  ok ? p.resolve(result) : p.reject(new Error(error));
-};
-worker.onerror = (event) => showError(`The compute worker failed: ${event.message}`);
+const FALLBACK_CLASSES = ["angry", "happy", "neutral", "sad"];
+const LIVE_WINDOW_S = 3;
+const LIVE_EVERY_MS = 500;
 
-function call(type, payload = {}) {
-  const id = nextId++;
-  return new Promise((resolve, reject) => {
-    pending.set(id, { resolve, reject });
-    worker.postMessage({ id, type, payload });
-  });
+// ---------------------------------------------------------------------------------------------
+// The engine: the worker, its requests, and its replacement when its wasm instance traps.
+
+class Engine {
+  constructor(onBackendChange) {
+    this.worker = null;
+    this.pending = new Map();
+    this.nextId = 1;
+    this.onBackendChange = onBackendChange;
+    this.preferGpu = true;
+    this.customModel = null; // {name, bytes}
+  }
+
+  spawn() {
+    const worker = new Worker(new URL("./worker.js", import.meta.url), { type: "module" });
+    worker.onmessage = (event) => {
+      const msg = event.data;
+      if (msg.type === "backend") {
+        this.onBackendChange(msg);
+        return;
+      }
+      const p = this.pending.get(msg.id);
+      if (!p) return;
+      this.pending.delete(msg.id);
+      if (msg.ok) p.resolve(msg.result);
+      else p.reject(Object.assign(new Error(msg.error.message), msg.error));
+    };
+    worker.onerror = (event) => {
+      event.preventDefault();
+      const err = Object.assign(new Error(`the compute worker failed: ${event.message || "could not start"}`), {
+        kind: "internal",
+        fatal: true,
+      });
+      for (const p of this.pending.values()) p.reject(err);
+      this.pending.clear();
+    };
+    this.worker = worker;
+  }
+
+  send(type, payload) {
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      this.worker.postMessage({ id, type, payload });
+    });
+  }
+
+  async start(preferGpu) {
+    this.preferGpu = preferGpu;
+    if (this.worker) this.worker.terminate();
+    this.spawn();
+    return this.send("init", {
+      preferGpu,
+      modelBytes: this.customModel ? this.customModel.bytes : null,
+    });
+  }
+
+  /** A request; if the wasm instance trapped, a fresh worker takes over and the request runs again. */
+  async call(type, payload) {
+    try {
+      return await this.send(type, payload);
+    } catch (err) {
+      if (!err.fatal) throw err;
+      const init = await this.start(this.preferGpu);
+      this.onBackendChange({ backend: init.backend, model: init.model, warmupMs: init.warmupMs, restarted: true });
+      return this.send(type, payload);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Small helpers.
+
+function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(props)) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k === "class") node.className = v;
+    else if (k === "text") node.textContent = v;
+    else if (k.startsWith("data-") || k.startsWith("aria-") || k === "role" || k === "for") node.setAttribute(k, v);
+    else node[k] = v;
+  }
+  for (const c of children.flat()) if (c !== null && c !== undefined) node.append(c);
+  return node;
+}
+
+const pct = (p) => `${(p * 100).toFixed(1)}%`;
+const seconds = (s) => (s < 60 ? `${s.toFixed(1)} s` : `${Math.floor(s / 60)} min ${(s % 60).toFixed(0)} s`);
+function clock(s) {
+  const m = Math.floor(s / 60);
+  return `${m}:${(s - m * 60).toFixed(1).padStart(4, "0")}`;
+}
+function bytesText(n) {
+  return n >= 1e6 ? `${(n / 1e6).toFixed(1)} MB` : `${Math.max(1, Math.round(n / 1e3))} kB`;
 }
 
 function showError(message) {
-  const p = document.createElement("p");
-  p.textContent = message;
+  const p = el("p", { text: message });
+  const close = el("button", { class: "close", type: "button", "aria-label": "Dismiss this message", text: "×" });
+  close.addEventListener("click", () => p.remove());
+  p.append(close);
   $("errors").append(p);
+  // Keep the last few only.
+  while ($("errors").children.length > 4) $("errors").firstElementChild.remove();
+}
+
+function showNotice(message) {
+  $("notices").replaceChildren(el("p", { text: message }));
 }
 
 function announce(message) {
-  $("announcer").textContent = message;
+  // Clearing first makes screen readers repeat an identical message.
+  $("announcer").textContent = "";
+  requestAnimationFrame(() => ($("announcer").textContent = message));
 }
 
+// ---------------------------------------------------------------------------------------------
+// State shared by the panels.
+
+const state = {
+  classes: FALLBACK_CLASSES,
+  model: null,
+  backend: null,
+  results: [], // {name, durationS, probabilities: {class: p}, label, timeline, backend, ms}
+  busy: 0,
+};
+
+const engine = new Engine(onBackendChange);
+
+function backendLabel(b) {
+  return b.kind === "webgpu" ? "WebGPU" : b.kind === "wgpu" ? "GPU" : "CPU";
+}
+
+function renderBackend(b) {
+  state.backend = b;
+  document.body.dataset.backend = b.kind;
+  $("backend").textContent = backendLabel(b);
+  $("adapter").textContent = b.adapter;
+  $("engine-summary").textContent = `${backendLabel(b)} · ${b.adapter}`;
+  if (b.fallbackReason) {
+    $("fallback-reason").hidden = false;
+    $("fallback-reason").textContent = `Not on the GPU: ${b.fallbackReason}.`;
+  } else {
+    $("fallback-reason").hidden = true;
+  }
+}
+
+function onBackendChange(msg) {
+  renderBackend(msg.backend);
+  if (msg.model) renderModel(msg.model);
+  if (msg.warmupMs !== undefined) $("warmup").textContent = `${Math.round(msg.warmupMs)} ms`;
+  const text = msg.restarted
+    ? `The engine stopped unexpectedly and was restarted on the ${backendLabel(msg.backend)}.`
+    : `The GPU device was lost (${msg.reason}). Duet moved to the CPU and carries on.`;
+  showNotice(text);
+  announce(text);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The model card.
+
+function renderModel(info) {
+  state.model = info;
+  state.classes = info.classes;
+  const custom = Boolean(engine.customModel);
+  const prov = info.provenance || {};
+  $("model-name").textContent = custom ? engine.customModel.name : "Bundled demo model (demo.safetensors)";
+  const badge = $("model-badge");
+  badge.textContent = !info.trained ? "untrained" : custom ? "your model" : "demo";
+  badge.dataset.kind = !info.trained ? "untrained" : custom ? "custom" : "demo";
+
+  const facts = [
+    ["Kind", `${info.kind} — ${info.kindDescription}`],
+    ["Classes", info.classes.join(", ")],
+    ["Features", `${info.preset} preset, at least ${(info.minDurationS * 1000).toFixed(0)} ms of audio`],
+    ["Weights", `${(info.parameters / 1e6).toFixed(2)} M parameters, ${info.dtype}, ${bytesText(info.bytes)}`],
+    ["Training corpus", prov.corpus || (info.trained ? "not recorded" : "none — untrained")],
+  ];
+  if (prov.protocol) facts.push(["Protocol", prov.protocol]);
+  const metrics = Object.entries(prov.metrics || {});
+  if (metrics.length) {
+    facts.push([
+      "Cross-validation",
+      metrics
+        .map(([k, v]) => `${k.replace(/_/g, " ")} ${v <= 1 ? `${(v * 100).toFixed(1)}%` : v.toFixed(3)}`)
+        .join(" · "),
+    ]);
+  }
+  for (const [k, v] of Object.entries(prov.notes || {}).slice(0, 6)) facts.push([k.replace(/_/g, " "), v]);
+  $("model-facts").replaceChildren(...facts.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })]));
+
+  const note = $("model-note");
+  const train = el("p", {},
+    "To train a real model, run ",
+    el("code", { text: "train --corpus iemocap:DIR --model dual --protocol loso --out runs/iemocap" }),
+    " and drop ", el("code", { text: "runs/iemocap/model.safetensors" }), " here; ",
+    el("code", { text: "cargo xtask demo-model" }), " rebuilds this demo.");
+  if (!info.trained) {
+    note.replaceChildren(
+      el("p", { class: "warn" }, el("strong", { text: "Untrained: " }),
+        "this model file has no training record, its weights are random, so its probabilities mean nothing yet."),
+      train);
+  } else if (!custom) {
+    note.replaceChildren(
+      el("p", { class: "warn" }, el("strong", { text: "A demo: " }),
+        "this model was trained on synthetic speech (voices of speech synthesisers acting each emotion), " +
+          "not on real people — expect it to misjudge real voices."),
+      train);
+  } else {
+    note.replaceChildren(el("p", { text: "Your own model, read from your file on this device." }));
+  }
+  $("model-reset").hidden = !custom;
+}
+
+async function useModelFile(name, buffer) {
+  const previous = engine.customModel;
+  engine.customModel = { name, bytes: buffer };
+  try {
+    const { model } = await engine.call("loadModel", { bytes: buffer });
+    renderModel(model);
+    announce(`Model ${name} loaded: ${model.kind}, classes ${model.classes.join(", ")}.`);
+  } catch (err) {
+    engine.customModel = previous;
+    showError(`${name}: not a usable model file — ${err.message}. The previous model stays in use.`);
+  }
+}
+
+async function resetModel() {
+  engine.customModel = null;
+  try {
+    // The worker keeps the bundled model's bytes from its start: no request.
+    const { model } = await engine.call("loadModel", { demo: true });
+    renderModel(model);
+    announce("Back to the bundled demo model.");
+  } catch (err) {
+    showError(`Could not reload the demo model: ${err.message}`);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Results.
+
+function probabilitiesOf(classes, values) {
+  return Object.fromEntries(classes.map((c, i) => [c, values[i]]));
+}
+
+function barList(classes, probabilities, label) {
+  return el("ul", { class: "bars" },
+    classes.map((c, i) => {
+      const fill = el("span", { class: "fill" });
+      fill.style.width = `${(probabilities[i] * 100).toFixed(2)}%`;
+      return el("li", { class: `bar c-${c}${c === label ? " top" : ""}`, "data-class": c },
+        el("span", { class: "bar-name" }, c, c === label ? el("span", { class: "top-mark", text: " (top)" }) : null),
+        el("span", { class: "track", "aria-hidden": "true" }, fill),
+        el("span", { class: "bar-pct", text: pct(probabilities[i]) }));
+    }));
+}
+
+function segmentTable(classes, segments) {
+  return el("details", { class: "segments" },
+    el("summary", { text: `Segments (${segments.length})` }),
+    el("table", {},
+      el("thead", {}, el("tr", {}, el("th", { text: "from" }), el("th", { text: "to" }),
+        classes.map((c) => el("th", { text: c })), el("th", { text: "top" }))),
+      el("tbody", {}, segments.map((s) => el("tr", {},
+        el("td", { text: `${s.startS.toFixed(1)} s` }), el("td", { text: `${s.endS.toFixed(1)} s` }),
+        s.probabilities.map((p) => el("td", { text: pct(p) })), el("td", { text: s.label }))))));
+}
+
+function newRow(name) {
+  $("results-empty").hidden = true;
+  const row = el("li", { class: "result", "data-state": "pending" },
+    el("div", { class: "result-head" },
+      el("h3", { class: "result-name", text: name }),
+      el("span", { class: "result-meta", text: "analysing…" })),
+    el("div", { class: "result-body" }, el("div", { class: "spinner", "aria-hidden": "true" })));
+  $("results").prepend(row);
+  return row;
+}
+
+function fillRow(row, name, a, ms) {
+  const classes = a.classes;
+  row.dataset.state = "done";
+  row.dataset.label = a.label;
+  const meta = [seconds(a.durationS), `${(a.sampleRate / 1000).toFixed(a.sampleRate % 1000 ? 1 : 0)} kHz`];
+  if (a.channels > 1) meta.push(`${a.channels} ch`);
+  row.querySelector(".result-meta").textContent = meta.join(" · ");
+  const top = el("p", { class: `result-top c-${a.label}` },
+    el("span", { class: "swatch", "aria-hidden": "true" }),
+    el("strong", { text: a.label }), ` ${pct(a.probabilities[classes.indexOf(a.label)])}`);
+  const body = el("div", { class: "result-body" }, top, barList(classes, a.probabilities, a.label));
+  if (a.timeline && a.timeline.length) {
+    const canvas = el("canvas", {
+      class: "timeline-canvas", height: 90, role: "img",
+      "aria-label": `Timeline of ${name}: ${a.timeline.length} segments; ${summariseTimeline(a.timeline)}`,
+    });
+    body.append(el("div", { class: "result-timeline" }, canvas), segmentTable(classes, a.timeline));
+    const view = new TimelineView(canvas, classes);
+    view.setStatic(a.timeline, a.durationS);
+    timelines.add(view);
+  }
+  row.querySelector(".result-body").replaceWith(body);
+  state.results.push({
+    name,
+    durationS: a.durationS,
+    probabilities: probabilitiesOf(classes, a.probabilities),
+    label: a.label,
+    timeline: a.timeline
+      ? a.timeline.map((s) => ({ startS: s.startS, endS: s.endS, probabilities: probabilitiesOf(classes, s.probabilities), label: s.label }))
+      : null,
+    backend: state.backend ? state.backend.kind : null,
+    ms,
+  });
+  updateResultActions();
+  const others = classes
+    .map((c, i) => [c, a.probabilities[i]])
+    .filter(([c]) => c !== a.label)
+    .map(([c, p]) => `${c} ${Math.round(p * 100)}`)
+    .join(", ");
+  announce(`${name}: ${a.label}, ${Math.round(a.probabilities[classes.indexOf(a.label)] * 100)} percent. Others: ${others} percent.`);
+}
+
+function summariseTimeline(segments) {
+  const runs = [];
+  for (const s of segments) {
+    const last = runs[runs.length - 1];
+    if (last && last.label === s.label) last.end = s.endS;
+    else runs.push({ label: s.label, start: s.startS, end: s.endS });
+  }
+  return runs.slice(0, 12).map((r) => `${r.label} ${r.start.toFixed(0)}–${r.end.toFixed(0)} s`).join(", ");
+}
+
+function failRow(row, message) {
+  row.dataset.state = "error";
+  row.querySelector(".result-meta").textContent = "could not analyse";
+  row.querySelector(".result-body").replaceWith(el("div", { class: "result-body" }, el("p", { class: "result-error", text: message })));
+}
+
+function updateResultActions() {
+  const any = state.results.length > 0;
+  $("export-csv").disabled = !any;
+  $("export-json").disabled = !any;
+  $("clear").disabled = $("results").children.length === 0;
+}
+
+const timelines = new Set();
+
+// ---------------------------------------------------------------------------------------------
+// Files: WAV through duet-dsp in the wasm; anything else through the browser's decoder.
+
+function isWav(b) {
+  const tag = (o) => String.fromCharCode(b[o], b[o + 1], b[o + 2], b[o + 3]);
+  return b.length >= 12 && (tag(0) === "RIFF" || tag(0) === "RF64" || tag(0) === "RIFX") && tag(8) === "WAVE";
+}
+
+function isSafetensors(name, b) {
+  if (/\.safetensors$/i.test(name)) return true;
+  // 8-byte little-endian header length, then the JSON header.
+  return b.length > 9 && b[8] === 0x7b && b[3] === 0 && b[4] === 0 && b[5] === 0 && b[6] === 0 && b[7] === 0;
+}
+
+// The file's own sample rate where its header says it cheaply, so the browser's decoder does not
+// resample (the resampling to 16 kHz is duet-dsp's, in the wasm). Otherwise 48 kHz.
+function sniffRate(b) {
+  const ascii = (o, n) => String.fromCharCode(...b.subarray(o, o + n));
+  if (b.length > 22 && ascii(0, 4) === "fLaC") return (b[18] << 12) | (b[19] << 4) | (b[20] >> 4);
+  if (b.length > 64 && ascii(0, 4) === "OggS") {
+    const head = ascii(28, 8);
+    if (head.startsWith("\x01vorbis")) return b[40] | (b[41] << 8) | (b[42] << 16) | (b[43] << 24);
+    if (head === "OpusHead") return 48000;
+  }
+  let o = 0;
+  if (b.length > 10 && ascii(0, 3) === "ID3") o = 10 + ((b[6] << 21) | (b[7] << 14) | (b[8] << 7) | b[9]);
+  for (let i = o; i < Math.min(b.length - 4, o + 4096); i++) {
+    if (b[i] === 0xff && (b[i + 1] & 0xe0) === 0xe0) {
+      const version = (b[i + 1] >> 3) & 3; // 3: MPEG1, 2: MPEG2, 0: MPEG2.5
+      const idx = (b[i + 2] >> 2) & 3;
+      const base = [44100, 48000, 32000][idx];
+      if (!base || version === 1) break;
+      return version === 3 ? base : version === 2 ? base / 2 : base / 4;
+    }
+  }
+  return 0;
+}
+
+async function decodeInBrowser(buffer) {
+  const rate = sniffRate(new Uint8Array(buffer)) || 48000;
+  const ctx = new OfflineAudioContext(1, 1, rate >= 3000 && rate <= 768000 ? rate : 48000);
+  const audio = await ctx.decodeAudioData(buffer.slice(0));
+  const n = audio.length;
+  const planar = new Float32Array(n * audio.numberOfChannels);
+  for (let c = 0; c < audio.numberOfChannels; c++) planar.set(audio.getChannelData(c), c * n);
+  return { planar, channels: audio.numberOfChannels, sampleRate: audio.sampleRate };
+}
+
+function explain(name, err) {
+  switch (err.kind) {
+    case "too-short":
+      return `${name}: too short to analyse — ${err.message}.`;
+    case "audio":
+      return `${name}: the audio cannot be analysed — ${err.message}.`;
+    case "undecodable":
+      return `${name}: ${err.message}`;
+    default:
+      return `${name}: analysis failed — ${err.message}.`;
+  }
+}
+
+async function analyseBuffer(name, buffer) {
+  const bytes = new Uint8Array(buffer);
+  if (isWav(bytes)) {
+    try {
+      return await engine.call("analyzeWav", { bytes: buffer });
+    } catch (err) {
+      // A WAV codec duet-dsp does not read (ADPCM, A-law…) may still be one the browser decodes.
+      if (!(err.kind === "audio" && /unsupported WAV/i.test(err.message))) throw err;
+    }
+  }
+  let pcm;
+  try {
+    pcm = await decodeInBrowser(buffer);
+  } catch (err) {
+    throw Object.assign(
+      new Error(`not audio Duet can read: it is not a WAV file and this browser cannot decode it (${err.message || err.name}).`),
+      { kind: "undecodable" });
+  }
+  return engine.call("analyzePcm", { planar: pcm.planar, channels: pcm.channels, sampleRate: pcm.sampleRate });
+}
+
+let fileQueue = Promise.resolve();
+function handleFiles(fileList) {
+  const received = performance.now();
+  const files = [...fileList];
+  for (const file of files) {
+    if (/\.safetensors$/i.test(file.name)) {
+      fileQueue = fileQueue.then(async () => useModelFile(file.name, await file.arrayBuffer()));
+      continue;
+    }
+    const row = newRow(file.name);
+    updateResultActions();
+    fileQueue = fileQueue.then(async () => {
+      state.busy++;
+      try {
+        const buffer = await file.arrayBuffer();
+        if (isSafetensors(file.name, new Uint8Array(buffer))) {
+          row.remove();
+          await useModelFile(file.name, buffer);
+          return;
+        }
+        const a = await analyseBuffer(file.name, buffer);
+        fillRow(row, file.name, a, performance.now() - received);
+      } catch (err) {
+        const message = explain(file.name, err);
+        failRow(row, message);
+        showError(message);
+      } finally {
+        state.busy--;
+        updateResultActions();
+      }
+    });
+  }
+  return fileQueue;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Export.
+
+function download(name, type, text) {
+  const url = URL.createObjectURL(new Blob([text], { type }));
+  const a = el("a", { href: url, download: name });
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10_000);
+}
+
+function exportCsv() {
+  const classes = state.classes;
+  const quote = (s) => (/[",\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s);
+  const lines = [["file", "duration_s", ...classes, "label", "backend"].join(",")];
+  for (const r of state.results) {
+    lines.push([quote(r.name), r.durationS.toFixed(3), ...classes.map((c) => (r.probabilities[c] ?? NaN).toFixed(6)), r.label, r.backend].join(","));
+  }
+  download("duet-results.csv", "text/csv", lines.join("\n") + "\n");
+}
+
+function exportJson() {
+  const doc = {
+    model: state.model && { kind: state.model.kind, classes: state.model.classes, provenance: state.model.provenance || null },
+    backend: state.backend,
+    results: state.results.map((r) => ({
+      file: r.name,
+      duration_s: r.durationS,
+      probabilities: r.probabilities,
+      label: r.label,
+      timeline: r.timeline && r.timeline.map((s) => ({ start_s: s.startS, end_s: s.endS, probabilities: s.probabilities, label: s.label })),
+    })),
+  };
+  download("duet-results.json", "application/json", JSON.stringify(doc, null, 2) + "\n");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Recording, with the live timeline.
+
+const live = new TimelineView($("live-canvas"), FALLBACK_CLASSES);
+const recorder = new Recorder(new URL("./recorder-worklet.js", import.meta.url));
+let recordingCount = 0;
+let liveTimer = null;
+let liveBusy = false;
+let meterFrame = 0;
+
+function setRecordingUi(on) {
+  const button = $("record");
+  button.setAttribute("aria-pressed", String(on));
+  button.classList.toggle("recording", on);
+  button.querySelector(".record-label").textContent = on ? "Stop" : "Record";
+  document.body.dataset.recording = on ? "true" : "false";
+  $("record-hint").textContent = on
+    ? "Recording… press Stop (or R) to analyse the whole take."
+    : "Press Record (or R) and speak; press again to stop.";
+}
+
+function drawMeter() {
+  const level = recorder.level(); // {rms, peak} of the last block
+  const db = (v) => Math.max(0, Math.min(1, (20 * Math.log10(v + 1e-9) + 60) / 60));
+  $("meter-fill").style.transform = `scaleX(${db(level.rms).toFixed(3)})`;
+  $("meter-peak").style.transform = `translateX(${(db(level.peakHold) * 100).toFixed(1)}%)`;
+  $("meter").dataset.level = db(level.rms).toFixed(3);
+  $("elapsed").textContent = clock(recorder.elapsed());
+  live.setNow(recorder.elapsed());
+  if (recorder.recording) meterFrame = requestAnimationFrame(drawMeter);
+}
+
+async function liveTick() {
+  if (liveBusy || !recorder.recording) return;
+  const rate = recorder.sampleRate;
+  if (recorder.length < rate * 1.0) return;
+  const { samples, end } = recorder.tail(Math.round(LIVE_WINDOW_S * rate));
+  liveBusy = true;
+  try {
+    const a = await engine.call("analyzePcm", { planar: samples, channels: 1, sampleRate: rate, timeline: false });
+    live.push(end / rate, a.probabilities);
+    $("live-now").textContent = `now: ${a.label} ${pct(a.probabilities[a.classes.indexOf(a.label)])}`;
+    $("live-now").className = `live-now c-${a.label}`;
+    document.body.dataset.livePoints = String(live.points.length);
+  } catch (err) {
+    if (err.kind !== "too-short") console.warn(`live analysis: ${err.message}`);
+  } finally {
+    liveBusy = false;
+  }
+}
+
+async function startRecording() {
+  try {
+    await recorder.start();
+  } catch (err) {
+    showError(describeMicError(err));
+    return;
+  }
+  live.setClasses(state.classes);
+  live.reset();
+  document.body.dataset.livePoints = "0";
+  setRecordingUi(true);
+  announce("Recording started.");
+  meterFrame = requestAnimationFrame(drawMeter);
+  liveTimer = setInterval(liveTick, LIVE_EVERY_MS);
+}
+
+async function stopRecording() {
+  clearInterval(liveTimer);
+  cancelAnimationFrame(meterFrame);
+  const stopped = performance.now();
+  const take = await recorder.stop();
+  setRecordingUi(false);
+  $("meter-fill").style.transform = "scaleX(0)";
+  recordingCount++;
+  const name = `Recording ${recordingCount}`;
+  const row = newRow(name);
+  updateResultActions();
+  announce(`Recording stopped after ${take.duration.toFixed(1)} seconds; analysing.`);
+  fileQueue = fileQueue.then(async () => {
+    try {
+      const a = await engine.call("analyzePcm", { planar: take.samples, channels: 1, sampleRate: take.sampleRate });
+      fillRow(row, name, a, performance.now() - stopped);
+    } catch (err) {
+      const message = explain(name, err);
+      failRow(row, message);
+      showError(message);
+    } finally {
+      updateResultActions();
+    }
+  });
+}
+
+function toggleRecording() {
+  if ($("record").disabled) return;
+  if (recorder.recording) stopRecording();
+  else startRecording();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Wiring.
+
+function wire() {
+  $("record").addEventListener("click", toggleRecording);
+  document.addEventListener("keydown", (e) => {
+    if (e.key !== "r" && e.key !== "R") return;
+    if (e.ctrlKey || e.metaKey || e.altKey) return;
+    const t = e.target;
+    if (t && (t.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(t.tagName))) return;
+    e.preventDefault();
+    toggleRecording();
+  });
+
+  $("file-input").addEventListener("change", (e) => {
+    handleFiles(e.target.files);
+    e.target.value = "";
+  });
+  $("model-input").addEventListener("change", async (e) => {
+    const file = e.target.files[0];
+    e.target.value = "";
+    if (file) fileQueue = fileQueue.then(async () => useModelFile(file.name, await file.arrayBuffer()));
+  });
+  $("model-reset").addEventListener("click", () => (fileQueue = fileQueue.then(resetModel)));
+
+  // Dropping anywhere works; the drop zone lights up.
+  const zone = $("dropzone");
+  let depth = 0;
+  window.addEventListener("dragenter", (e) => {
+    e.preventDefault();
+    depth++;
+    zone.classList.add("over");
+  });
+  window.addEventListener("dragleave", () => {
+    if (--depth <= 0) {
+      depth = 0;
+      zone.classList.remove("over");
+    }
+  });
+  window.addEventListener("dragover", (e) => e.preventDefault());
+  window.addEventListener("drop", (e) => {
+    e.preventDefault();
+    depth = 0;
+    zone.classList.remove("over");
+    if (document.body.dataset.state !== "ready") {
+      showError("The engine is still starting; drop the files again in a moment.");
+      return;
+    }
+    if (e.dataTransfer && e.dataTransfer.files.length) handleFiles(e.dataTransfer.files);
+  });
+
+  $("export-csv").addEventListener("click", exportCsv);
+  $("export-json").addEventListener("click", exportJson);
+  $("clear").addEventListener("click", () => {
+    $("results").replaceChildren();
+    state.results = [];
+    timelines.clear();
+    $("results-empty").hidden = false;
+    updateResultActions();
+    announce("Results cleared.");
+  });
+
+  new ResizeObserver(() => {
+    live.resize();
+    for (const t of timelines) t.resize();
+  }).observe(document.body);
+  matchMedia("(prefers-color-scheme: light)").addEventListener("change", () => {
+    live.resize();
+    for (const t of timelines) t.resize();
+  });
+}
+
+// The hooks tests and the benchmark use (harmless for people).
+window.duet = {
+  state,
+  handleFiles,
+  loseGpuDevice: () => engine.call("loseGpuDevice", {}),
+  colour: classColour,
+};
+
 async function main() {
+  wire();
   // ?backend=cpu forces the CPU backend (for comparisons and for browsers with a broken GPU).
   const params = new URLSearchParams(location.search);
   const preferGpu = params.get("backend") !== "cpu";
+  // The microphone's worklet module loads now, with the page, so recording later fetches nothing.
+  const recorderReady = recorder.prepare().catch((err) => {
+    console.warn(`audio input unavailable: ${err.message}`);
+    return err;
+  });
   try {
-    const { backend, smoke } = await call("init", { preferGpu });
-    $("backend").textContent = backend.kind === "webgpu" ? "WebGPU" : "CPU";
-    $("adapter").textContent = backend.adapter;
-    if (backend.fallback_reason) {
-      $("fallback-reason").hidden = false;
-      $("fallback-reason").textContent = `WebGPU unavailable, using the CPU: ${backend.fallback_reason}`;
-    }
-    $("selftest").textContent = smoke === 480 ? `ok (4x4 matmul sum = ${smoke})` : `WRONG: ${smoke} (expected 480)`;
-    document.body.dataset.backend = backend.kind;
-    document.body.dataset.state = smoke === 480 ? "ready" : "error";
-    announce(`Ready on ${$("backend").textContent}.`);
+    const init = await engine.start(preferGpu);
+    renderBackend(init.backend);
+    const ok = init.smoke === 480;
+    $("selftest").textContent = ok ? `ok (4×4 matmul = ${init.smoke})` : `WRONG: ${init.smoke} (expected 480)`;
+    $("warmup").textContent = `${Math.round(init.warmupMs)} ms`;
+    renderModel(init.model);
+    live.setClasses(init.model.classes);
+    const recErr = await recorderReady;
+    if (recErr instanceof Error) $("record-hint").textContent = `Recording is unavailable here: ${recErr.message}`;
+    else $("record").disabled = false;
+    const readyMs = performance.now() - t0Page;
+    window.duet.readyMs = readyMs;
+    $("ready-time").textContent = `${(readyMs / 1000).toFixed(2)} s`;
+    document.body.dataset.state = ok ? "ready" : "error";
+    if (!ok) showError("The compute backend gave a wrong self-test result; results would be wrong.");
+    announce(`Duet is ready on the ${backendLabel(init.backend)}.`);
   } catch (err) {
     document.body.dataset.state = "error";
+    $("engine-summary").textContent = "Engine failed to start";
     showError(`Could not start the engine: ${err.message}`);
   }
 }

@@ -1,30 +1,150 @@
-// The compute worker: loads the wasm (duet-web) and runs every computation off the main thread.
+// The compute worker: loads the wasm (duet-web) and runs every computation off the main thread, one
+// request at a time. Messages in: {id, type, payload}; out: {id, ok, result | error} and unsolicited
+// {type: "backend", ...} when the GPU is lost and the worker moves to the CPU.
 import init, * as duet from "../duet-web.js";
 
-let ready = null;
+const MODEL_URL = new URL("./models/demo.safetensors", import.meta.url);
 
-async function start(preferGpu) {
-  await init();
-  const backend = await duet.initBackend(preferGpu);
-  // The first run pays shader compilation; its result proves the backend computes correctly.
-  const smoke = await duet.smokeTest();
-  return { backend, smoke };
+let started = false;
+let backend = null; // {kind, adapter, fallbackReason?}
+let modelBytes = null; // the current model's file, kept to reload it on the CPU after a GPU loss
+let demoBytes = null; // the bundled model, fetched once
+let gpu = { adapterName: "", device: null, lost: null };
+
+// wgpu asks the browser for an adapter and a device through these two methods: wrap them to learn
+// the adapter's real name (wgpu's adapter info has none in browsers) and to hear of device loss.
+function watchWebGpu() {
+  if (typeof GPU === "undefined" || typeof GPUAdapter === "undefined") return;
+  const requestAdapter = GPU.prototype.requestAdapter;
+  GPU.prototype.requestAdapter = async function (...args) {
+    const adapter = await requestAdapter.apply(this, args);
+    if (adapter) gpu.adapterName = describeAdapter(adapter);
+    return adapter;
+  };
+  const requestDevice = GPUAdapter.prototype.requestDevice;
+  GPUAdapter.prototype.requestDevice = async function (...args) {
+    const device = await requestDevice.apply(this, args);
+    gpu.device = device;
+    gpu.lost = null;
+    device.lost.then((info) => {
+      // A device we dropped ourselves (after moving to the CPU) is not news.
+      if (gpu.device !== device) return;
+      gpu.lost = info.message || info.reason || "unknown reason";
+    });
+    return device;
+  };
 }
 
-self.onmessage = async (event) => {
-  const { id, type, payload } = event.data;
-  try {
-    let result;
-    switch (type) {
-      case "init":
-        ready = ready || start(payload.preferGpu);
-        result = await ready;
-        break;
-      default:
-        throw new Error(`unknown request ${type}`);
-    }
-    self.postMessage({ id, ok: true, result });
-  } catch (err) {
-    self.postMessage({ id, ok: false, error: String(err && err.message ? err.message : err) });
+function describeAdapter(adapter) {
+  const info = adapter.info || {};
+  const parts = [info.description, [info.vendor, info.architecture].filter(Boolean).join(" ")];
+  const name = parts.find((p) => p && p.trim()) || "WebGPU adapter";
+  return info.isFallbackAdapter ? `${name} (software fallback adapter)` : name;
+}
+
+async function fetchDemoModel() {
+  const response = await fetch(MODEL_URL);
+  if (!response.ok) throw new Error(`the bundled model ${MODEL_URL.pathname} answered ${response.status}`);
+  return new Uint8Array(await response.arrayBuffer());
+}
+
+async function loadModel(bytes) {
+  const info = duet.loadModel(bytes);
+  modelBytes = bytes;
+  const warmupMs = await duet.warmUp();
+  return { info, warmupMs };
+}
+
+async function start({ preferGpu, modelBytes: custom }) {
+  const t0 = performance.now();
+  if (!started) {
+    watchWebGpu();
+    await init();
+    started = true;
   }
+  const tWasm = performance.now();
+  backend = await duet.initBackend(preferGpu);
+  if (backend.kind === "webgpu" && gpu.adapterName) backend.adapter = gpu.adapterName;
+  const smoke = await duet.smokeTest();
+  const tBackend = performance.now();
+  if (!demoBytes && !custom) demoBytes = await fetchDemoModel();
+  const bytes = custom ? new Uint8Array(custom) : demoBytes;
+  const { info, warmupMs } = await loadModel(bytes);
+  return {
+    backend,
+    smoke,
+    model: info,
+    custom: Boolean(custom),
+    warmupMs,
+    timings: { wasmMs: tWasm - t0, backendMs: tBackend - tWasm, totalMs: performance.now() - t0 },
+  };
+}
+
+// After a GPU loss: the same wasm instance moves to the CPU backend and reloads the model.
+async function moveToCpu(reason) {
+  gpu.device = null;
+  gpu.lost = null;
+  backend = await duet.initBackend(false);
+  backend.fallbackReason = `the GPU device was lost (${reason})`;
+  const { info, warmupMs } = await loadModel(modelBytes);
+  self.postMessage({ type: "backend", backend, model: info, warmupMs, reason });
+}
+
+const handlers = {
+  init: (p) => start(p),
+  loadModel: async (p) => {
+    if (p.demo && !demoBytes) demoBytes = await fetchDemoModel();
+    const bytes = p.demo ? demoBytes : new Uint8Array(p.bytes);
+    const { info, warmupMs } = await loadModel(bytes);
+    return { model: info, warmupMs };
+  },
+  analyzeWav: (p) => duet.analyzeWav(new Uint8Array(p.bytes), p.timeline, p.windowS, p.hopS),
+  analyzePcm: (p) =>
+    duet.analyzePcm(p.planar, p.channels, p.sampleRate, p.timeline, p.windowS, p.hopS),
+  // For tests: lose the GPU device on purpose (the browser's own destroy()).
+  loseGpuDevice: async () => {
+    if (!gpu.device) return false;
+    gpu.device.destroy();
+    return true;
+  },
+};
+
+async function handle(type, payload) {
+  const run = handlers[type];
+  if (!run) throw new Error(`unknown request ${type}`);
+  const lostBefore = () => backend && backend.kind === "webgpu" && gpu.lost;
+  if (lostBefore()) await moveToCpu(gpu.lost);
+  try {
+    return await run(payload);
+  } catch (err) {
+    // A request that failed because the GPU went away is retried once on the CPU.
+    await new Promise((r) => setTimeout(r, 0));
+    if (type !== "init" && lostBefore()) {
+      await moveToCpu(gpu.lost);
+      return run(payload);
+    }
+    throw err;
+  }
+}
+
+function errorOf(err) {
+  return {
+    message: String(err && err.message ? err.message : err),
+    kind: (err && err.kind) || "internal",
+    // A trap (a Rust panic) leaves the wasm instance unusable: the page starts a new worker.
+    fatal: err instanceof WebAssembly.RuntimeError,
+  };
+}
+
+let queue = Promise.resolve();
+self.onmessage = (event) => {
+  const { id, type, payload } = event.data;
+  queue = queue.then(async () => {
+    try {
+      const result = await handle(type, payload || {});
+      self.postMessage({ id, ok: true, result });
+    } catch (err) {
+      self.postMessage({ id, ok: false, error: errorOf(err) });
+    }
+  });
 };

@@ -1,0 +1,323 @@
+//! The loaded model and the analysis of one 16 kHz signal. No JavaScript types here: this module is
+//! plain Rust (tested natively), `api` converts to and from JS values.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use duet_dsp::{DspError, FeaturePlan, SAMPLE_RATE};
+use duet_model::config::Provenance;
+use duet_model::input::Prepared;
+use duet_model::timeline::{self, TimelineConfig};
+use duet_model::{Device, ModelError, Prediction, Predictor};
+use serde::Serialize;
+
+/// Signals longer than this (seconds) also get a timeline of segments.
+pub const TIMELINE_MIN_S: f32 = 8.0;
+
+/// What the model card shows: the file's configuration and provenance.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelInfo {
+    /// `dual`, `base1`...
+    pub kind: String,
+    /// The paper's Table 1 name.
+    pub kind_description: String,
+    /// `paper` or `authors`.
+    pub preset: String,
+    /// Class names in output order.
+    pub classes: Vec<String>,
+    /// Trainable parameters (running statistics excluded).
+    pub parameters: usize,
+    /// `F16` or `F32` (the weights' storage type).
+    pub dtype: String,
+    /// Size of the file in bytes.
+    pub bytes: usize,
+    /// Shortest audio the front end accepts, in seconds.
+    pub min_duration_s: f32,
+    /// Whether the file says how it was trained (a model from `duet init-model` does not).
+    pub trained: bool,
+    /// Training corpus, protocol, cross-validation metrics and notes, as written by `train`.
+    pub provenance: Option<Provenance>,
+}
+
+/// Class probabilities of one stretch of audio.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Scores {
+    /// In [`ModelInfo::classes`] order.
+    pub probabilities: Vec<f32>,
+    /// The most probable class.
+    pub label: String,
+}
+
+impl From<&Prediction> for Scores {
+    fn from(p: &Prediction) -> Self {
+        Scores {
+            probabilities: p.probabilities.clone(),
+            label: p.label.clone(),
+        }
+    }
+}
+
+/// One window of a timeline.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TimelineSegment {
+    pub start_s: f32,
+    pub end_s: f32,
+    #[serde(flatten)]
+    pub scores: Scores,
+}
+
+/// The result for one recording or file.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Analysis {
+    /// Duration of the audio in seconds (at 16 kHz, as `duet predict` reports it).
+    pub duration_s: f32,
+    /// The source's sample rate and channel count (before the mix-down and resampling).
+    pub sample_rate: u32,
+    pub channels: u16,
+    pub classes: Vec<String>,
+    /// The whole utterance.
+    #[serde(flatten)]
+    pub scores: Scores,
+    /// Each branch's own probabilities.
+    pub branches: BTreeMap<String, Vec<f32>>,
+    /// Fused logits.
+    pub logits: Vec<f32>,
+    /// Segments, for audio longer than the timeline threshold (or when asked).
+    pub timeline: Option<Vec<TimelineSegment>>,
+}
+
+/// Why an analysis failed, by who can fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum AnalysisError {
+    /// The audio: undecodable, too short, NaN... (the user's file).
+    #[error("{0}")]
+    Audio(#[from] DspError),
+    /// The model or the backend.
+    #[error("{0}")]
+    Model(#[from] ModelError),
+}
+
+impl AnalysisError {
+    /// `audio`, `too-short`, `model` or `backend`: the page words its message by this.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AnalysisError::Audio(DspError::TooShort { .. }) => "too-short",
+            AnalysisError::Audio(_) => "audio",
+            AnalysisError::Model(ModelError::Dsp(DspError::TooShort { .. })) => "too-short",
+            AnalysisError::Model(ModelError::Dsp(_) | ModelError::Input(_)) => "audio",
+            AnalysisError::Model(ModelError::Backend(_)) => "backend",
+            AnalysisError::Model(_) => "model",
+        }
+    }
+}
+
+/// A model loaded on a device, with its front end planned once.
+pub struct Loaded {
+    /// Shared so that an analysis can await the device without borrowing the model.
+    pub predictor: Rc<Predictor>,
+    pub plan: FeaturePlan,
+    pub info: ModelInfo,
+}
+
+/// Reads the model card of a weights file without building the model (cheap).
+pub fn describe(bytes: &[u8]) -> Result<ModelInfo, ModelError> {
+    let config = duet_model::weights::read_config(bytes)?;
+    let st = safetensors::SafeTensors::deserialize(bytes)
+        .map_err(|e| ModelError::Format(e.to_string()))?;
+    let mut dtype = String::new();
+    let mut shapes = Vec::new();
+    for (name, view) in st.tensors() {
+        if dtype.is_empty() {
+            dtype = format!("{:?}", view.dtype());
+        }
+        shapes.push((name, view.shape().to_vec()));
+    }
+    let parameters = duet_model::weights::parameter_counts(
+        shapes.iter().map(|(n, s)| (n.as_str(), s.as_slice())),
+    )
+    .values()
+    .sum();
+    let trained = config
+        .provenance
+        .as_ref()
+        .is_some_and(|p| p.corpus.is_some() || !p.metrics.is_empty());
+    Ok(ModelInfo {
+        kind: config.kind.name().into(),
+        kind_description: config.kind.description().into(),
+        preset: config.preset.name().into(),
+        classes: config.classes.clone(),
+        parameters,
+        dtype,
+        bytes: bytes.len(),
+        min_duration_s: config.features.min_duration_s(),
+        trained,
+        provenance: config.provenance.clone(),
+    })
+}
+
+impl Loaded {
+    /// Builds the model of `bytes` on `device`.
+    pub fn new(bytes: &[u8], device: &Device) -> Result<Loaded, ModelError> {
+        let info = describe(bytes)?;
+        let predictor = Rc::new(Predictor::from_bytes(bytes, device)?);
+        let plan = FeaturePlan::try_new(&predictor.config().features)?;
+        Ok(Loaded {
+            predictor,
+            plan,
+            info,
+        })
+    }
+}
+
+/// A signal's features, prepared for the model (the CPU half of an analysis): the whole utterance
+/// first, then the timeline's windows if any.
+pub struct Job {
+    pub duration_s: f32,
+    pub sample_rate: u32,
+    pub channels: u16,
+    pub whole: Prepared,
+    pub windows: Vec<(timeline::Span, Prepared)>,
+}
+
+/// Mixes planar channels (`channels` blocks of equal length, one after the other) to mono by
+/// averaging, as duet-dsp's WAV decoder does.
+pub fn mix_planar(planar: &[f32], channels: usize) -> Vec<f32> {
+    let channels = channels.max(1);
+    let n = planar.len() / channels;
+    if channels == 1 {
+        return planar[..n].to_vec();
+    }
+    let scale = 1.0 / channels as f32;
+    (0..n)
+        .map(|i| (0..channels).map(|c| planar[c * n + i]).sum::<f32>() * scale)
+        .collect()
+}
+
+/// Decodes a WAV file with duet-dsp (the decoder and resampler `duet predict` uses).
+pub fn wav_to_16k(bytes: &[u8]) -> Result<(Vec<f32>, u32, u16), DspError> {
+    let audio = duet_dsp::decode_wav(bytes)?;
+    let samples = duet_dsp::resample(&audio.samples, audio.sample_rate, SAMPLE_RATE)?;
+    if samples.is_empty() {
+        return Err(DspError::NoSamples);
+    }
+    Ok((samples, audio.sample_rate, audio.channels))
+}
+
+/// Resamples mono samples at `rate` to 16 kHz with duet-dsp's resampler.
+pub fn pcm_to_16k(mono: &[f32], rate: u32) -> Result<Vec<f32>, DspError> {
+    if mono.is_empty() {
+        return Err(DspError::NoSamples);
+    }
+    duet_dsp::resample(mono, rate, SAMPLE_RATE)
+}
+
+impl Loaded {
+    /// Features of the whole signal and, when `timeline` is Some, of its windows.
+    pub fn prepare(
+        &mut self,
+        samples_16k: &[f32],
+        sample_rate: u32,
+        channels: u16,
+        timeline: Option<&TimelineConfig>,
+    ) -> Result<Job, AnalysisError> {
+        let features = self.plan.compute(samples_16k)?;
+        let whole = self.predictor.prepare(&features)?;
+        let windows = match timeline {
+            Some(cfg) => timeline::prepare(&self.predictor, &mut self.plan, samples_16k, cfg)?,
+            None => Vec::new(),
+        };
+        Ok(Job {
+            duration_s: features.duration_s,
+            sample_rate,
+            channels,
+            whole,
+            windows,
+        })
+    }
+
+    /// Assembles the result of a job from its predictions (whole utterance first, then windows).
+    pub fn finish(&self, job: &Job, mut predictions: Vec<Prediction>, timeline: bool) -> Analysis {
+        let rate = self.plan.config().sample_rate as f32;
+        let whole = predictions.remove(0);
+        let config = self.predictor.config();
+        Analysis {
+            duration_s: job.duration_s,
+            sample_rate: job.sample_rate,
+            channels: job.channels,
+            classes: config.classes.clone(),
+            scores: Scores::from(&whole),
+            branches: whole
+                .branches
+                .iter()
+                .map(|(b, p)| (b.name().to_string(), p.clone()))
+                .collect(),
+            logits: whole.logits.clone(),
+            timeline: timeline.then(|| {
+                job.windows
+                    .iter()
+                    .zip(&predictions)
+                    .map(|((span, _), p)| TimelineSegment {
+                        start_s: span.start as f32 / rate,
+                        end_s: span.end as f32 / rate,
+                        scores: Scores::from(p),
+                    })
+                    .collect()
+            }),
+        }
+    }
+}
+
+/// Whether a signal of `samples_16k` samples gets a timeline.
+pub fn wants_timeline(n_samples_16k: usize) -> bool {
+    n_samples_16k as f32 / SAMPLE_RATE as f32 > TIMELINE_MIN_S
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mixes_planar_channels() {
+        assert_eq!(mix_planar(&[1.0, 2.0, 3.0, 5.0], 2), vec![2.0, 3.5]);
+        assert_eq!(mix_planar(&[1.0, 2.0], 1), vec![1.0, 2.0]);
+    }
+
+    #[test]
+    fn describes_an_untrained_model() {
+        let device = duet_model::backend::cpu_device();
+        let config = duet_model::ModelConfig::new(
+            duet_model::ModelKind::Base1,
+            duet_dsp::Preset::Authors,
+        );
+        let model = duet_model::weights::init(config, 1, &device).unwrap();
+        let bytes =
+            duet_model::weights::save(&model, duet_model::weights::Precision::F16).unwrap();
+        let info = describe(&bytes).unwrap();
+        assert_eq!(info.kind, "base1");
+        assert!(!info.trained);
+        assert_eq!(info.dtype, "F16");
+        assert!(info.parameters > 0);
+        let err = describe(&bytes[..bytes.len() / 2]);
+        assert!(err.is_err());
+    }
+
+    #[test]
+    fn too_short_audio_is_its_own_kind() {
+        let device = duet_model::backend::cpu_device();
+        let config = duet_model::ModelConfig::new(
+            duet_model::ModelKind::Base1,
+            duet_dsp::Preset::Authors,
+        );
+        let model = duet_model::weights::init(config, 1, &device).unwrap();
+        let bytes =
+            duet_model::weights::save(&model, duet_model::weights::Precision::F32).unwrap();
+        let mut loaded = Loaded::new(&bytes, &device).unwrap();
+        let e = loaded.prepare(&[0.0; 160], 16_000, 1, None).err().unwrap();
+        assert_eq!(e.kind(), "too-short");
+        assert!(e.to_string().contains("at least"), "{e}");
+    }
+}
