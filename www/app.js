@@ -5,7 +5,6 @@ import { TimelineView, classColour } from "./timeline.js";
 import { Recorder, describeMicError } from "./recorder.js";
 
 const $ = (id) => document.getElementById(id);
-const t0Page = performance.now();
 
 const FALLBACK_CLASSES = ["angry", "happy", "neutral", "sad"];
 const LIVE_WINDOW_S = 3;
@@ -30,6 +29,10 @@ class Engine {
       const msg = event.data;
       if (msg.type === "backend") {
         this.onBackendChange(msg);
+        return;
+      }
+      if (msg.type === "backend-failed") {
+        showError(`The GPU was lost and the CPU fallback failed: ${msg.error.message}. Reload the page.`);
         return;
       }
       const p = this.pending.get(msg.id);
@@ -518,6 +521,16 @@ function exportJson() {
 const live = new TimelineView($("live-canvas"), FALLBACK_CLASSES);
 const recorder = new Recorder(new URL("./recorder-worklet.js", import.meta.url));
 let recordingCount = 0;
+let stopping = false;
+recorder.onLimit = () => {
+  showNotice("Recordings stop after 10 minutes; this one was analysed.");
+  stopRecording();
+};
+recorder.onEnded = () => {
+  if (!recorder.recording) return;
+  showError("The microphone went away (unplugged or switched off); the recording so far is analysed.");
+  stopRecording();
+};
 let liveTimer = null;
 let liveBusy = false;
 let meterFrame = 0;
@@ -580,10 +593,13 @@ async function startRecording() {
 }
 
 async function stopRecording() {
+  if (stopping || !recorder.recording) return;
+  stopping = true;
   clearInterval(liveTimer);
   cancelAnimationFrame(meterFrame);
   const stopped = performance.now();
   const take = await recorder.stop();
+  stopping = false;
   setRecordingUi(false);
   $("meter-fill").style.transform = "scaleX(0)";
   recordingCount++;
@@ -593,6 +609,11 @@ async function stopRecording() {
   announce(`Recording stopped after ${take.duration.toFixed(1)} seconds; analysing.`);
   fileQueue = fileQueue.then(async () => {
     try {
+      if (!take.samples.length) {
+        throw Object.assign(new Error("the recording is empty: no sound reached the page from the microphone"), {
+          kind: "undecodable",
+        });
+      }
       const a = await engine.call("analyzePcm", { planar: take.samples, channels: 1, sampleRate: take.sampleRate });
       fillRow(row, name, a, performance.now() - stopped);
     } catch (err) {
@@ -712,7 +733,8 @@ async function main() {
     const recErr = await recorderReady;
     if (recErr instanceof Error) $("record-hint").textContent = `Recording is unavailable here: ${recErr.message}`;
     else $("record").disabled = false;
-    const readyMs = performance.now() - t0Page;
+    // Since navigation start: page load, wasm compilation, backend, model, warm-up.
+    const readyMs = performance.now();
     window.duet.readyMs = readyMs;
     $("ready-time").textContent = `${(readyMs / 1000).toFixed(2)} s`;
     document.body.dataset.state = ok ? "ready" : "error";

@@ -30,6 +30,8 @@ function watchWebGpu() {
       // A device we dropped ourselves (after moving to the CPU) is not news.
       if (gpu.device !== device) return;
       gpu.lost = info.message || info.reason || "unknown reason";
+      // Move to the CPU now, between requests, so the page says so at once.
+      queue = queue.then(() => (gpu.lost ? moveToCpu(gpu.lost) : null)).catch(reportMoveFailure);
     });
     return device;
   };
@@ -88,6 +90,10 @@ async function moveToCpu(reason) {
   backend.fallbackReason = `the GPU device was lost (${reason})`;
   const { info, warmupMs } = await loadModel(modelBytes);
   self.postMessage({ type: "backend", backend, model: info, warmupMs, reason });
+}
+
+function reportMoveFailure(err) {
+  self.postMessage({ type: "backend-failed", error: errorOf(err) });
 }
 
 const handlers = {

@@ -1,21 +1,39 @@
-// The page starts its engine on WebGPU when the browser offers it, and on the CPU otherwise.
+// The page starts its engine on WebGPU when the browser offers it, and on the CPU otherwise; either
+// way the self-test passes, the bundled model is loaded and described, and the page is locked to
+// its own origin by its Content-Security-Policy.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import path from "node:path";
-import { launch, openReady, ROOT } from "./lib.mjs";
+import { launch, openReady } from "./lib.mjs";
 
-test("with WebGPU the page runs on WebGPU and its self-test passes", async () => {
+async function modelCard(page) {
+  return {
+    name: await page.$eval("#model-name", (e) => e.textContent),
+    badge: await page.$eval("#model-badge", (e) => e.textContent),
+    facts: await page.$eval("#model-facts", (e) => e.innerText),
+    note: await page.$eval("#model-note", (e) => e.innerText),
+  };
+}
+
+test("with WebGPU the page runs on WebGPU, names the adapter, and its self-test passes", async () => {
   const b = await launch({ webgpu: true });
   try {
     const backend = await openReady(b.page);
     console.log(`backend: ${backend.label} (${backend.adapter})`);
     assert.equal(backend.kind, "webgpu");
     assert.equal(backend.label, "WebGPU");
+    // The adapter's own name from the browser (wgpu's is empty in browsers).
     assert.ok(backend.adapter.length > 0);
+    assert.doesNotMatch(backend.adapter, /BrowserWebGpu/);
     const selftest = await b.page.evaluate(() => document.getElementById("selftest").innerText);
     assert.match(selftest, /^ok/);
+    const card = await modelCard(b.page);
+    assert.match(card.name, /demo/i);
+    assert.match(card.facts, /angry, happy, neutral, sad/);
+    // A trained demo says it is a demo of synthetic speech; the placeholder says it is untrained.
+    if (card.badge === "demo") assert.match(card.note, /synthetic speech/);
+    else assert.match(card.note, /[Uu]ntrained/);
+    assert.match(card.note, /train --corpus/);
     assert.deepEqual(b.consoleErrors, []);
-    await b.page.screenshot({ path: path.join(ROOT, "docs/screenshot.png"), fullPage: true });
   } finally {
     await b.close();
   }
@@ -30,7 +48,15 @@ test("without WebGPU the page falls back to the CPU and its self-test passes", a
     assert.equal(backend.label, "CPU");
     const selftest = await b.page.evaluate(() => document.getElementById("selftest").innerText);
     assert.match(selftest, /^ok/);
-    assert.deepEqual(b.consoleErrors, []);
+    // The CSP allows only this origin (and wasm compilation): a cross-origin fetch is refused.
+    const csp = await b.page.$eval('meta[http-equiv="Content-Security-Policy"]', (m) => m.content);
+    assert.match(csp, /default-src 'self'/);
+    assert.match(csp, /connect-src 'self'/);
+    const blocked = await b.page.evaluate(() =>
+      fetch("https://example.invalid/x").then(() => "sent", (e) => `blocked: ${e.message}`),
+    );
+    assert.match(blocked, /^blocked/);
+    assert.equal(b.consoleErrors.filter((e) => !/Content Security Policy|example\.invalid/.test(e)).length, 0);
   } finally {
     await b.close();
   }

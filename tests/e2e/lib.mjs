@@ -79,3 +79,125 @@ export async function openReady(page, query = "") {
     adapter: document.getElementById("adapter").innerText,
   }));
 }
+
+// ------------------------------------------------------------------------------------------------
+// Fixtures, made fresh for each run from the project's own tools (nothing large is committed):
+// speech from `duet synth-corpus`, converted by sox to other rates, channel counts and sample
+// formats so that the page's decoder and resampler (duet-dsp in wasm) are exercised.
+
+import { execFileSync } from "node:child_process";
+
+export const DEMO_MODEL = path.join(ROOT, "www/models/demo.safetensors");
+let cached = null;
+
+function sox(...args) {
+  execFileSync("sox", args, { stdio: ["ignore", "ignore", "pipe"] });
+}
+
+/** Paths of the test files (made once per process). */
+export function fixtures() {
+  if (cached) return cached;
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "duet-fixtures-"));
+  const corpus = path.join(dir, "corpus");
+  execFileSync(DUET_BIN, ["synth-corpus", "--out", corpus, "--voices", "1", "--sentences", "1", "--seed", "7", "--threads", "1"], {
+    stdio: ["ignore", "ignore", "pipe"],
+  });
+  const wavs = {};
+  for (const line of fs.readFileSync(path.join(corpus, "manifest.csv"), "utf8").trim().split("\n").slice(1)) {
+    const [, rel, label] = line.split(",");
+    wavs[label] = path.join(corpus, rel);
+  }
+  const f = (name) => path.join(dir, name);
+  // Three short clips (about a second: WebGPU in headless Chromium is a software rasteriser here).
+  sox(wavs.happy, f("happy-16k-mono.wav"), "trim", "0.2", "1.0");
+  sox(wavs.sad, "-r", "44100", "-c", "2", f("sad-44k-stereo.wav"), "trim", "0.2", "1.1");
+  sox(wavs.angry, "-r", "48000", "-b", "24", f("angry-48k-24bit.wav"), "trim", "0.2", "1.2");
+  sox(wavs.happy, f("happy.flac"), "trim", "0.2", "1.0");
+  // A long file (over 8 s: shown with a timeline) and the fake microphone's input.
+  sox(wavs.angry, wavs.happy, wavs.neutral, wavs.sad, f("long-12s.wav"));
+  sox(wavs.neutral, wavs.angry, wavs.happy, wavs.sad, "-b", "16", f("mic.wav"));
+  // A 5 s clip for the benchmark.
+  sox(wavs.angry, wavs.happy, f("speech-5s.wav"), "trim", "0", "5");
+  // Things that must fail with a message.
+  sox(wavs.neutral, f("clip-10ms.wav"), "trim", "0", "0.01");
+  fs.writeFileSync(f("notes.txt"), "These are notes, not audio.\n".repeat(50));
+  const model = fs.readFileSync(DEMO_MODEL);
+  fs.writeFileSync(f("truncated.safetensors"), model.subarray(0, Math.floor(model.length / 3)));
+  execFileSync(DUET_BIN, ["init-model", "--kind", "base1", "--preset", "authors", "--seed", "5", "--out", f("my-base1.safetensors")], {
+    stdio: ["ignore", "ignore", "pipe"],
+  });
+  cached = {
+    dir,
+    drop: [f("happy-16k-mono.wav"), f("sad-44k-stereo.wav"), f("angry-48k-24bit.wav")],
+    flac: f("happy.flac"),
+    long: f("long-12s.wav"),
+    mic: f("mic.wav"),
+    five: f("speech-5s.wav"),
+    clip10ms: f("clip-10ms.wav"),
+    notAudio: f("notes.txt"),
+    truncatedModel: f("truncated.safetensors"),
+    customModel: f("my-base1.safetensors"),
+  };
+  return cached;
+}
+
+/** `duet predict --json` on `files`: {basename: {probabilities, label, duration_s}}. */
+export function predictCli(files, model = DEMO_MODEL) {
+  const out = execFileSync(DUET_BIN, ["predict", "--json", "--model", model, ...files], { encoding: "utf8" });
+  const byName = {};
+  for (const line of out.trim().split("\n")) {
+    const r = JSON.parse(line);
+    byName[path.basename(r.file)] = r;
+  }
+  return byName;
+}
+
+/** Drops files on the drop zone the way a person does: a real DataTransfer with File objects. */
+export async function dropFiles(page, files) {
+  const payload = files.map((p) => ({ name: path.basename(p), data: fs.readFileSync(p).toString("base64") }));
+  const dt = await page.evaluateHandle((items) => {
+    const dt = new DataTransfer();
+    for (const { name, data } of items) {
+      const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+      dt.items.add(new File([bytes], name));
+    }
+    return dt;
+  }, payload);
+  await page.dispatchEvent("#dropzone", "dragenter", { dataTransfer: dt });
+  await page.dispatchEvent("#dropzone", "drop", { dataTransfer: dt });
+}
+
+/** Waits until `n` result rows exist and none is still being analysed; returns the page's results. */
+export async function waitResults(page, n, timeout = 600_000) {
+  await page.waitForFunction(
+    (n) =>
+      document.querySelectorAll("#results .result").length >= n &&
+      document.querySelectorAll('#results .result[data-state="pending"]').length === 0,
+    n,
+    { timeout, polling: 250 },
+  );
+  return page.evaluate(() => window.duet.state.results);
+}
+
+/** The text of the page's error region. */
+export function errorText(page) {
+  return page.evaluate(() => document.getElementById("errors").innerText);
+}
+
+/** Asserts every class probability of the page's result equals the CLI's within `tol`. */
+export function assertSameProbabilities(assert, pageResult, cliResult, tol = 1e-3) {
+  for (const [c, p] of Object.entries(cliResult.probabilities)) {
+    const q = pageResult.probabilities[c];
+    assert.ok(
+      Math.abs(p - q) <= tol,
+      `${pageResult.name}: ${c} is ${q} in the page, ${p} from duet predict (tolerance ${tol})`,
+    );
+  }
+  assert.equal(pageResult.label, cliResult.label, `${pageResult.name}: top class`);
+  assert.ok(Math.abs(pageResult.durationS - cliResult.duration_s) < 1e-3, `${pageResult.name}: duration`);
+}
+
+/** Network requests made after `since` (ms since epoch), blob:/data: URLs aside. */
+export function requestsAfter(requests, since) {
+  return requests.filter((r) => r.time > since && !/^(blob|data):/.test(r.url));
+}

@@ -1,0 +1,105 @@
+// Dropped and picked WAV files give the probabilities `duet predict --json` gives for the same files
+// and model — on WebGPU and on the CPU fallback — and nothing is sent anywhere.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import path from "node:path";
+import {
+  launch, openReady, fixtures, predictCli, dropFiles, waitResults, assertSameProbabilities,
+  requestsAfter, ROOT,
+} from "./lib.mjs";
+
+test("three dropped WAV files on WebGPU: the same probabilities as duet predict", async () => {
+  const fx = fixtures();
+  const cli = predictCli(fx.drop);
+  const b = await launch({ webgpu: true });
+  try {
+    const backend = await openReady(b.page);
+    const readyAt = Date.now();
+    assert.equal(backend.kind, "webgpu");
+    assert.equal(backend.label, "WebGPU");
+    await dropFiles(b.page, fx.drop);
+    const results = await waitResults(b.page, 3);
+    assert.equal(results.length, 3);
+    for (const r of results) {
+      assert.equal(r.backend, "webgpu");
+      assertSameProbabilities(assert, r, cli[r.name]);
+      console.log(`${r.name}: ${r.label} (${JSON.stringify(r.probabilities)}) in ${Math.round(r.ms)} ms`);
+    }
+    // Each row shows every class by name with its percentage, the top one marked in text.
+    const rows = await b.page.$$eval("#results .result", (els) =>
+      els.map((e) => ({
+        name: e.querySelector(".result-name").textContent,
+        bars: [...e.querySelectorAll(".bar")].map((bar) => bar.textContent),
+        top: e.querySelector(".bar.top .bar-name").textContent,
+      })),
+    );
+    for (const row of rows) {
+      assert.equal(row.bars.length, 4);
+      for (const c of ["angry", "happy", "neutral", "sad"]) assert.ok(row.bars.some((t) => t.startsWith(c)));
+      assert.match(row.top, /\(top\)/);
+    }
+    assert.deepEqual(requestsAfter(b.requests, readyAt), []);
+    assert.deepEqual(b.consoleErrors, []);
+  } finally {
+    await b.close();
+  }
+});
+
+test("without WebGPU: picked files match duet predict, FLAC decodes, long files get a timeline, export works", async () => {
+  const fx = fixtures();
+  const cli = predictCli([...fx.drop, fx.long]);
+  const b = await launch({ webgpu: false });
+  try {
+    const backend = await openReady(b.page);
+    const readyAt = Date.now();
+    assert.equal(backend.kind, "cpu");
+    assert.equal(backend.label, "CPU");
+    // The file picker (keyboard users' way in).
+    await b.page.setInputFiles("#file-input", fx.drop);
+    let results = await waitResults(b.page, 3);
+    for (const r of results) {
+      assert.equal(r.backend, "cpu");
+      assertSameProbabilities(assert, r, cli[r.name]);
+    }
+    // FLAC goes through the browser's decoder at its own rate, then the same wasm path: the same
+    // samples as the WAV it was made from.
+    await b.page.setInputFiles("#file-input", [fx.flac]);
+    results = await waitResults(b.page, 4);
+    const flac = results.find((r) => r.name === "happy.flac");
+    assertSameProbabilities(assert, { ...flac, name: "happy.flac" }, cli["happy-16k-mono.wav"]);
+
+    // A 12 s file: whole-file probabilities as duet predict, plus a timeline of 3 s windows.
+    await b.page.setInputFiles("#file-input", [fx.long]);
+    results = await waitResults(b.page, 5);
+    const long = results.find((r) => r.name === "long-12s.wav");
+    assertSameProbabilities(assert, long, cli["long-12s.wav"]);
+    assert.ok(long.timeline && long.timeline.length >= 5, "a timeline of segments");
+    assert.equal(long.timeline[0].startS, 0);
+    assert.ok(Math.abs(long.timeline.at(-1).endS - long.durationS) < 1e-3);
+    const canvas = await b.page.$$eval("#results .result-timeline canvas", (c) => c.length);
+    assert.equal(canvas, 1);
+    const segRows = await b.page.$$eval("#results .segments tbody tr", (r) => r.length);
+    assert.equal(segRows, long.timeline.length);
+
+    // Exports: CSV and JSON carry the same numbers.
+    const [csvDl] = await Promise.all([b.page.waitForEvent("download"), b.page.click("#export-csv")]);
+    const csv = fs.readFileSync(await csvDl.path(), "utf8").trim().split("\n");
+    assert.equal(csv[0], "file,duration_s,angry,happy,neutral,sad,label,backend");
+    assert.equal(csv.length, 1 + results.length);
+    const [jsonDl] = await Promise.all([b.page.waitForEvent("download"), b.page.click("#export-json")]);
+    const doc = JSON.parse(fs.readFileSync(await jsonDl.path(), "utf8"));
+    assert.equal(doc.results.length, results.length);
+    const jl = doc.results.find((r) => r.file === "long-12s.wav");
+    assert.deepEqual(jl.probabilities, long.probabilities);
+    assert.equal(jl.timeline.length, long.timeline.length);
+
+    assert.deepEqual(requestsAfter(b.requests, readyAt), []);
+    assert.deepEqual(b.consoleErrors, []);
+    // The README's picture: results, with a timeline.
+    await b.page.evaluate(() => window.scrollTo(0, 0));
+    await b.page.screenshot({ path: path.join(ROOT, "docs/screenshot.png"), fullPage: true });
+  } finally {
+    await b.close();
+  }
+});
