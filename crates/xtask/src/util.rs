@@ -15,20 +15,34 @@ pub fn root() -> PathBuf {
         .to_path_buf()
 }
 
-/// A command rooted at the workspace root.
+/// The toolchain channel pinned in rust-toolchain.toml (`None` when the file has none).
+pub fn pinned_toolchain() -> Option<String> {
+    let text = std::fs::read_to_string(root().join("rust-toolchain.toml")).ok()?;
+    text.lines().find_map(|l| {
+        let v = l.trim().strip_prefix("channel")?.trim().strip_prefix('=')?;
+        Some(v.trim().trim_matches('"').to_string())
+    })
+}
+
+/// A command rooted at the workspace root, with the pinned toolchain forced on every rustup proxy
+/// it reaches. Why: cargo runs rustc for registry crates from their own directory, outside this
+/// tree, where a proxy without RUSTUP_TOOLCHAIN would pick the machine's default toolchain and mix
+/// two compilers in one target directory (CI failed with E0514 that way).
 pub fn cmd(program: impl AsRef<std::ffi::OsStr>) -> Command {
     let mut c = Command::new(program);
     c.current_dir(root());
+    if let Some(t) = pinned_toolchain() {
+        c.env("RUSTUP_TOOLCHAIN", t);
+    }
     c
 }
 
-/// `cargo` as the one running us (same toolchain).
+/// `cargo` of the pinned toolchain (through the rustup proxy, which honours RUSTUP_TOOLCHAIN).
 pub fn cargo() -> Command {
-    let mut c = cmd(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    // The toolchain is pinned by rust-toolchain.toml; a RUSTUP_TOOLCHAIN inherited from a `cargo +x`
-    // call would otherwise override it for child processes.
-    c.env_remove("RUSTUP_TOOLCHAIN");
-    c
+    match pinned_toolchain() {
+        Some(_) => cmd("cargo"),
+        None => cmd(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())),
+    }
 }
 
 fn describe(c: &Command) -> String {
@@ -94,7 +108,9 @@ pub fn run_tee(c: &mut Command) -> Result<(bool, String)> {
         captured.push('\n');
     }
     captured.push_str(&err_thread.join().unwrap_or_default());
-    let status = child.wait().map_err(|e| format!("waiting for `{desc}`: {e}"))?;
+    let status = child
+        .wait()
+        .map_err(|e| format!("waiting for `{desc}`: {e}"))?;
     Ok((status.success(), captured))
 }
 
@@ -110,17 +126,38 @@ pub fn which(program: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+thread_local! {
+    static TIMES: std::cell::RefCell<Vec<(String, f64, bool)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Times a named step and prints its duration, so CI logs show where the minutes go.
 pub fn step<T>(name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    step_judged(name, f, |_| true)
+}
+
+/// Like [`step`], for steps whose `Ok` value can still be a failure (a test runner's exit status).
+pub fn step_judged<T>(
+    name: &str,
+    f: impl FnOnce() -> Result<T>,
+    passed: impl Fn(&T) -> bool,
+) -> Result<T> {
     println!("\n==> {name}");
     let t = Instant::now();
     let r = f();
     let secs = t.elapsed().as_secs_f64();
+    let ok = matches!(&r, Ok(v) if passed(v));
     match &r {
-        Ok(_) => println!("<== {name}: ok in {}", fmt_duration(secs)),
         Err(e) => println!("<== {name}: FAILED in {}: {e}", fmt_duration(secs)),
+        Ok(_) if ok => println!("<== {name}: ok in {}", fmt_duration(secs)),
+        Ok(_) => println!("<== {name}: FAILED in {}", fmt_duration(secs)),
     }
+    TIMES.with(|t| t.borrow_mut().push((name.to_string(), secs, ok)));
     r
+}
+
+/// The steps run so far with their durations (for the closing summary).
+pub fn step_times() -> Vec<(String, f64, bool)> {
+    TIMES.with(|t| t.borrow().clone())
 }
 
 pub fn fmt_duration(secs: f64) -> String {
