@@ -90,7 +90,10 @@ mod tests {
 
     #[test]
     fn smoke_matmul_on_cpu() {
-        let v: Vec<f32> = smoke_matmul(&cpu_device()).into_data().try_to_vec().unwrap();
+        let v: Vec<f32> = smoke_matmul(&cpu_device())
+            .into_data()
+            .try_to_vec()
+            .unwrap();
         assert_eq!(v, vec![SMOKE_MATMUL_EXPECTED]);
     }
 }

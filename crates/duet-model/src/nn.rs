@@ -5,8 +5,7 @@
 use burn::module::{Module, Param, RunningState};
 use burn::prelude::*;
 use burn::tensor::activation::{relu, sigmoid};
-use burn::tensor::module::{batch_norm, batch_norm_train, conv2d, max_pool2d};
-use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
+use burn::tensor::s;
 
 use crate::error::ModelError;
 use crate::store::{Init, ParamSource, Sink, tensor};
@@ -78,33 +77,75 @@ impl BatchNorm {
     pub fn export(&self, prefix: &str, sink: &mut Sink) -> Result<(), ModelError> {
         sink.push(format!("{prefix}.weight"), self.weight.val())?;
         sink.push(format!("{prefix}.bias"), self.bias.val())?;
-        sink.push(format!("{prefix}.running_mean"), self.running_mean.value_sync())?;
-        sink.push(format!("{prefix}.running_var"), self.running_var.value_sync())
+        sink.push(
+            format!("{prefix}.running_mean"),
+            self.running_mean.value_sync(),
+        )?;
+        sink.push(
+            format!("{prefix}.running_var"),
+            self.running_var.value_sync(),
+        )
     }
 
-    /// `x`: [B, C, ...] normalised per channel C.
-    pub fn forward<const D: usize>(&self, x: Tensor<D>, mode: Mode) -> Tensor<D> {
-        match mode {
-            Mode::Infer => batch_norm(
-                x,
-                self.weight.val(),
-                self.bias.val(),
-                self.running_mean.value_sync(),
-                self.running_var.value_sync(),
-                self.eps,
-            ),
+    /// `x`: [N, C], normalised per column C (the rows are the batch, and time or space).
+    ///
+    /// The statistics are computed as matrix products (`1ᵀx / N`, `1ᵀx² / N`) rather than with
+    /// burn's `batch_norm_train`, which transposes the whole activation twice: column sums on the
+    /// GEMM path are several times faster on the CPU, and autodiff derives the same gradient.
+    /// `offset` is a per-column constant already contained in `x`'s definition but not added to it
+    /// (a conv bias before a batch norm): in training it cancels out, in inference it shifts the mean.
+    pub fn forward_rows(&self, x: Tensor<2>, mode: Mode, offset: Option<Tensor<1>>) -> Tensor<2> {
+        let [n, c] = x.dims();
+        let (mean, var) = match mode {
+            Mode::Infer => {
+                let mut mean = self.running_mean.value_sync();
+                if let Some(o) = offset {
+                    mean = mean - o;
+                }
+                (
+                    mean.reshape([1, c]),
+                    self.running_var.value_sync().reshape([1, c]),
+                )
+            }
             Mode::Train { momentum } => {
-                let r = batch_norm_train(x, self.weight.val(), self.bias.val(), self.eps);
+                let (mean, var) = row_stats(&x);
+                // PyTorch's convention: the running variance is the unbiased estimate.
+                let unbiased = if n > 1 {
+                    n as f64 / (n - 1) as f64
+                } else {
+                    1.0
+                };
+                let batch_mean = match &offset {
+                    Some(o) => mean.clone().detach().reshape([c]) + o.clone().detach(),
+                    None => mean.clone().detach().reshape([c]),
+                };
                 let m = self.running_mean.value_sync().mul_scalar(1.0 - momentum)
-                    + r.mean.detach().mul_scalar(momentum);
+                    + batch_mean.mul_scalar(momentum);
                 let v = self.running_var.value_sync().mul_scalar(1.0 - momentum)
-                    + r.variance.detach().mul_scalar(momentum);
+                    + var
+                        .clone()
+                        .detach()
+                        .reshape([c])
+                        .mul_scalar(momentum * unbiased);
                 self.running_mean.update(m.detach());
                 self.running_var.update(v.detach());
-                r.output
+                (mean, var)
             }
-        }
+        };
+        let scale = self.weight.val().reshape([1, c]) / (var + self.eps).sqrt();
+        let shift = self.bias.val().reshape([1, c]) - mean * scale.clone();
+        x * scale + shift
     }
+}
+
+/// Mean and biased variance of each column of `x` [N, C], as [1, C] rows (GEMM column sums).
+pub fn row_stats(x: &Tensor<2>) -> (Tensor<2>, Tensor<2>) {
+    let [n, _] = x.dims();
+    let w = Tensor::<2>::ones([1, n], &x.device()).div_scalar(n as f64);
+    let mean = w.clone().matmul(x.clone());
+    let sq = w.matmul(x.clone() * x.clone());
+    let var = (sq - mean.clone() * mean.clone()).clamp_min(0.0);
+    (mean, var)
 }
 
 /// `x [N, in] · W[out, in]ᵀ` for a 3-D input `[B, T, in]`, as one matmul over all B·T rows.
@@ -316,26 +357,117 @@ impl CnnBlock {
     }
 
     /// `image`: [B, 1, F, T] (log mel, frequency x time) -> sequence [B, T', C·F'] (channel-major).
+    ///
+    /// Computed channels-last ([B, F, T, C]) with matrix products: the first conv (one input
+    /// channel) as an im2col matmul, the second as a sum of one matmul per kernel offset — the same
+    /// cross-correlation as `conv2d`, but on the fast GEMM path of every backend (burn's CPU conv is a
+    /// direct loop) and with memory that stays bounded at batch 32.
     pub fn forward(&self, image: Tensor<4>, mode: Mode) -> Tensor<3> {
-        let conv = ConvOptions::new([1, 1], self.padding, [1, 1], 1);
-        let pool = MaxPoolOptions::new([self.pool, self.pool]);
-        let a = conv2d(
-            image,
-            self.conv0_weight.val(),
-            Some(self.conv0_bias.val()),
-            conv.clone(),
-        );
-        let a = max_pool2d(relu(self.bn0.forward(a, mode)), pool.clone());
-        let a = conv2d(
-            a,
-            self.conv1_weight.val(),
-            Some(self.conv1_bias.val()),
-            conv,
-        );
-        let a = max_pool2d(relu(self.bn1.forward(a, mode)), pool);
-        let [b, c, f, t] = a.dims();
-        a.permute([0, 3, 1, 2]).reshape([b, t, c * f])
+        let [b, _, f, t] = image.dims();
+        let x = image.reshape([b, f, t, 1]);
+        // conv -> BN -> ReLU -> max-pool (paper §3.1). The conv bias is folded into the batch norm
+        // (see `BatchNorm::forward_rows`), and pooling runs before the ReLU (they commute: ReLU is
+        // monotonic) so the ReLU touches a quarter of the values.
+        let a = self.conv_channels_last(x, self.conv0_weight.val());
+        let a = bn_channels_last(&self.bn0, a, mode, self.conv0_bias.val());
+        let a = relu(max_pool_channels_last(a, self.pool));
+        let a = self.conv_channels_last(a, self.conv1_weight.val());
+        let a = bn_channels_last(&self.bn1, a, mode, self.conv1_bias.val());
+        let a = relu(max_pool_channels_last(a, self.pool));
+        let [b, f, t, c] = a.dims();
+        a.permute([0, 2, 3, 1]).reshape([b, t, c * f])
     }
+
+    /// Cross-correlation of channels-last `x` [B, F, T, Cin] with `w` [Cout, Cin, kf, kt] (PyTorch
+    /// layout), zero padding `self.padding`, stride 1, no bias -> [B, F', T', Cout].
+    fn conv_channels_last(&self, x: Tensor<4>, w: Tensor<4>) -> Tensor<4> {
+        let [cout, cin, kf, kt] = w.dims();
+        let x = pad_channels_last(x, self.padding);
+        let [b, f, t, _] = x.dims();
+        let (fo, to) = (f + 1 - kf, t + 1 - kt);
+        let n = b * fo * to;
+        let shifted = |i: usize, j: usize| x.clone().narrow(1, i, fo).narrow(2, j, to);
+        let out = if cin == 1 {
+            // im2col: [N, kf·kt] patches (small: one channel) times [kf·kt, Cout].
+            let cols: Vec<Tensor<4>> = (0..kf)
+                .flat_map(|i| (0..kt).map(move |j| (i, j)))
+                .map(|(i, j)| shifted(i, j))
+                .collect();
+            let patches = Tensor::cat(cols, 3).reshape([n, kf * kt]);
+            patches.matmul(w.reshape([cout, kf * kt]).transpose())
+        } else {
+            // One [N, Cin] x [Cin, Cout] product per kernel offset, accumulated.
+            let w = w.permute([2, 3, 1, 0]); // [kf, kt, Cin, Cout]
+            let mut acc: Option<Tensor<2>> = None;
+            for i in 0..kf {
+                for j in 0..kt {
+                    let wij = w
+                        .clone()
+                        .narrow(0, i, 1)
+                        .narrow(1, j, 1)
+                        .reshape([cin, cout]);
+                    let p = shifted(i, j).reshape([n, cin]).matmul(wij);
+                    acc = Some(match acc {
+                        Some(a) => a + p,
+                        None => p,
+                    });
+                }
+            }
+            acc.expect("kernel has at least one offset")
+        };
+        out.reshape([b, fo, to, cout])
+    }
+}
+
+/// Zero padding of the frequency and time axes of a channels-last tensor.
+fn pad_channels_last(x: Tensor<4>, [pf, pt]: [usize; 2]) -> Tensor<4> {
+    if pf == 0 && pt == 0 {
+        return x;
+    }
+    let [b, f, t, c] = x.dims();
+    let device = x.device();
+    let mut x = x;
+    if pf > 0 {
+        let z = Tensor::<4>::zeros([b, pf, t, c], &device);
+        x = Tensor::cat(vec![z.clone(), x, z], 1);
+    }
+    if pt > 0 {
+        let z = Tensor::<4>::zeros([b, f + 2 * pf, pt, c], &device);
+        x = Tensor::cat(vec![z.clone(), x, z], 2);
+    }
+    x
+}
+
+/// Batch norm over the channel (last) axis of a channels-last tensor whose conv bias is `bias`.
+fn bn_channels_last(bn: &BatchNorm, x: Tensor<4>, mode: Mode, bias: Tensor<1>) -> Tensor<4> {
+    let dims = x.dims();
+    let c = dims[3];
+    bn.forward_rows(
+        x.reshape([dims[0] * dims[1] * dims[2], c]),
+        mode,
+        Some(bias),
+    )
+    .reshape(dims)
+}
+
+/// Max pooling `k x k` with stride `k` (floor: trailing rows/columns dropped), as the element-wise
+/// maximum of the k² strided views — cheap forward and backward on every backend.
+fn max_pool_channels_last(x: Tensor<4>, k: usize) -> Tensor<4> {
+    let [_, f, t, _] = x.dims();
+    let (fo, to) = (f / k, t / k);
+    let mut out: Option<Tensor<4>> = None;
+    for i in 0..k {
+        for j in 0..k {
+            let v = x
+                .clone()
+                .slice(s![.., i..i + k * (fo - 1) + 1;k, j..j + k * (to - 1) + 1;k, ..]);
+            out = Some(match out {
+                Some(o) => o.max_pair(v),
+                None => v,
+            });
+        }
+    }
+    out.expect("pool size is at least 1")
 }
 
 /// Recurrent batch normalisation (paper §2.3.4, Cooijmans et al.): statistics per time step,
@@ -396,8 +528,14 @@ impl Rbn {
     pub fn export(&self, prefix: &str, sink: &mut Sink) -> Result<(), ModelError> {
         sink.push(format!("{prefix}.weight"), self.weight.val())?;
         sink.push(format!("{prefix}.bias"), self.bias.val())?;
-        sink.push(format!("{prefix}.running_mean"), self.running_mean.value_sync())?;
-        sink.push(format!("{prefix}.running_var"), self.running_var.value_sync())
+        sink.push(
+            format!("{prefix}.running_mean"),
+            self.running_mean.value_sync(),
+        )?;
+        sink.push(
+            format!("{prefix}.running_var"),
+            self.running_var.value_sync(),
+        )
     }
 
     /// Inference: per-step `(scale, shift)` rows so each step costs one multiply-add. A step beyond
@@ -556,14 +694,21 @@ impl DsLstmLayer {
             let g = match &affine {
                 Some(a) => g * a[step].0.clone() + a[step].1.clone(),
                 None => {
-                    let r = batch_norm_train(
-                        g,
-                        self.rbn.weight.val(),
-                        self.rbn.bias.val(),
-                        self.rbn.eps,
-                    );
-                    stats.push((r.mean.detach(), r.variance.detach()));
-                    r.output
+                    let (mean, var) = row_stats(&g);
+                    // Running variance: the unbiased estimate over the batch (PyTorch's convention).
+                    let unbiased = if b > 1 {
+                        b as f64 / (b - 1) as f64
+                    } else {
+                        1.0
+                    };
+                    stats.push((
+                        mean.clone().detach().reshape([4 * hd]),
+                        var.clone().detach().reshape([4 * hd]).mul_scalar(unbiased),
+                    ));
+                    let scale =
+                        self.rbn.weight.val().reshape([1, 4 * hd]) / (var + self.rbn.eps).sqrt();
+                    let shift = self.rbn.bias.val().reshape([1, 4 * hd]) - mean * scale.clone();
+                    g * scale + shift
                 }
             };
             let f = g.clone().narrow(1, 0, hd);
@@ -584,8 +729,8 @@ impl DsLstmLayer {
         let hs: Tensor<3> = Tensor::stack(outs, 1); // [B, T, H]
         // The layer's output: BatchNorm1d over H, statistics over batch and time.
         self.out_bn
-            .forward(hs.swap_dims(1, 2), mode)
-            .swap_dims(1, 2)
+            .forward_rows(hs.reshape([b * t, hd]), mode, None)
+            .reshape([b, t, hd])
     }
 
     /// Running statistics per step: rows `0..min(T, S)` move towards this batch's step statistics.
