@@ -537,7 +537,6 @@ let meterFrame = 0;
 
 function setRecordingUi(on) {
   const button = $("record");
-  button.setAttribute("aria-pressed", String(on));
   button.classList.toggle("recording", on);
   button.querySelector(".record-label").textContent = on ? "Stop" : "Record";
   document.body.dataset.recording = on ? "true" : "false";
@@ -646,6 +645,8 @@ function wire() {
     toggleRecording();
   });
 
+  $("pick-files").addEventListener("click", () => $("file-input").click());
+  $("pick-model").addEventListener("click", () => $("model-input").click());
   $("file-input").addEventListener("change", (e) => {
     handleFiles(e.target.files);
     e.target.value = "";

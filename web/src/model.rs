@@ -289,13 +289,10 @@ mod tests {
     #[test]
     fn describes_an_untrained_model() {
         let device = duet_model::backend::cpu_device();
-        let config = duet_model::ModelConfig::new(
-            duet_model::ModelKind::Base1,
-            duet_dsp::Preset::Authors,
-        );
+        let config =
+            duet_model::ModelConfig::new(duet_model::ModelKind::Base1, duet_dsp::Preset::Authors);
         let model = duet_model::weights::init(config, 1, &device).unwrap();
-        let bytes =
-            duet_model::weights::save(&model, duet_model::weights::Precision::F16).unwrap();
+        let bytes = duet_model::weights::save(&model, duet_model::weights::Precision::F16).unwrap();
         let info = describe(&bytes).unwrap();
         assert_eq!(info.kind, "base1");
         assert!(!info.trained);
@@ -308,13 +305,10 @@ mod tests {
     #[test]
     fn too_short_audio_is_its_own_kind() {
         let device = duet_model::backend::cpu_device();
-        let config = duet_model::ModelConfig::new(
-            duet_model::ModelKind::Base1,
-            duet_dsp::Preset::Authors,
-        );
+        let config =
+            duet_model::ModelConfig::new(duet_model::ModelKind::Base1, duet_dsp::Preset::Authors);
         let model = duet_model::weights::init(config, 1, &device).unwrap();
-        let bytes =
-            duet_model::weights::save(&model, duet_model::weights::Precision::F32).unwrap();
+        let bytes = duet_model::weights::save(&model, duet_model::weights::Precision::F32).unwrap();
         let mut loaded = Loaded::new(&bytes, &device).unwrap();
         let e = loaded.prepare(&[0.0; 160], 16_000, 1, None).err().unwrap();
         assert_eq!(e.kind(), "too-short");

@@ -141,7 +141,12 @@ impl Observer for Bars {
     }
 
     fn batch(&self, loss: f64) {
-        if let Some(b) = self.epoch.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        if let Some(b) = self
+            .epoch
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
             b.inc(1);
             b.set_message(format!("loss {loss:.3}"));
         }
@@ -173,19 +178,32 @@ impl Observer for Bars {
 }
 
 fn pct(v: f64) -> String {
-    if v.is_finite() { format!("{:.1}%", 100.0 * v) } else { "—".into() }
+    if v.is_finite() {
+        format!("{:.1}%", 100.0 * v)
+    } else {
+        "—".into()
+    }
 }
 
 fn git_revision() -> Option<String> {
-    let out = std::process::Command::new("git").args(["rev-parse", "--short", "HEAD"]).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    let out = std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 /// Runs `train`; returns exit code 130 after an interrupt (checkpoint written).
 pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let resume_dir = match args.resume.take() {
-        Some(p) if p.as_os_str().is_empty() => Some(args.out.clone().context("--resume needs a RUN_DIR (or --out)")?),
+        Some(p) if p.as_os_str().is_empty() => Some(
+            args.out
+                .clone()
+                .context("--resume needs a RUN_DIR (or --out)")?,
+        ),
         Some(p) => Some(p),
         None => None,
     };
@@ -193,12 +211,18 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         Some(dir) => {
             let run = RunDir { root: dir.clone() };
             if !train::has_checkpoint(&run) {
-                bail!("{}: no checkpoint to resume from (expected {}/checkpoint/state.json)", dir.display(), dir.display());
+                bail!(
+                    "{}: no checkpoint to resume from (expected {}/checkpoint/state.json)",
+                    dir.display(),
+                    dir.display()
+                );
             }
-            let options = train::checkpoint_options(&run).with_context(|| format!("reading the checkpoint in {}", dir.display()))?;
+            let options = train::checkpoint_options(&run)
+                .with_context(|| format!("reading the checkpoint in {}", dir.display()))?;
             let spec_path = dir.join("run.json");
             let spec: RunSpec = serde_json::from_slice(
-                &std::fs::read(&spec_path).with_context(|| format!("cannot read {}", spec_path.display()))?,
+                &std::fs::read(&spec_path)
+                    .with_context(|| format!("cannot read {}", spec_path.display()))?,
             )
             .with_context(|| format!("{} is not valid", spec_path.display()))?;
             (dir.clone(), options, spec)
@@ -218,7 +242,9 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
             o.final_model = !args.no_final;
             o.max_folds = args.max_folds;
             if o.epochs == 0 || o.batch < 2 {
-                bail!("--epochs must be at least 1 and --batch at least 2 (batch norm needs two examples)");
+                bail!(
+                    "--epochs must be at least 1 and --batch at least 2 (batch norm needs two examples)"
+                );
             }
             if !(o.lr > 0.0 && o.lr.is_finite()) {
                 bail!("--lr must be a positive number");
@@ -243,7 +269,8 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
     std::fs::write(out.join("run.json"), serde_json::to_vec_pretty(&spec)?)
         .with_context(|| format!("cannot write {}", out.join("run.json").display()))?;
 
-    let corpus = open_corpus(&spec.corpus, spec.label_map.as_deref()).with_context(|| format!("corpus {}", spec.corpus))?;
+    let corpus = open_corpus(&spec.corpus, spec.label_map.as_deref())
+        .with_context(|| format!("corpus {}", spec.corpus))?;
     let backend = match spec.backend.as_str() {
         "cpu" => Backend::Cpu,
         "wgpu" => Backend::Wgpu,
@@ -258,7 +285,8 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         quiet,
     };
     if quiet {
-        bars.multi.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+        bars.multi
+            .set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     eprintln!(
         "{} {} utterances, {} sessions, classes {}; {} on {} ({}){}",
@@ -269,7 +297,10 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         options.kind,
         info.kind,
         info.adapter,
-        info.fallback_reason.as_deref().map(|r| format!(" — {r}")).unwrap_or_default()
+        info.fallback_reason
+            .as_deref()
+            .map(|r| format!(" — {r}"))
+            .unwrap_or_default()
     );
     let stop = Arc::new(AtomicBool::new(false));
     {
@@ -279,11 +310,15 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
                 eprintln!("\nsecond Ctrl-C: exiting without a checkpoint");
                 std::process::exit(130);
             }
-            eprintln!("\nCtrl-C: finishing the current batch, then writing a checkpoint (Ctrl-C again to abort)");
+            eprintln!(
+                "\nCtrl-C: finishing the current batch, then writing a checkpoint (Ctrl-C again to abort)"
+            );
         });
     }
     // Tests interrupt a run deterministically after N batches.
-    let stop_after: Option<usize> = std::env::var("DUET_STOP_AFTER_BATCHES").ok().and_then(|v| v.parse().ok());
+    let stop_after: Option<usize> = std::env::var("DUET_STOP_AFTER_BATCHES")
+        .ok()
+        .and_then(|v| v.parse().ok());
     let counting = CountingObserver {
         inner: &bars,
         stop: stop.clone(),
@@ -327,10 +362,18 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
                 100.0 * s.ua.mean,
                 100.0 * s.ua.std,
                 100.0 * s.macro_f1.mean,
-                if options.select_on_test { " (optimistic: epochs selected on test)" } else { "" }
+                if options.select_on_test {
+                    " (optimistic: epochs selected on test)"
+                } else {
+                    ""
+                }
             );
             if let Some(p) = &result.model_path {
-                eprintln!("model: {} (trained on all data for {} epochs)", p.display(), result.final_epochs.unwrap_or(0));
+                eprintln!(
+                    "model: {} (trained on all data for {} epochs)",
+                    p.display(),
+                    result.final_epochs.unwrap_or(0)
+                );
             }
             eprintln!("report: {}", out.join("report.md").display());
             Ok(ExitCode::SUCCESS)
@@ -385,5 +428,10 @@ fn chrono_like_now() -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = if m <= 2 { y + 1 } else { y };
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }

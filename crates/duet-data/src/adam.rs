@@ -109,7 +109,12 @@ impl Adam {
         let mut out = Vec::new();
         for (pos, (m, v)) in &self.moments {
             for (name, t) in [("m", m), ("v", v)] {
-                let data = t.clone().into_data().convert::<f32>().try_to_vec::<f32>().unwrap_or_default();
+                let data = t
+                    .clone()
+                    .into_data()
+                    .convert::<f32>()
+                    .try_to_vec::<f32>()
+                    .unwrap_or_default();
                 out.push((format!("{name}.{pos}"), data));
             }
         }
@@ -125,12 +130,18 @@ impl Adam {
     ) -> Result<Self, String> {
         let mut moments = BTreeMap::new();
         for (name, (_, data)) in tensors {
-            let Some(pos) = name.strip_prefix("m.") else { continue };
-            let pos: usize = pos.parse().map_err(|_| format!("bad optimizer tensor name `{name}`"))?;
+            let Some(pos) = name.strip_prefix("m.") else {
+                continue;
+            };
+            let pos: usize = pos
+                .parse()
+                .map_err(|_| format!("bad optimizer tensor name `{name}`"))?;
             let (_, v) = tensors
                 .get(&format!("v.{pos}"))
                 .ok_or_else(|| format!("optimizer state has m.{pos} but no v.{pos}"))?;
-            let t = |d: &Vec<f32>| Tensor::<1>::from_data(TensorData::new(d.clone(), [d.len()]), device);
+            let t = |d: &Vec<f32>| {
+                Tensor::<1>::from_data(TensorData::new(d.clone(), [d.len()]), device)
+            };
             moments.insert(pos, (t(data), t(v)));
         }
         Ok(Adam {

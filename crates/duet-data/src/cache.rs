@@ -114,11 +114,23 @@ fn write(path: &Path, key: &CacheKey, cache: &FeatureCache) -> std::io::Result<(
             None => buf.push(0),
             Some(f) => {
                 buf.push(1);
-                for n in [f.mfcc.n_frames, f.mel_narrow.n_mels, f.mel_narrow.n_frames, f.mel_wide.n_mels, f.mel_wide.n_frames] {
+                for n in [
+                    f.mfcc.n_frames,
+                    f.mel_narrow.n_mels,
+                    f.mel_narrow.n_frames,
+                    f.mel_wide.n_mels,
+                    f.mel_wide.n_frames,
+                ] {
                     buf.extend((n as u32).to_le_bytes());
                 }
                 buf.extend(f.duration_s.to_le_bytes());
-                for v in f.mfcc.data.iter().chain(&f.mel_narrow.data).chain(&f.mel_wide.data) {
+                for v in f
+                    .mfcc
+                    .data
+                    .iter()
+                    .chain(&f.mel_narrow.data)
+                    .chain(&f.mel_wide.data)
+                {
                     buf.extend(v.to_le_bytes());
                 }
             }
@@ -133,7 +145,9 @@ fn write(path: &Path, key: &CacheKey, cache: &FeatureCache) -> std::io::Result<(
 fn read(path: &Path, key: &CacheKey) -> std::io::Result<Option<FeatureCache>> {
     let mut bytes = Vec::new();
     std::fs::File::open(path)?.read_to_end(&mut bytes)?;
-    let Some(nl) = bytes.iter().position(|&b| b == b'\n') else { return Ok(None) };
+    let Some(nl) = bytes.iter().position(|&b| b == b'\n') else {
+        return Ok(None);
+    };
     let header: serde_json::Value = serde_json::from_slice(&bytes[..nl])?;
     let stored: CacheKey = match serde_json::from_value(header["key"].clone()) {
         Ok(k) => k,
@@ -164,15 +178,28 @@ fn read(path: &Path, key: &CacheKey) -> std::io::Result<Option<FeatureCache>> {
         let floats = |n: usize, r: &mut &[u8]| -> std::io::Result<Vec<f32>> {
             let mut b = vec![0u8; n * 4];
             r.read_exact(&mut b)?;
-            Ok(b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+            Ok(b.chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect())
         };
         let mfcc = floats(dims[0] * 39, &mut r)?;
         let narrow = floats(dims[1] * dims[2], &mut r)?;
         let wide = floats(dims[3] * dims[4], &mut r)?;
         features.push(Some(Features {
-            mfcc: Mfcc { n_frames: dims[0], data: mfcc },
-            mel_narrow: Mel { n_mels: dims[1], n_frames: dims[2], data: narrow },
-            mel_wide: Mel { n_mels: dims[3], n_frames: dims[4], data: wide },
+            mfcc: Mfcc {
+                n_frames: dims[0],
+                data: mfcc,
+            },
+            mel_narrow: Mel {
+                n_mels: dims[1],
+                n_frames: dims[2],
+                data: narrow,
+            },
+            mel_wide: Mel {
+                n_mels: dims[3],
+                n_frames: dims[4],
+                data: wide,
+            },
             duration_s,
         }));
     }
@@ -195,4 +222,3 @@ fn read(path: &Path, key: &CacheKey) -> std::io::Result<Option<FeatureCache>> {
         },
     }))
 }
-

@@ -33,11 +33,20 @@ pub struct RunInfo<'a> {
 }
 
 fn pct(v: f64) -> String {
-    if v.is_finite() { format!("{:.1}", 100.0 * v) } else { "—".into() }
+    if v.is_finite() {
+        format!("{:.1}", 100.0 * v)
+    } else {
+        "—".into()
+    }
 }
 
 /// Writes report.json, report.md, confusion.svg and curves.svg into `dir`.
-pub fn write(dir: &Path, options: &TrainOptions, result: &RunResult, info: &RunInfo<'_>) -> Result<(), DataError> {
+pub fn write(
+    dir: &Path,
+    options: &TrainOptions,
+    result: &RunResult,
+    info: &RunInfo<'_>,
+) -> Result<(), DataError> {
     let corpus = info.corpus;
     let optimistic = options.select_on_test;
     let report = json!({
@@ -74,9 +83,17 @@ pub fn write(dir: &Path, options: &TrainOptions, result: &RunResult, info: &RunI
         "device": result.device,
     });
     let path = dir.join("report.json");
-    std::fs::write(&path, serde_json::to_vec_pretty(&report).unwrap_or_default()).map_err(|e| DataError::io(&path, e))?;
+    std::fs::write(
+        &path,
+        serde_json::to_vec_pretty(&report).unwrap_or_default(),
+    )
+    .map_err(|e| DataError::io(&path, e))?;
 
-    confusion_svg(&dir.join("confusion.svg"), &corpus.classes, &result.summary.pooled.confusion)?;
+    confusion_svg(
+        &dir.join("confusion.svg"),
+        &corpus.classes,
+        &result.summary.pooled.confusion,
+    )?;
     curves_svg(&dir.join("curves.svg"), result)?;
 
     let s = &result.summary;
@@ -99,7 +116,10 @@ pub fn write(dir: &Path, options: &TrainOptions, result: &RunResult, info: &RunI
         options.seed,
         result.device,
         info.started,
-        info.git_revision.as_deref().map(|r| format!(", revision `{r}`")).unwrap_or_default()
+        info.git_revision
+            .as_deref()
+            .map(|r| format!(", revision `{r}`"))
+            .unwrap_or_default()
     );
     if optimistic {
         let _ = writeln!(
@@ -115,13 +135,23 @@ pub fn write(dir: &Path, options: &TrainOptions, result: &RunResult, info: &RunI
         );
     }
     let _ = writeln!(md, "## Results\n");
-    let _ = writeln!(md, "| fold | train / valid / test | selected epoch | WA % | UA % | macro-F1 % |");
+    let _ = writeln!(
+        md,
+        "| fold | train / valid / test | selected epoch | WA % | UA % | macro-F1 % |"
+    );
     let _ = writeln!(md, "|---|---|---|---|---|---|");
     for f in &result.folds {
         let _ = writeln!(
             md,
             "| {} | {} / {} / {} | {} | {} | {} | {} |",
-            f.name, f.train, f.valid, f.test, f.best_epoch, pct(f.metrics.wa), pct(f.metrics.ua), pct(f.metrics.macro_f1)
+            f.name,
+            f.train,
+            f.valid,
+            f.test,
+            f.best_epoch,
+            pct(f.metrics.wa),
+            pct(f.metrics.ua),
+            pct(f.metrics.macro_f1)
         );
     }
     let _ = writeln!(
@@ -134,7 +164,10 @@ pub fn write(dir: &Path, options: &TrainOptions, result: &RunResult, info: &RunI
         pct(s.macro_f1.mean),
         pct(s.macro_f1.std)
     );
-    if let Some((_, wa, ua)) = PAPER_TABLE1.iter().find(|(k, _, _)| *k == options.kind.name()) {
+    if let Some((_, wa, ua)) = PAPER_TABLE1
+        .iter()
+        .find(|(k, _, _)| *k == options.kind.name())
+    {
         let _ = writeln!(
             md,
             "For context, the paper's Table 1 reports {wa} WA / {ua} UA for this model on IEMOCAP with its \
@@ -148,7 +181,10 @@ pub fn write(dir: &Path, options: &TrainOptions, result: &RunResult, info: &RunI
     for (c, m) in corpus.classes.iter().zip(&s.per_class_f1) {
         let _ = writeln!(md, "| {c} | {} ± {} |", pct(m.mean), pct(m.std));
     }
-    let _ = writeln!(md, "\n## Confusion matrix (all test folds pooled)\n\n![confusion matrix](confusion.svg)\n");
+    let _ = writeln!(
+        md,
+        "\n## Confusion matrix (all test folds pooled)\n\n![confusion matrix](confusion.svg)\n"
+    );
     let _ = write!(md, "| true \\ predicted |");
     for c in &corpus.classes {
         let _ = write!(md, " {c} |");
@@ -161,7 +197,10 @@ pub fn write(dir: &Path, options: &TrainOptions, result: &RunResult, info: &RunI
         }
         let _ = writeln!(md);
     }
-    let _ = writeln!(md, "\n## Training curves\n\n![loss and accuracy per epoch](curves.svg)\n");
+    let _ = writeln!(
+        md,
+        "\n## Training curves\n\n![loss and accuracy per epoch](curves.svg)\n"
+    );
     let _ = writeln!(md, "## Corpus\n\n```\n{}```\n", corpus.statistics_table());
     let warnings: Vec<&String> = result.folds.iter().flat_map(|f| &f.warnings).collect();
     if !warnings.is_empty() || !result.bad_audio.skipped.is_empty() {
@@ -170,7 +209,13 @@ pub fn write(dir: &Path, options: &TrainOptions, result: &RunResult, info: &RunI
             let _ = writeln!(md, "- {w}");
         }
         for sk in &result.bad_audio.skipped {
-            let _ = writeln!(md, "- skipped `{}` ({}): {}", sk.id, sk.path.display(), sk.reason);
+            let _ = writeln!(
+                md,
+                "- skipped `{}` ({}): {}",
+                sk.id,
+                sk.path.display(),
+                sk.reason
+            );
         }
         let _ = writeln!(md);
     }
@@ -189,7 +234,11 @@ pub fn write(dir: &Path, options: &TrainOptions, result: &RunResult, info: &RunI
         md,
         "Durations: features {:.1} s{}, total {:.1} s.",
         result.feature_seconds,
-        if result.features_cached { " (from cache)" } else { "" },
+        if result.features_cached {
+            " (from cache)"
+        } else {
+            ""
+        },
         result.seconds
     );
     let path = dir.join("report.md");
@@ -205,7 +254,10 @@ fn confusion_svg(path: &Path, classes: &[String], m: &[Vec<usize>]) -> Result<()
     let root = SVGBackend::new(path, (520, 480)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
     let mut chart = ChartBuilder::on(&root)
-        .caption("Confusion matrix (rows: true, columns: predicted)", ("sans-serif", 16))
+        .caption(
+            "Confusion matrix (rows: true, columns: predicted)",
+            ("sans-serif", 16),
+        )
         .margin(10)
         .x_label_area_size(40)
         .y_label_area_size(70)
@@ -219,7 +271,12 @@ fn confusion_svg(path: &Path, classes: &[String], m: &[Vec<usize>]) -> Result<()
         .x_labels(k)
         .y_labels(k)
         .x_label_formatter(&move |i| names.get(*i).cloned().unwrap_or_default())
-        .y_label_formatter(&move |i| names2.get(k.saturating_sub(1 + *i)).cloned().unwrap_or_default())
+        .y_label_formatter(&move |i| {
+            names2
+                .get(k.saturating_sub(1 + *i))
+                .cloned()
+                .unwrap_or_default()
+        })
         .draw()
         .map_err(|e| plot_err(path, e))?;
     for (t, row) in m.iter().enumerate() {
@@ -229,7 +286,10 @@ fn confusion_svg(path: &Path, classes: &[String], m: &[Vec<usize>]) -> Result<()
             let shade = (255.0 * (1.0 - 0.85 * frac)) as u8;
             let y = k - 1 - t;
             chart
-                .draw_series(std::iter::once(Rectangle::new([(p, y), (p + 1, y + 1)], RGBColor(shade, shade, 255).filled())))
+                .draw_series(std::iter::once(Rectangle::new(
+                    [(p, y), (p + 1, y + 1)],
+                    RGBColor(shade, shade, 255).filled(),
+                )))
                 .map_err(|e| plot_err(path, e))?;
             chart
                 .draw_series(std::iter::once(Text::new(
@@ -247,7 +307,13 @@ fn curves_svg(path: &Path, result: &RunResult) -> Result<(), DataError> {
     let root = SVGBackend::new(path, (900, 380)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
     let (left, right) = root.split_horizontally(450);
-    let max_epoch = result.folds.iter().map(|f| f.history.len()).max().unwrap_or(1).max(1);
+    let max_epoch = result
+        .folds
+        .iter()
+        .map(|f| f.history.len())
+        .max()
+        .unwrap_or(1)
+        .max(1);
     let max_loss = result
         .folds
         .iter()
@@ -262,7 +328,10 @@ fn curves_svg(path: &Path, result: &RunResult) -> Result<(), DataError> {
         .y_label_area_size(50)
         .build_cartesian_2d(1..max_epoch, 0.0..max_loss * 1.05)
         .map_err(|e| plot_err(path, e))?;
-    loss.configure_mesh().x_desc("epoch").draw().map_err(|e| plot_err(path, e))?;
+    loss.configure_mesh()
+        .x_desc("epoch")
+        .draw()
+        .map_err(|e| plot_err(path, e))?;
     let mut acc = ChartBuilder::on(&right)
         .caption("UA % (solid: validation, dashed: test)", ("sans-serif", 16))
         .margin(10)
@@ -270,20 +339,32 @@ fn curves_svg(path: &Path, result: &RunResult) -> Result<(), DataError> {
         .y_label_area_size(50)
         .build_cartesian_2d(1..max_epoch, 0.0..100.0)
         .map_err(|e| plot_err(path, e))?;
-    acc.configure_mesh().x_desc("epoch").draw().map_err(|e| plot_err(path, e))?;
+    acc.configure_mesh()
+        .x_desc("epoch")
+        .draw()
+        .map_err(|e| plot_err(path, e))?;
     for (i, f) in result.folds.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
-        loss.draw_series(LineSeries::new(f.history.iter().map(|r| (r.epoch, r.train_loss)), color))
-            .map_err(|e| plot_err(path, e))?
-            .label(f.name.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], color));
+        loss.draw_series(LineSeries::new(
+            f.history.iter().map(|r| (r.epoch, r.train_loss)),
+            color,
+        ))
+        .map_err(|e| plot_err(path, e))?
+        .label(f.name.clone())
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], color));
         acc.draw_series(LineSeries::new(
-            f.history.iter().filter(|r| r.valid_ua.is_finite()).map(|r| (r.epoch, 100.0 * r.valid_ua)),
+            f.history
+                .iter()
+                .filter(|r| r.valid_ua.is_finite())
+                .map(|r| (r.epoch, 100.0 * r.valid_ua)),
             color,
         ))
         .map_err(|e| plot_err(path, e))?;
         acc.draw_series(DashedLineSeries::new(
-            f.history.iter().filter(|r| r.test_ua.is_finite()).map(|r| (r.epoch, 100.0 * r.test_ua)),
+            f.history
+                .iter()
+                .filter(|r| r.test_ua.is_finite())
+                .map(|r| (r.epoch, 100.0 * r.test_ua)),
             4,
             3,
             color.into(),

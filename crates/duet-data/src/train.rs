@@ -84,7 +84,11 @@ impl TrainOptions {
     }
 
     fn lr_at(&self, epoch: usize) -> f64 {
-        let passed = self.lr_milestones.iter().filter(|&&m| epoch + 1 > m).count();
+        let passed = self
+            .lr_milestones
+            .iter()
+            .filter(|&&m| epoch + 1 > m)
+            .count();
         self.lr * self.lr_gamma.powi(passed as i32)
     }
 }
@@ -178,7 +182,9 @@ pub struct RunResult {
 pub enum Outcome {
     Finished(Box<RunResult>),
     /// Stopped by the interrupt flag; a checkpoint was written.
-    Interrupted { checkpoint: PathBuf },
+    Interrupted {
+        checkpoint: PathBuf,
+    },
 }
 
 /// The run directory's files.
@@ -194,7 +200,8 @@ impl RunDir {
         self.root.join("model.safetensors")
     }
     fn features(&self, preset: Preset) -> PathBuf {
-        self.root.join(format!("cache/features-{}.bin", preset.name()))
+        self.root
+            .join(format!("cache/features-{}.bin", preset.name()))
     }
 }
 
@@ -215,12 +222,20 @@ fn median(mut v: Vec<usize>) -> usize {
         return 0;
     }
     let n = v.len();
-    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]).div_ceil(2) }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]).div_ceil(2)
+    }
 }
 
 /// The model configuration for a fold: resize targets from the training utterances only (paper
 /// §2.2: the median frame count per spectrogram); the authors' preset uses their fixed targets.
-pub fn fold_config(options: &TrainOptions, features: &[Option<Features>], train: &[usize]) -> ModelConfig {
+pub fn fold_config(
+    options: &TrainOptions,
+    features: &[Option<Features>],
+    train: &[usize],
+) -> ModelConfig {
     let mut config = ModelConfig::new(options.kind, options.preset);
     config.hidden = options.hidden;
     if options.preset == Preset::Paper {
@@ -229,7 +244,13 @@ pub fn fold_config(options: &TrainOptions, features: &[Option<Features>], train:
                 train
                     .iter()
                     .filter_map(|&i| features[i].as_ref())
-                    .map(|f| if wide { f.mel_wide.n_frames } else { f.mel_narrow.n_frames })
+                    .map(|f| {
+                        if wide {
+                            f.mel_wide.n_frames
+                        } else {
+                            f.mel_narrow.n_frames
+                        }
+                    })
                     .collect(),
             )
         };
@@ -241,11 +262,16 @@ pub fn fold_config(options: &TrainOptions, features: &[Option<Features>], train:
     config
 }
 
-fn prepare_all(features: &[Option<Features>], config: &ModelConfig) -> Result<Vec<Option<Prepared>>, DataError> {
+fn prepare_all(
+    features: &[Option<Features>],
+    config: &ModelConfig,
+) -> Result<Vec<Option<Prepared>>, DataError> {
     features
         .par_iter()
         .map(|f| match f {
-            Some(f) => prepare(f, config).map(Some).map_err(|e| DataError::Training(e.to_string())),
+            Some(f) => prepare(f, config)
+                .map(Some)
+                .map_err(|e| DataError::Training(e.to_string())),
             None => Ok(None),
         })
         .collect()
@@ -253,9 +279,18 @@ fn prepare_all(features: &[Option<Features>], config: &ModelConfig) -> Result<Ve
 
 /// Batches of `indices` for one epoch: shuffled by (seed, fold, epoch), grouped by MFCC length so
 /// padding stays small (chunks of 8 batches sorted by length), batch order shuffled again.
-fn epoch_batches(indices: &[usize], prepared: &[Option<Prepared>], batch: usize, seed: u64) -> Vec<Vec<usize>> {
+fn epoch_batches(
+    indices: &[usize],
+    prepared: &[Option<Prepared>],
+    batch: usize,
+    seed: u64,
+) -> Vec<Vec<usize>> {
     let mut rng = SplitMix64::new(seed);
-    let mut order: Vec<usize> = indices.iter().copied().filter(|&i| prepared[i].is_some()).collect();
+    let mut order: Vec<usize> = indices
+        .iter()
+        .copied()
+        .filter(|&i| prepared[i].is_some())
+        .collect();
     for i in (1..order.len()).rev() {
         let j = (rng.next_u64() % (i as u64 + 1)) as usize;
         order.swap(i, j);
@@ -290,7 +325,12 @@ fn one_hot(labels: &[usize], classes: usize, device: &Device) -> Tensor<2> {
 }
 
 /// Predicted classes of `indices` (inference mode, batches of 64).
-pub fn predict_indices(model: &DuetModel, prepared: &[Option<Prepared>], indices: &[usize], device: &Device) -> Result<Vec<usize>, DataError> {
+pub fn predict_indices(
+    model: &DuetModel,
+    prepared: &[Option<Prepared>],
+    indices: &[usize],
+    device: &Device,
+) -> Result<Vec<usize>, DataError> {
     let mut out = Vec::with_capacity(indices.len());
     for chunk in indices.chunks(64) {
         let refs: Vec<&Prepared> = chunk.iter().filter_map(|&i| prepared[i].as_ref()).collect();
@@ -310,19 +350,39 @@ pub fn predict_indices(model: &DuetModel, prepared: &[Option<Prepared>], indices
     Ok(out)
 }
 
-fn evaluate(model: &DuetModel, data: &FoldData<'_>, indices: &[usize], device: &Device) -> Result<Metrics, DataError> {
-    let kept: Vec<usize> = indices.iter().copied().filter(|&i| data.prepared[i].is_some()).collect();
+fn evaluate(
+    model: &DuetModel,
+    data: &FoldData<'_>,
+    indices: &[usize],
+    device: &Device,
+) -> Result<Metrics, DataError> {
+    let kept: Vec<usize> = indices
+        .iter()
+        .copied()
+        .filter(|&i| data.prepared[i].is_some())
+        .collect();
     let pred = predict_indices(model, &data.prepared, &kept, device)?;
-    let truth: Vec<usize> = kept.iter().map(|&i| data.corpus.utterances[i].label).collect();
+    let truth: Vec<usize> = kept
+        .iter()
+        .map(|&i| data.corpus.utterances[i].label)
+        .collect();
     Ok(metrics::compute(&truth, &pred, data.corpus.classes.len()))
 }
 
-fn save_checkpoint(dir: &Path, state: &RunState, model: &DuetModel, adam: &Adam, best: Option<&[u8]>) -> Result<(), DataError> {
+fn save_checkpoint(
+    dir: &Path,
+    state: &RunState,
+    model: &DuetModel,
+    adam: &Adam,
+    best: Option<&[u8]>,
+) -> Result<(), DataError> {
     let tmp = dir.with_extension("tmp");
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| DataError::io(&tmp, e))?;
-    let model_bytes = weights::save(model, Precision::F32).map_err(|e| DataError::Training(e.to_string()))?;
-    std::fs::write(tmp.join("model.safetensors"), model_bytes).map_err(|e| DataError::io(&tmp, e))?;
+    let model_bytes =
+        weights::save(model, Precision::F32).map_err(|e| DataError::Training(e.to_string()))?;
+    std::fs::write(tmp.join("model.safetensors"), model_bytes)
+        .map_err(|e| DataError::io(&tmp, e))?;
     if let Some(b) = best {
         std::fs::write(tmp.join("best.safetensors"), b).map_err(|e| DataError::io(&tmp, e))?;
     }
@@ -333,7 +393,11 @@ fn save_checkpoint(dir: &Path, state: &RunState, model: &DuetModel, adam: &Adam,
         .into_iter()
         .map(|(n, d)| {
             let len = d.len();
-            (n, d.into_iter().flat_map(|v| v.to_le_bytes()).collect(), vec![len])
+            (
+                n,
+                d.into_iter().flat_map(|v| v.to_le_bytes()).collect(),
+                vec![len],
+            )
         })
         .collect();
     let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = flat
@@ -347,7 +411,8 @@ fn save_checkpoint(dir: &Path, state: &RunState, model: &DuetModel, adam: &Adam,
         })
         .collect();
     if !views.is_empty() {
-        bytes = safetensors::serialize(views, None).map_err(|e| DataError::Training(e.to_string()))?;
+        bytes =
+            safetensors::serialize(views, None).map_err(|e| DataError::Training(e.to_string()))?;
     }
     std::fs::write(tmp.join("adam.safetensors"), bytes).map_err(|e| DataError::io(&tmp, e))?;
     let json = serde_json::to_vec_pretty(state).map_err(|e| DataError::Training(e.to_string()))?;
@@ -377,7 +442,8 @@ fn load_checkpoint(dir: &Path) -> Result<Checkpoint, DataError> {
         // Interrupted while swapping: the previous checkpoint is complete.
         dir.with_extension("old")
     };
-    let read = |name: &str| std::fs::read(dir.join(name)).map_err(|e| DataError::io(dir.join(name), e));
+    let read =
+        |name: &str| std::fs::read(dir.join(name)).map_err(|e| DataError::io(dir.join(name), e));
     let state: RunState = serde_json::from_slice(&read("state.json")?)
         .map_err(|e| DataError::Training(format!("{}: {e}", dir.join("state.json").display())))?;
     let model = read("model.safetensors")?;
@@ -385,8 +451,9 @@ fn load_checkpoint(dir: &Path) -> Result<Checkpoint, DataError> {
     let adam_bytes = read("adam.safetensors")?;
     let mut adam = BTreeMap::new();
     if !adam_bytes.is_empty() {
-        let st = safetensors::SafeTensors::deserialize(&adam_bytes)
-            .map_err(|e| DataError::Training(format!("{}: {e}", dir.join("adam.safetensors").display())))?;
+        let st = safetensors::SafeTensors::deserialize(&adam_bytes).map_err(|e| {
+            DataError::Training(format!("{}: {e}", dir.join("adam.safetensors").display()))
+        })?;
         for (name, view) in st.iter() {
             let data: Vec<f32> = view
                 .data()
@@ -396,7 +463,12 @@ fn load_checkpoint(dir: &Path) -> Result<Checkpoint, DataError> {
             adam.insert(name.to_string(), (view.shape().to_vec(), data));
         }
     }
-    Ok(Checkpoint { state, model, adam, best })
+    Ok(Checkpoint {
+        state,
+        model,
+        adam,
+        best,
+    })
 }
 
 /// Whether `dir` holds a checkpoint to resume from.
@@ -423,7 +495,11 @@ pub fn run(
     observer: &dyn Observer,
 ) -> Result<Outcome, DataError> {
     let started = Instant::now();
-    let checkpoint = if resume { Some(load_checkpoint(&run_dir.checkpoint())?) } else { None };
+    let checkpoint = if resume {
+        Some(load_checkpoint(&run_dir.checkpoint())?)
+    } else {
+        None
+    };
     if let Some(c) = &checkpoint {
         if &c.state.options != options {
             return Err(DataError::Training(format!(
@@ -484,10 +560,24 @@ pub fn run(
         // The fold's utterances; the final model trains on everything for the selected epochs.
         let (name, train, valid, test, description, warnings) = if is_final {
             let all: Vec<usize> = (0..corpus.utterances.len()).collect();
-            ("final".to_string(), all, Vec::new(), Vec::new(), "all utterances".to_string(), Vec::new())
+            (
+                "final".to_string(),
+                all,
+                Vec::new(),
+                Vec::new(),
+                "all utterances".to_string(),
+                Vec::new(),
+            )
         } else {
             let f = &folds[state.fold];
-            (f.name.clone(), f.train.clone(), f.valid.clone(), f.test.clone(), f.description.clone(), f.warnings.clone())
+            (
+                f.name.clone(),
+                f.train.clone(),
+                f.valid.clone(),
+                f.test.clone(),
+                f.description.clone(),
+                f.warnings.clone(),
+            )
         };
         let epochs = if is_final {
             median(state.done.iter().map(|f| f.best_epoch).collect()).max(1)
@@ -507,16 +597,22 @@ pub fn run(
         // Model and optimizer: fresh, or from the checkpoint.
         let (mut model, mut adam, mut best_bytes) = match resumed.take() {
             Some(c) => {
-                let file = weights::read(&c.model).map_err(|e| DataError::Training(e.to_string()))?;
-                let model = DuetModel::build(file.config, &mut FileSource::new(file.tensors), &ad_device)
-                    .map_err(|e| DataError::Training(e.to_string()))?;
+                let file =
+                    weights::read(&c.model).map_err(|e| DataError::Training(e.to_string()))?;
+                let model =
+                    DuetModel::build(file.config, &mut FileSource::new(file.tensors), &ad_device)
+                        .map_err(|e| DataError::Training(e.to_string()))?;
                 let adam = Adam::import(AdamConfig::default(), c.state.adam_step, &c.adam, device)
                     .map_err(DataError::Training)?;
                 (model, adam, c.best)
             }
             None => {
-                let seed = options.seed.wrapping_mul(1000).wrapping_add(state.fold as u64);
-                let model = weights::init(data.config.clone(), seed, &ad_device).map_err(|e| DataError::Training(e.to_string()))?;
+                let seed = options
+                    .seed
+                    .wrapping_mul(1000)
+                    .wrapping_add(state.fold as u64);
+                let model = weights::init(data.config.clone(), seed, &ad_device)
+                    .map_err(|e| DataError::Training(e.to_string()))?;
                 (model, Adam::new(AdamConfig::default()), None)
             }
         };
@@ -529,10 +625,15 @@ pub fn run(
                 &data.train,
                 &data.prepared,
                 options.batch,
-                options.seed ^ ((state.fold as u64) << 32) ^ (state.epoch as u64).wrapping_mul(0x9E37_79B9),
+                options.seed
+                    ^ ((state.fold as u64) << 32)
+                    ^ (state.epoch as u64).wrapping_mul(0x9E37_79B9),
             );
             if batches.is_empty() {
-                return Err(DataError::Training(format!("fold {}: no training utterance", data.name)));
+                return Err(DataError::Training(format!(
+                    "fold {}: no training utterance",
+                    data.name
+                )));
             }
             observer.epoch_start(&data.name, state.epoch + 1, epochs, batches.len());
             let lr = options.lr_at(state.epoch);
@@ -540,15 +641,34 @@ pub fn run(
                 if stop.load(Ordering::SeqCst) {
                     state.adam_step = adam.step;
                     state.elapsed_before += started.elapsed().as_secs_f64();
-                    save_checkpoint(&run_dir.checkpoint(), &state, &model, &adam, best_bytes.as_deref())?;
-                    return Ok(Outcome::Interrupted { checkpoint: run_dir.checkpoint() });
+                    save_checkpoint(
+                        &run_dir.checkpoint(),
+                        &state,
+                        &model,
+                        &adam,
+                        best_bytes.as_deref(),
+                    )?;
+                    return Ok(Outcome::Interrupted {
+                        checkpoint: run_dir.checkpoint(),
+                    });
                 }
                 let b = &batches[state.batch];
-                let refs: Vec<&Prepared> = b.iter().filter_map(|&i| data.prepared[i].as_ref()).collect();
+                let refs: Vec<&Prepared> = b
+                    .iter()
+                    .filter_map(|&i| data.prepared[i].as_ref())
+                    .collect();
                 let labels: Vec<usize> = b.iter().map(|&i| corpus.utterances[i].label).collect();
                 let input = ModelInput::batch(&refs, &data.config, &ad_device);
-                let out = model.forward(&input, Mode::Train { momentum: data.config.bn_momentum });
-                let loss = out.loss(&data.config, one_hot(&labels, data.config.n_classes(), &ad_device));
+                let out = model.forward(
+                    &input,
+                    Mode::Train {
+                        momentum: data.config.bn_momentum,
+                    },
+                );
+                let loss = out.loss(
+                    &data.config,
+                    one_hot(&labels, data.config.n_classes(), &ad_device),
+                );
                 let grads = loss.backward();
                 let loss_value: f64 = loss
                     .into_data()
@@ -575,7 +695,11 @@ pub fn run(
                 (None, None)
             } else {
                 (
-                    if data.valid.is_empty() { None } else { Some(evaluate(&eval_model, &data, &data.valid, device)?) },
+                    if data.valid.is_empty() {
+                        None
+                    } else {
+                        Some(evaluate(&eval_model, &data, &data.valid, device)?)
+                    },
                     Some(evaluate(&eval_model, &data, &data.test, device)?),
                 )
             };
@@ -590,12 +714,19 @@ pub fn run(
             };
             observer.epoch_end(&data.name, &record);
             if !is_final {
-                let score = if options.select_on_test || data.valid.is_empty() { record.test_ua } else { record.valid_ua };
+                let score = if options.select_on_test || data.valid.is_empty() {
+                    record.test_ua
+                } else {
+                    record.valid_ua
+                };
                 // Ties keep the earlier epoch.
                 if score > state.best_score {
                     state.best_score = score;
                     state.best_epoch = record.epoch;
-                    best_bytes = Some(weights::save(&eval_model, Precision::F32).map_err(|e| DataError::Training(e.to_string()))?);
+                    best_bytes = Some(
+                        weights::save(&eval_model, Precision::F32)
+                            .map_err(|e| DataError::Training(e.to_string()))?,
+                    );
                 }
             }
             state.history.push(record);
@@ -604,40 +735,69 @@ pub fn run(
             state.loss_sum = 0.0;
             state.loss_count = 0;
             state.adam_step = adam.step;
-            save_checkpoint(&run_dir.checkpoint(), &state, &model, &adam, best_bytes.as_deref())?;
+            save_checkpoint(
+                &run_dir.checkpoint(),
+                &state,
+                &model,
+                &adam,
+                best_bytes.as_deref(),
+            )?;
         }
         if is_final {
             let mut final_model = model.valid();
             let mut prov = duet_model::config::Provenance {
-                corpus: Some(format!("{} ({} utterances, {})", corpus.name, corpus.utterances.len(), corpus.source)),
+                corpus: Some(format!(
+                    "{} ({} utterances, {})",
+                    corpus.name,
+                    corpus.utterances.len(),
+                    corpus.source
+                )),
                 protocol: Some(format!(
                     "{}{}",
                     options.protocol,
-                    if options.select_on_test { " (epochs selected on the test folds: optimistic)" } else { "" }
+                    if options.select_on_test {
+                        " (epochs selected on the test folds: optimistic)"
+                    } else {
+                        ""
+                    }
                 )),
                 ..Default::default()
             };
-            let summary = metrics::summarize(&state.done.iter().map(|f| f.metrics.clone()).collect::<Vec<_>>());
+            let summary = metrics::summarize(
+                &state
+                    .done
+                    .iter()
+                    .map(|f| f.metrics.clone())
+                    .collect::<Vec<_>>(),
+            );
             prov.metrics.insert("cv_wa_mean".into(), summary.wa.mean);
             prov.metrics.insert("cv_wa_std".into(), summary.wa.std);
             prov.metrics.insert("cv_ua_mean".into(), summary.ua.mean);
             prov.metrics.insert("cv_ua_std".into(), summary.ua.std);
-            prov.metrics.insert("cv_macro_f1_mean".into(), summary.macro_f1.mean);
+            prov.metrics
+                .insert("cv_macro_f1_mean".into(), summary.macro_f1.mean);
             prov.notes.insert("epochs".into(), epochs.to_string());
-            prov.notes.insert("folds".into(), state.done.len().to_string());
+            prov.notes
+                .insert("folds".into(), state.done.len().to_string());
             prov.notes.insert("seed".into(), options.seed.to_string());
             prov.notes.insert("lr".into(), options.lr.to_string());
             prov.notes.insert("batch".into(), options.batch.to_string());
-            prov.notes.insert("trainer".into(), format!("duet train {}", env!("CARGO_PKG_VERSION")));
+            prov.notes.insert(
+                "trainer".into(),
+                format!("duet train {}", env!("CARGO_PKG_VERSION")),
+            );
             final_model.config.provenance = Some(prov);
-            let bytes = weights::save(&final_model, Precision::F32).map_err(|e| DataError::Training(e.to_string()))?;
-            weights::write_atomic(&run_dir.model(), &bytes).map_err(|e| DataError::io(run_dir.model(), e))?;
+            let bytes = weights::save(&final_model, Precision::F32)
+                .map_err(|e| DataError::Training(e.to_string()))?;
+            weights::write_atomic(&run_dir.model(), &bytes)
+                .map_err(|e| DataError::io(run_dir.model(), e))?;
         } else {
             // The fold's result: the selected epoch's model on the test part.
-            let best = best_bytes
-                .take()
-                .ok_or_else(|| DataError::Training(format!("fold {}: no epoch was evaluated", data.name)))?;
-            let best_model = weights::load(&best, device).map_err(|e| DataError::Training(e.to_string()))?;
+            let best = best_bytes.take().ok_or_else(|| {
+                DataError::Training(format!("fold {}: no epoch was evaluated", data.name))
+            })?;
+            let best_model =
+                weights::load(&best, device).map_err(|e| DataError::Training(e.to_string()))?;
             let m = evaluate(&best_model, &data, &data.test, device)?;
             state.done.push(FoldResult {
                 name: data.name.clone(),
@@ -667,17 +827,39 @@ pub fn run(
         if state.fold < n_stages {
             // Between folds: a checkpoint with a fresh model so a resume starts the next fold.
             let next_final = state.fold == folds.len();
-            let next_train: Vec<usize> = if next_final { (0..corpus.utterances.len()).collect() } else { folds[state.fold].train.clone() };
+            let next_train: Vec<usize> = if next_final {
+                (0..corpus.utterances.len()).collect()
+            } else {
+                folds[state.fold].train.clone()
+            };
             let cfg = fold_config(options, &cache.features, &next_train);
-            let seed = options.seed.wrapping_mul(1000).wrapping_add(state.fold as u64);
-            let fresh = weights::init(cfg, seed, &ad_device).map_err(|e| DataError::Training(e.to_string()))?;
+            let seed = options
+                .seed
+                .wrapping_mul(1000)
+                .wrapping_add(state.fold as u64);
+            let fresh = weights::init(cfg, seed, &ad_device)
+                .map_err(|e| DataError::Training(e.to_string()))?;
             state.adam_step = 0;
-            save_checkpoint(&run_dir.checkpoint(), &state, &fresh, &Adam::new(AdamConfig::default()), None)?;
+            save_checkpoint(
+                &run_dir.checkpoint(),
+                &state,
+                &fresh,
+                &Adam::new(AdamConfig::default()),
+                None,
+            )?;
         }
     }
 
-    let summary = metrics::summarize(&state.done.iter().map(|f| f.metrics.clone()).collect::<Vec<_>>());
-    let final_epochs = options.final_model.then(|| median(state.done.iter().map(|f| f.best_epoch).collect()).max(1));
+    let summary = metrics::summarize(
+        &state
+            .done
+            .iter()
+            .map(|f| f.metrics.clone())
+            .collect::<Vec<_>>(),
+    );
+    let final_epochs = options
+        .final_model
+        .then(|| median(state.done.iter().map(|f| f.best_epoch).collect()).max(1));
     let final_resize = options.final_model.then(|| {
         let all: Vec<usize> = (0..corpus.utterances.len()).collect();
         fold_config(options, &cache.features, &all).resize

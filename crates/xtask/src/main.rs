@@ -6,7 +6,8 @@
 //! - `cargo xtask bench [dsp|model|train|web|all]`: figures side by side with the peers.
 //! - `cargo xtask demo-model`: retrain the page's bundled demo model.
 //!
-//! Std only, so it compiles in seconds on a fresh machine before anything else is installed.
+//! Std and serde_json only, so it compiles in seconds on a fresh machine before anything else is
+//! installed.
 
 mod bench;
 mod demo;

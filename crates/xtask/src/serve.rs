@@ -28,20 +28,31 @@ pub fn run(args: &[String]) -> Result<()> {
         match a.as_str() {
             "--port" => {
                 let v = it.next().ok_or("--port needs a number")?;
-                port = v.parse().map_err(|_| format!("--port: `{v}` is not a port number"))?;
+                port = v
+                    .parse()
+                    .map_err(|_| format!("--port: `{v}` is not a port number"))?;
             }
             "--no-build" => build = false,
-            other => return Err(format!("serve: unknown option `{other}` (options: --port N, --no-build)")),
+            other => {
+                return Err(format!(
+                    "serve: unknown option `{other}` (options: --port N, --no-build)"
+                ));
+            }
         }
     }
     let dist = if build {
         let (trunk, bindgen) = step("install page tools", setup::ensure_page_tools)?;
-        step("build the page (trunk, release)", || setup::build_page(&trunk, &bindgen))?
+        step("build the page (trunk, release)", || {
+            setup::build_page(&trunk, &bindgen)
+        })?
     } else {
         root().join("dist")
     };
     if !dist.join("index.html").is_file() {
-        return Err(format!("{} has no index.html: run without --no-build", dist.display()));
+        return Err(format!(
+            "{} has no index.html: run without --no-build",
+            dist.display()
+        ));
     }
     let listener = TcpListener::bind(("127.0.0.1", port))
         .map_err(|e| format!("cannot listen on 127.0.0.1:{port}: {e} (try --port N)"))?;
@@ -148,7 +159,11 @@ fn handle(mut stream: TcpStream, dist: &Path, quiet: bool) -> std::io::Result<()
     let method = parts.next().unwrap_or("");
     let target = parts.next().unwrap_or("/");
     let (status, ctype, body) = if method != "GET" && method != "HEAD" {
-        ("405 Method Not Allowed", "text/plain", b"method not allowed".to_vec())
+        (
+            "405 Method Not Allowed",
+            "text/plain",
+            b"method not allowed".to_vec(),
+        )
     } else {
         match resolve(dist, target).and_then(|p| std::fs::read(&p).ok().map(|b| (p, b))) {
             Some((p, b)) => ("200 OK", content_type(&p), b),

@@ -50,7 +50,10 @@ pub fn locked_wasm_bindgen_version() -> Result<String> {
     let mut lines = lock.lines();
     while let Some(line) = lines.next() {
         if line.trim() == "name = \"wasm-bindgen\"" {
-            if let Some(v) = lines.next().and_then(|l| l.trim().strip_prefix("version = \"")) {
+            if let Some(v) = lines
+                .next()
+                .and_then(|l| l.trim().strip_prefix("version = \""))
+            {
                 return Ok(v.trim_end_matches('"').to_string());
             }
         }
@@ -60,7 +63,10 @@ pub fn locked_wasm_bindgen_version() -> Result<String> {
 
 pub fn ensure_wasm_target() -> Result<()> {
     let installed = output(cmd("rustup").args(["target", "list", "--installed"]))?;
-    if installed.lines().any(|l| l.trim() == "wasm32-unknown-unknown") {
+    if installed
+        .lines()
+        .any(|l| l.trim() == "wasm32-unknown-unknown")
+    {
         return Ok(());
     }
     println!("installing the wasm32-unknown-unknown target (rustup)");
@@ -75,14 +81,9 @@ pub fn ensure_trunk() -> Result<PathBuf> {
         }
     }
     println!("installing trunk {TRUNK_VERSION} (cargo install --locked; ~10 min on 2 cores)");
-    run(cargo().args([
-        "install",
-        "trunk",
-        "--version",
-        TRUNK_VERSION,
-        "--locked",
-    ]))?;
-    tool("trunk").ok_or_else(|| "trunk was installed but is not on PATH or in $CARGO_HOME/bin".into())
+    run(cargo().args(["install", "trunk", "--version", TRUNK_VERSION, "--locked"]))?;
+    tool("trunk")
+        .ok_or_else(|| "trunk was installed but is not on PATH or in $CARGO_HOME/bin".into())
 }
 
 /// wasm-bindgen-cli at the version of the wasm-bindgen crate in Cargo.lock; returns its path.
@@ -93,14 +94,18 @@ pub fn ensure_wasm_bindgen() -> Result<PathBuf> {
             return Ok(p);
         }
     }
-    println!("installing wasm-bindgen-cli {want} (must equal the wasm-bindgen crate in Cargo.lock)");
+    println!(
+        "installing wasm-bindgen-cli {want} (must equal the wasm-bindgen crate in Cargo.lock)"
+    );
     // Without --locked: the CLI's own lock file pins a crate version the registry no longer serves.
     run(cargo().args(["install", "wasm-bindgen-cli", "--version", &want]))?;
     tool("wasm-bindgen").ok_or_else(|| "wasm-bindgen was installed but cannot be found".into())
 }
 
 fn apt_get(args: &[&str]) -> Result<()> {
-    let is_root = output(cmd("id").arg("-u")).map(|s| s.trim() == "0").unwrap_or(false);
+    let is_root = output(cmd("id").arg("-u"))
+        .map(|s| s.trim() == "0")
+        .unwrap_or(false);
     let mut c = if is_root {
         cmd("apt-get")
     } else if which("sudo").is_some() {
@@ -108,9 +113,11 @@ fn apt_get(args: &[&str]) -> Result<()> {
         c.arg("apt-get");
         c
     } else {
-        return Err("apt-get needs root and sudo is not available; install as root: \
+        return Err(
+            "apt-get needs root and sudo is not available; install as root: \
                     apt-get install chromium chromium-driver espeak-ng flite sox"
-            .into());
+                .into(),
+        );
     };
     c.env("DEBIAN_FRONTEND", "noninteractive").args(args);
     run(&mut c)
@@ -139,7 +146,9 @@ pub fn ensure_apt_packages() -> Result<()> {
     apt_get(&args)?;
     for (pkg, bin) in APT_PACKAGES {
         if which(bin).is_none() {
-            return Err(format!("apt-get installed {pkg} but `{bin}` is still not on PATH"));
+            return Err(format!(
+                "apt-get installed {pkg} but `{bin}` is still not on PATH"
+            ));
         }
     }
     Ok(())
@@ -164,7 +173,8 @@ pub fn ensure_venv(extra: &[&str]) -> Result<PathBuf> {
         return Ok(python);
     }
     if !python.is_file() {
-        let py = which("python3").ok_or("python3 is not installed (needed for reference checks)")?;
+        let py =
+            which("python3").ok_or("python3 is not installed (needed for reference checks)")?;
         println!("creating the Python venv target/venv");
         run(cmd(py).args(["-m", "venv"]).arg(&venv))?;
     }

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use crate::serve::Server;
 use crate::setup;
-use crate::util::{Result, cargo, cmd, fmt_duration, root, run_tee, step};
+use crate::util::{Result, cargo, cmd, fmt_duration, root, run_tee, step, step_judged};
 
 #[derive(Default)]
 struct Tally {
@@ -86,7 +86,11 @@ fn node_counts(out: &str) -> (usize, usize) {
 fn pytest_counts(out: &str) -> (usize, usize) {
     let mut passed = 0;
     let mut failed = 0;
-    if let Some(line) = out.lines().rev().find(|l| l.contains(" in ") && l.contains("==")) {
+    if let Some(line) = out
+        .lines()
+        .rev()
+        .find(|l| l.contains(" in ") && l.contains("=="))
+    {
         let words: Vec<&str> = line.split([' ', ',']).filter(|w| !w.is_empty()).collect();
         for pair in words.windows(2) {
             if let Ok(n) = pair[0].parse::<usize>() {
@@ -106,7 +110,11 @@ pub fn run(args: &[String]) -> Result<()> {
     for a in args {
         match a.as_str() {
             "--no-install" => install = false,
-            other => return Err(format!("test: unknown option `{other}` (options: --no-install)")),
+            other => {
+                return Err(format!(
+                    "test: unknown option `{other}` (options: --no-install)"
+                ));
+            }
         }
     }
     let started = std::time::Instant::now();
@@ -122,7 +130,8 @@ pub fn run(args: &[String]) -> Result<()> {
         })?
     } else {
         let trunk = setup::tool("trunk").ok_or("--no-install: trunk is not installed")?;
-        let bindgen = setup::tool("wasm-bindgen").ok_or("--no-install: wasm-bindgen is not installed")?;
+        let bindgen =
+            setup::tool("wasm-bindgen").ok_or("--no-install: wasm-bindgen is not installed")?;
         (trunk, bindgen, root().join("target/venv/bin/python"))
     };
 
@@ -164,21 +173,27 @@ pub fn run(args: &[String]) -> Result<()> {
     .is_ok();
     tally.check("clippy wasm32", ok);
 
-    let r = step("cargo test --workspace", || {
-        run_tee(
-            cargo()
-                .args(["test", "--workspace", "--no-fail-fast"])
-                .env("DUET_PYTHON", &python),
-        )
-    });
+    let r = step_judged(
+        "cargo test --workspace",
+        || {
+            run_tee(
+                cargo()
+                    .args(["test", "--workspace", "--no-fail-fast"])
+                    .env("DUET_PYTHON", &python),
+            )
+        },
+        |(ok, _)| *ok,
+    );
     match r {
         Ok((ok, out)) => tally.runner("cargo test", ok, cargo_counts(&out)),
         Err(e) => tally.runner(&format!("cargo test: {e}"), false, (0, 0)),
     }
 
-    let r = step("Python reference self-tests (pytest tests/reference)", || {
-        run_tee(cmd(&python).args(["-m", "pytest", "-q", "tests/reference"]))
-    });
+    let r = step_judged(
+        "Python reference self-tests (pytest tests/reference)",
+        || run_tee(cmd(&python).args(["-m", "pytest", "-q", "tests/reference"])),
+        |(ok, _)| *ok,
+    );
     match r {
         Ok((ok, out)) => tally.runner("pytest", ok, pytest_counts(&out)),
         Err(e) => tally.runner(&format!("pytest: {e}"), false, (0, 0)),
@@ -189,7 +204,11 @@ pub fn run(args: &[String]) -> Result<()> {
     });
     match dist {
         Ok(dist) => {
-            let r = step("browser end-to-end tests (headless Chromium)", || e2e(dist));
+            let r = step_judged(
+                "browser end-to-end tests (headless Chromium)",
+                || e2e(dist),
+                |(ok, _)| *ok,
+            );
             match r {
                 Ok((ok, out)) => tally.runner("e2e", ok, node_counts(&out)),
                 Err(e) => tally.runner(&format!("e2e: {e}"), false, (0, 0)),
@@ -198,7 +217,18 @@ pub fn run(args: &[String]) -> Result<()> {
         Err(_) => tally.check("page build", false),
     }
 
-    println!("\ntotal time {}", fmt_duration(started.elapsed().as_secs_f64()));
+    println!("\nstep times:");
+    for (name, secs, ok) in crate::util::step_times() {
+        println!(
+            "  {:>9}  {}{name}",
+            fmt_duration(secs),
+            if ok { "" } else { "FAILED " }
+        );
+    }
+    println!(
+        "total time {}",
+        fmt_duration(started.elapsed().as_secs_f64())
+    );
     for f in &tally.failures {
         println!("FAILED: {f}");
     }

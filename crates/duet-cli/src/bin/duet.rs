@@ -24,17 +24,21 @@ enum Command {
     Info(cmd::info::Args),
     /// Write a randomly initialised model (for tests and as a starting point).
     InitModel(cmd::init_model::Args),
+    /// Evaluate a model on a corpus: WA, UA, macro-F1 and the confusion matrix.
+    Eval(cmd::eval::Args),
     /// Render the synthetic acted-prosody corpus (espeak-ng, flite, sox) with a manifest.
     SynthCorpus(cmd::synth_corpus::Args),
 }
 
 fn main() -> ExitCode {
+    duet_data::tune_allocator();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Features(args) => cmd::features::run(args),
         Command::Predict(args) => cmd::predict::run(args),
         Command::Info(args) => cmd::info::run(args),
         Command::InitModel(args) => cmd::init_model::run(args),
+        Command::Eval(args) => cmd::eval::run(args),
         Command::SynthCorpus(args) => cmd::synth_corpus::run(args),
     };
     duet_cli::exit_code(result)

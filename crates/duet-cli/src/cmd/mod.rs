@@ -1,5 +1,6 @@
 //! One module per `duet` subcommand, plus option parsers they share.
 
+pub mod eval;
 pub mod features;
 pub mod info;
 pub mod init_model;

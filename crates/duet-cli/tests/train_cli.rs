@@ -1,0 +1,294 @@
+//! `train` end to end through the binary: it learns on held-out voices, a resumed run equals an
+//! uninterrupted one, and bad input gets clear errors without leaving a complete-looking model.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const DUET: &str = env!("CARGO_BIN_EXE_duet");
+const TRAIN: &str = env!("CARGO_BIN_EXE_train");
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("starting a command")
+}
+
+fn ok(cmd: &mut Command) -> String {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn fails(cmd: &mut Command) -> (i32, String) {
+    let out = run(cmd);
+    assert!(!out.status.success(), "{cmd:?} should fail");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!stderr.contains("panicked"), "{cmd:?} panicked:\n{stderr}");
+    (out.status.code().unwrap_or(-1), stderr)
+}
+
+/// A synthetic corpus rendered once per test binary run and shared by the tests that need it.
+fn corpus(dir: &Path, voices: usize, sentences: usize) -> PathBuf {
+    let out = dir.join(format!("synth-{voices}x{sentences}"));
+    if !out.join("manifest.csv").is_file() {
+        ok(Command::new(DUET)
+            .args(["synth-corpus", "--out"])
+            .arg(&out)
+            .args([
+                "--voices",
+                &voices.to_string(),
+                "--sentences",
+                &sentences.to_string(),
+                "--seed",
+                "3",
+            ]));
+    }
+    out.join("manifest.csv")
+}
+
+fn manifest_spec(p: &Path) -> String {
+    format!("manifest:{}", p.display())
+}
+
+fn report(dir: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(dir.join("report.json")).expect("report.json"))
+        .expect("valid JSON")
+}
+
+/// The check: `dual` under leave-one-session-out on >= 400 synthetic utterances, on the CPU,
+/// within a CI-sized budget, reaches a UA well above chance (25 %) on held-out voices, and its model
+/// loads in `duet predict`.
+#[test]
+fn dual_loso_learns_on_held_out_voices() {
+    let tmp = tempfile::tempdir().unwrap();
+    let manifest = corpus(tmp.path(), 10, 10); // 400 utterances, 5 speaker-disjoint sessions
+    let out = tmp.path().join("run");
+    let t = std::time::Instant::now();
+    ok(Command::new(TRAIN)
+        .args([
+            "--corpus",
+            &manifest_spec(&manifest),
+            "--model",
+            "dual",
+            "--protocol",
+            "loso",
+        ])
+        .args([
+            "--epochs",
+            "6",
+            "--batch",
+            "16",
+            "--lr",
+            "2e-3",
+            "--hidden",
+            "64",
+            "--backend",
+            "cpu",
+            "--quiet",
+        ])
+        .arg("--out")
+        .arg(&out));
+    let r = report(&out);
+    let ua = r["summary"]["ua"]["mean"].as_f64().unwrap();
+    let wa = r["summary"]["wa"]["mean"].as_f64().unwrap();
+    println!(
+        "dual / loso / 400 synthetic utterances: WA {:.1} %, UA {:.1} % (chance 25 %), {:.0} s",
+        100.0 * wa,
+        100.0 * ua,
+        t.elapsed().as_secs_f64()
+    );
+    assert_eq!(r["folds"].as_array().unwrap().len(), 5);
+    assert!(ua > 0.45, "UA {ua} is not well above chance");
+    for f in r["folds"].as_array().unwrap() {
+        assert!(f["selected_on"].as_str().unwrap().starts_with("validation"));
+    }
+    // The exported model carries its provenance and loads in `duet predict`.
+    let model = out.join("model.safetensors");
+    let info = ok(Command::new(DUET).args(["info", "--json"]).arg(&model));
+    assert!(info.contains("cv_ua_mean"), "{info}");
+    let wav = manifest.parent().unwrap().join(
+        std::fs::read_to_string(&manifest)
+            .unwrap()
+            .lines()
+            .nth(1)
+            .unwrap()
+            .split(',')
+            .nth(1)
+            .unwrap(),
+    );
+    let p = ok(Command::new(DUET)
+        .args(["predict", "--json", "--model"])
+        .arg(&model)
+        .arg(&wav));
+    assert!(p.contains("\"probabilities\""));
+    // `duet eval` on one session reproduces the metric machinery on a trained model.
+    let e = ok(Command::new(DUET)
+        .args(["eval", "--json", "--model"])
+        .arg(&model)
+        .args(["--corpus", &manifest_spec(&manifest), "--sessions", "Ses01"]));
+    let e: serde_json::Value = serde_json::from_str(&e).unwrap();
+    assert_eq!(e["metrics"]["n"], 80);
+    for f in ["report.md", "confusion.svg", "curves.svg"] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+}
+
+/// Ctrl-C (here: the stop flag raised after N batches) writes a checkpoint; `--resume` continues;
+/// on the CPU the result equals an uninterrupted run bit for bit.
+#[test]
+fn interrupted_and_resumed_run_ends_with_the_same_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let manifest = corpus(tmp.path(), 4, 3); // 48 utterances, 2 sessions
+    let args = |out: &Path| {
+        let mut c = Command::new(TRAIN);
+        c.args([
+            "--corpus",
+            &manifest_spec(&manifest),
+            "--model",
+            "dual",
+            "--protocol",
+            "loso",
+        ])
+        .args([
+            "--epochs",
+            "2",
+            "--batch",
+            "8",
+            "--lr",
+            "1e-3",
+            "--hidden",
+            "16",
+            "--backend",
+            "cpu",
+            "--quiet",
+        ])
+        .arg("--out")
+        .arg(out);
+        c
+    };
+    let a = tmp.path().join("straight");
+    ok(&mut args(&a));
+    let b = tmp.path().join("interrupted");
+    // Interrupt in the middle of the first fold's first epoch, then twice more later on.
+    let out = run(args(&b).env("DUET_STOP_AFTER_BATCHES", "2"));
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--resume"));
+    assert!(
+        !b.join("model.safetensors").exists(),
+        "an interrupted run must not leave a model"
+    );
+    let out = run(Command::new(TRAIN)
+        .args(["--quiet", "--resume"])
+        .arg(&b)
+        .env("DUET_STOP_AFTER_BATCHES", "5"));
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ok(Command::new(TRAIN).args(["--quiet", "--resume"]).arg(&b));
+    let wa = std::fs::read(a.join("model.safetensors")).unwrap();
+    let wb = std::fs::read(b.join("model.safetensors")).unwrap();
+    assert!(
+        wa == wb,
+        "the resumed run's weights differ from the uninterrupted run's"
+    );
+    let (ra, rb) = (report(&a), report(&b));
+    assert_eq!(
+        ra["folds"][0]["history"][1]["train_loss"],
+        rb["folds"][0]["history"][1]["train_loss"]
+    );
+}
+
+#[test]
+fn bad_input_gets_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let manifest = corpus(tmp.path(), 4, 3);
+    let dir = manifest.parent().unwrap();
+    let base = |out: &Path, spec: &str| {
+        let mut c = Command::new(TRAIN);
+        c.args([
+            "--corpus", spec, "--model", "base1", "--epochs", "1", "--batch", "8", "--hidden", "8",
+        ])
+        .args([
+            "--backend",
+            "cpu",
+            "--quiet",
+            "--max-folds",
+            "1",
+            "--no-final",
+        ])
+        .arg("--out")
+        .arg(out);
+        c
+    };
+
+    // A manifest line naming a missing WAV: the error names it.
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let broken = dir.join("missing.csv");
+    std::fs::write(
+        &broken,
+        format!("{text}ghost,wav/none.wav,angry,v99,Ses09\n"),
+    )
+    .unwrap();
+    let (code, err) = fails(&mut base(&tmp.path().join("r1"), &manifest_spec(&broken)));
+    assert_eq!(code, 1);
+    assert!(err.contains("none.wav"), "{err}");
+
+    // An undecodable file: `fail` names it; `skip` trains without it and counts it in the report.
+    let bad_wav = dir.join("wav/garbage.wav");
+    std::fs::write(&bad_wav, b"this is not audio at all").unwrap();
+    let line = text.lines().nth(1).unwrap().split(',').collect::<Vec<_>>();
+    let with_bad = dir.join("with_bad.csv");
+    std::fs::write(
+        &with_bad,
+        format!(
+            "{text}garbage,wav/garbage.wav,{},{},{}\n",
+            line[2], line[3], line[4]
+        ),
+    )
+    .unwrap();
+    let (code, err) = fails(&mut base(&tmp.path().join("r2"), &manifest_spec(&with_bad)));
+    assert_eq!(code, 1);
+    assert!(err.contains("garbage.wav"), "{err}");
+    let out = tmp.path().join("r3");
+    ok(base(&out, &manifest_spec(&with_bad)).args(["--on-bad-audio", "skip"]));
+    let r = report(&out);
+    assert_eq!(r["bad_audio"]["skipped"].as_array().unwrap().len(), 1);
+
+    // An unwritable run directory (a file in its place).
+    let file = tmp.path().join("not-a-dir");
+    std::fs::write(&file, b"x").unwrap();
+    let (code, err) = fails(&mut base(&file, &manifest_spec(&manifest)));
+    assert_eq!(code, 1);
+    assert!(err.contains("not-a-dir"), "{err}");
+
+    // A run directory that already holds a run, without --resume; --resume with no checkpoint.
+    let (_, err) = fails(&mut base(&out, &manifest_spec(&manifest)));
+    assert!(err.contains("--resume"), "{err}");
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let (_, err) = fails(Command::new(TRAIN).arg("--resume").arg(&empty));
+    assert!(err.contains("no checkpoint"), "{err}");
+
+    // Nonsense options are usage errors (exit 2).
+    let (code, _) = fails(Command::new(TRAIN).args([
+        "--corpus",
+        "manifest:x",
+        "--model",
+        "base9",
+        "--out",
+        "y",
+    ]));
+    assert_eq!(code, 2);
+}

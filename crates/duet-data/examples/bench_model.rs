@@ -1,0 +1,209 @@
+//! Times the model on the native CPU backend: forward at batch N, or a training step (forward +
+//! backward + Adam) — the Duet side of `cargo xtask bench model|train`, the same shapes as
+//! `tests/reference/torch_model.py --bench-forward|--bench-train`.
+//!
+//! cargo run --release -p duet-data --example bench_model -- --mode forward --batch 1 --seconds 4
+//! Prints one JSON line: {"median_s", "runs_s", "peak_rss_mb", ...}.
+
+use std::time::Instant;
+
+use duet_data::adam::{Adam, AdamConfig};
+use duet_dsp::Preset;
+use duet_model::input::{ModelInput, Prepared};
+use duet_model::nn::Mode;
+use duet_model::rng::SplitMix64;
+use duet_model::{ModelConfig, ModelKind, weights};
+
+fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--no-malloc-tune") {
+        duet_data::tune_allocator();
+    }
+    let args: Vec<String> = std::env::args().collect();
+    let mode: String = arg(&args, "--mode", "forward".to_string());
+    let batch: usize = arg(&args, "--batch", 1);
+    let seconds: f64 = arg(&args, "--seconds", 4.0);
+    let runs: usize = arg(&args, "--runs", 7);
+    let warmup: usize = arg(&args, "--warmup", 2);
+    let kind: ModelKind = arg(&args, "--kind", "dual".to_string())
+        .parse()
+        .expect("kind");
+    let preset: Preset = arg(&args, "--preset", "paper".to_string())
+        .parse()
+        .expect("preset");
+    let config = ModelConfig::new(kind, preset);
+    let device = duet_model::backend::cpu_device();
+
+    // Random inputs of the shapes an S-second utterance gives.
+    let mut rng = SplitMix64::new(1);
+    let frames = 1 + ((seconds * 16000.0) as usize - 400) / 160;
+    let (n1, f1) = config.spectrogram_shape(false);
+    let (n2, f2) = config.spectrogram_shape(true);
+    let items: Vec<Prepared> = (0..batch)
+        .map(|_| Prepared {
+            mfcc: (0..frames * config.mfcc_dim)
+                .map(|_| rng.normal())
+                .collect(),
+            mfcc_frames: frames,
+            narrow: (0..n1 * f1).map(|_| -50.0 + 15.0 * rng.normal()).collect(),
+            wide: (0..n2 * f2).map(|_| -50.0 + 15.0 * rng.normal()).collect(),
+        })
+        .collect();
+    let refs: Vec<&Prepared> = items.iter().collect();
+    let labels: Vec<usize> = (0..batch).map(|i| i % config.n_classes()).collect();
+
+    let mut times = Vec::new();
+    match mode.as_str() {
+        "forward" => {
+            let model = weights::init(config.clone(), 0, &device).expect("model");
+            for i in 0..warmup + runs {
+                let t = Instant::now();
+                let input = ModelInput::batch(&refs, &config, &device);
+                let p = model.forward(&input, Mode::Infer).probabilities();
+                let _ = p.into_data();
+                if i >= warmup {
+                    times.push(t.elapsed().as_secs_f64());
+                }
+            }
+        }
+        "train" => {
+            let ad = device.clone().autodiff();
+            let mut model = weights::init(config.clone(), 0, &ad).expect("model");
+            let mut adam = Adam::new(AdamConfig::default());
+            let c = config.n_classes();
+            let mut onehot = vec![0.0f32; batch * c];
+            for (i, &l) in labels.iter().enumerate() {
+                onehot[i * c + l] = 1.0;
+            }
+            for i in 0..warmup + runs {
+                let t = Instant::now();
+                let input = ModelInput::batch(&refs, &config, &ad);
+                let out = model.forward(&input, Mode::Train { momentum: 0.1 });
+                let targets = burn::tensor::Tensor::<2>::from_data(
+                    burn::tensor::TensorData::new(onehot.clone(), [batch, c]),
+                    &ad,
+                );
+                let loss = out.loss(&config, targets);
+                let grads = loss.backward();
+                model = adam.step(model, &grads, 1e-4);
+                let _ = loss.into_data();
+                if i >= warmup {
+                    times.push(t.elapsed().as_secs_f64());
+                }
+            }
+        }
+        "sgemm" => {
+            // The machine's single-thread matmul peak on this backend: 1024³ f32.
+            let n = 1024;
+            let a = burn::tensor::Tensor::<2>::ones([n, n], &device);
+            let b = burn::tensor::Tensor::<2>::ones([n, n], &device);
+            for i in 0..warmup + runs {
+                let t = Instant::now();
+                let _ = a.clone().matmul(b.clone()).into_data();
+                if i >= warmup {
+                    times.push(t.elapsed().as_secs_f64());
+                }
+            }
+            let mut s = times.clone();
+            s.sort_by(f64::total_cmp);
+            let gflops = 2.0 * (n * n * n) as f64 / s[s.len() / 2] / 1e9;
+            println!(
+                "{}",
+                serde_json::json!({"mode": "sgemm", "n": n, "runs_s": times, "median_s": s[s.len() / 2], "gflops": gflops})
+            );
+            return;
+        }
+        "flops" => {
+            println!(
+                "{}",
+                serde_json::json!({"mode": "flops", "batch": batch, "seconds": seconds, "flops": 2.0 * forward_macs(&config, frames) as f64 * batch as f64})
+            );
+            return;
+        }
+        other => panic!("--mode forward|train|sgemm|flops, not {other}"),
+    }
+    let mut sorted = times.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted[sorted.len() / 2];
+    println!(
+        "{}",
+        serde_json::json!({
+            "impl": "duet (burn flex, CPU)",
+            "mode": mode, "kind": kind.name(), "preset": preset.name(), "batch": batch, "seconds": seconds,
+            "median_s": median, "runs_s": times, "peak_rss_mb": peak_rss_mb(),
+        })
+    );
+}
+
+/// Multiply-accumulates of one utterance's forward pass (matrix products and convolutions; the
+/// element-wise work is not counted), for the FLOP/s figure.
+fn forward_macs(c: &ModelConfig, mfcc_frames: usize) -> u64 {
+    let h = c.hidden as u64;
+    let lstm = |input: u64, steps: u64| -> u64 {
+        (0..c.layers as u64)
+            .map(|k| steps * 4 * h * (if k == 0 { input } else { h } + h))
+            .sum()
+    };
+    let cnn = |wide: bool| -> (u64, u64) {
+        let (n_mels, frames) = c.spectrogram_shape(wide);
+        let (k, p) = if wide {
+            (c.cnn.kernel_wide, c.cnn.padding_wide)
+        } else {
+            (c.cnn.kernel_narrow, c.cnn.padding_narrow)
+        };
+        let conv = |n: usize, k: usize, p: usize| n + 2 * p + 1 - k;
+        let (f0, t0) = (conv(n_mels, k[0], p[0]), conv(frames, k[1], p[1]));
+        let (f1, t1) = (
+            conv(f0 / c.cnn.pool, k[0], p[0]),
+            conv(t0 / c.cnn.pool, k[1], p[1]),
+        );
+        let kk = (k[0] * k[1]) as u64;
+        let macs = (f0 * t0) as u64 * c.cnn.channels[0] as u64 * kk
+            + (f1 * t1) as u64 * c.cnn.channels[1] as u64 * kk * c.cnn.channels[0] as u64;
+        (macs, (t1 / c.cnn.pool) as u64)
+    };
+    let mut total = 0;
+    for b in c.branches() {
+        total += match b {
+            duet_model::Branch::Mfcc => lstm(c.mfcc_dim as u64, mfcc_frames as u64),
+            duet_model::Branch::Narrow | duet_model::Branch::Wide => {
+                let wide = b == duet_model::Branch::Wide;
+                let (m, t) = cnn(wide);
+                m + lstm(c.seq_dim(wide) as u64, t)
+            }
+            duet_model::Branch::Ds => {
+                let (m1, _) = cnn(false);
+                let (m2, _) = cnn(true);
+                let t = c.aligned_steps() as u64;
+                let y = c.seq_dim(true) as u64;
+                let layers: u64 = (0..c.layers as u64)
+                    .map(|k| {
+                        let x = if k == 0 { c.seq_dim(false) as u64 } else { h };
+                        t * (4 * h * (x + y + h) + h * (x + h) + h * (y + h))
+                    })
+                    .sum();
+                m1 + m2 + layers
+            }
+        };
+    }
+    total
+}
