@@ -70,6 +70,10 @@ pub struct Args {
     /// Skip training the final model on all data (no model.safetensors).
     #[arg(long)]
     pub no_final: bool,
+    /// Store model.safetensors' matrices in half precision: half the size (the page's bundled model
+    /// is stored so); probabilities move by less than 1e-3.
+    #[arg(long)]
+    pub f16: bool,
     /// The run directory (model.safetensors, report.*, checkpoint/, cache/).
     #[arg(long, required_unless_present = "resume")]
     pub out: Option<PathBuf>,
@@ -241,6 +245,7 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
             o.hidden = args.hidden;
             o.final_model = !args.no_final;
             o.max_folds = args.max_folds;
+            o.f16 = args.f16;
             if o.epochs == 0 || o.batch < 2 {
                 bail!(
                     "--epochs must be at least 1 and --batch at least 2 (batch norm needs two examples)"

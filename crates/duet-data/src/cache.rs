@@ -91,8 +91,10 @@ impl FeatureCache {
         progress: &(dyn Fn(usize, usize) + Sync),
     ) -> Result<(FeatureCache, bool), DataError> {
         let k = key(corpus, config);
-        if let Ok(Some(cache)) = read(path, &k) {
+        if let Ok(Some(mut cache)) = read(path, &k) {
             if policy == OnBadAudio::Skip || cache.bad_audio.skipped.is_empty() {
+                // The report states the policy this run was given, not the cache's.
+                cache.bad_audio.policy = policy;
                 return Ok((cache, true));
             }
         }

@@ -61,6 +61,9 @@ pub struct TrainOptions {
     pub final_model: bool,
     /// Only the first N folds (quick experiments; the report says so).
     pub max_folds: Option<usize>,
+    /// Write model.safetensors with f16 matrices (half the size; probabilities move < 1e-3).
+    #[serde(default)]
+    pub f16: bool,
 }
 
 impl TrainOptions {
@@ -80,6 +83,7 @@ impl TrainOptions {
             hidden: 200,
             final_model: true,
             max_folds: None,
+            f16: false,
         }
     }
 
@@ -787,7 +791,12 @@ pub fn run(
                 format!("duet train {}", env!("CARGO_PKG_VERSION")),
             );
             final_model.config.provenance = Some(prov);
-            let bytes = weights::save(&final_model, Precision::F32)
+            let precision = if options.f16 {
+                Precision::F16
+            } else {
+                Precision::F32
+            };
+            let bytes = weights::save(&final_model, precision)
                 .map_err(|e| DataError::Training(e.to_string()))?;
             weights::write_atomic(&run_dir.model(), &bytes)
                 .map_err(|e| DataError::io(run_dir.model(), e))?;

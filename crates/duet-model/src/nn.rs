@@ -155,6 +155,27 @@ fn project(x: Tensor<3>, w_t: Tensor<2>) -> Tensor<3> {
     x.reshape([b * t, i]).matmul(w_t).reshape([b, t, out])
 }
 
+/// `x [B, T, F]` as T tensors `[B, F]`, split by recursive halving. Why not `chunk(T, 1)`: the
+/// backward of a slice writes into a zero tensor the size of its source, so T slices of one
+/// sequence cost O(T²·B·F) in training (it was most of an epoch); halving costs O(log T·B·T·F).
+pub fn split_steps(x: Tensor<3>) -> Vec<Tensor<2>> {
+    fn rec(x: Tensor<3>, out: &mut Vec<Tensor<2>>) {
+        let [b, t, f] = x.dims();
+        if t == 1 {
+            out.push(x.reshape([b, f]));
+        } else {
+            let half = t / 2;
+            rec(x.clone().narrow(1, 0, half), out);
+            rec(x.narrow(1, half, t - half), out);
+        }
+    }
+    let mut out = Vec::with_capacity(x.dims()[1]);
+    if x.dims()[1] > 0 {
+        rec(x, &mut out);
+    }
+    out
+}
+
 /// One standard LSTM layer, PyTorch layout, gates `i, f, g, o` (docs/weights.md §4.1).
 #[derive(Module, Debug)]
 pub struct LstmLayer {
@@ -226,8 +247,8 @@ impl LstmLayer {
         let mut h = Tensor::<2>::zeros([b, hd], &device);
         let mut c = Tensor::<2>::zeros([b, hd], &device);
         let mut outs = Vec::with_capacity(t);
-        for step in pre.chunk(t, 1) {
-            let z = step.reshape([b, h4]) + h.matmul(w_hh_t.clone());
+        for step in split_steps(pre) {
+            let z = step + h.matmul(w_hh_t.clone());
             let s = sigmoid(z.clone());
             let i = s.clone().narrow(1, 0, hd);
             let f = s.clone().narrow(1, hd, hd);
@@ -687,8 +708,8 @@ impl DsLstmLayer {
         let mut h = Tensor::<2>::zeros([b, hd], &device);
         let mut c = Tensor::<2>::zeros([b, hd], &device);
         let mut outs = Vec::with_capacity(t);
-        for (step, p) in pre.chunk(t, 1).into_iter().enumerate() {
-            let z = p.reshape([b, 6 * hd]) + h.matmul(w_h.clone());
+        for (step, p) in split_steps(pre).into_iter().enumerate() {
+            let z = p + h.matmul(w_h.clone());
             // (1)-(4): sigmoid, then recurrent batch norm.
             let g = sigmoid(z.clone().narrow(1, 0, 4 * hd));
             let g = match &affine {
