@@ -91,12 +91,12 @@ impl FeatureCache {
         progress: &(dyn Fn(usize, usize) + Sync),
     ) -> Result<(FeatureCache, bool), DataError> {
         let k = key(corpus, config);
-        if let Ok(Some(mut cache)) = read(path, &k) {
-            if policy == OnBadAudio::Skip || cache.bad_audio.skipped.is_empty() {
-                // The report states the policy this run was given, not the cache's.
-                cache.bad_audio.policy = policy;
-                return Ok((cache, true));
-            }
+        if let Ok(Some(mut cache)) = read(path, &k)
+            && (policy == OnBadAudio::Skip || cache.bad_audio.skipped.is_empty())
+        {
+            // The report states the policy this run was given, not the cache's.
+            cache.bad_audio.policy = policy;
+            return Ok((cache, true));
         }
         let cache = Self::compute(corpus, config, policy, progress)?;
         write(path, &k, &cache).map_err(|e| DataError::io(path, e))?;

@@ -504,14 +504,14 @@ pub fn run(
     } else {
         None
     };
-    if let Some(c) = &checkpoint {
-        if &c.state.options != options {
-            return Err(DataError::Training(format!(
-                "--resume: the checkpoint in {} was made with different options ({:?}); rerun with the same options",
-                run_dir.checkpoint().display(),
-                c.state.options
-            )));
-        }
+    if let Some(c) = &checkpoint
+        && &c.state.options != options
+    {
+        return Err(DataError::Training(format!(
+            "--resume: the checkpoint in {} was made with different options ({:?}); rerun with the same options",
+            run_dir.checkpoint().display(),
+            c.state.options
+        )));
     }
     // Features: once per corpus and preset, shared by every fold and epoch.
     let feature_config = duet_dsp::FeatureConfig::for_preset(options.preset);

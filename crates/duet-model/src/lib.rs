@@ -6,7 +6,7 @@
 //! - [`model`]: the branches and their fusion (§5-6).
 //! - [`input`]: features -> model input tensors.
 //! - [`weights`]: the safetensors weights file.
-//! - [`predict`]: `Predictor`.
+//! - [`predict`](crate::predict): `Predictor`.
 //! - [`backend`]: WebGPU / wgpu / CPU device choice.
 
 pub mod backend;

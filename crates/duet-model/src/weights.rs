@@ -59,16 +59,16 @@ fn config_from_metadata(meta: &Option<HashMap<String, String>>) -> Result<ModelC
     // Check the version before the rest, so a newer file says "upgrade" rather than "bad field".
     let value: serde_json::Value = serde_json::from_str(json)
         .map_err(|e| ModelError::Metadata(format!("not valid JSON: {e}")))?;
-    if let Some(v) = value.get("format_version").and_then(|v| v.as_u64()) {
-        if v > crate::config::FORMAT_VERSION as u64 {
-            return Err(ModelError::Config {
-                field: "format_version".into(),
-                message: format!(
-                    "the file is format version {v} but this Duet reads up to version {}: upgrade Duet",
-                    crate::config::FORMAT_VERSION
-                ),
-            });
-        }
+    if let Some(v) = value.get("format_version").and_then(|v| v.as_u64())
+        && v > crate::config::FORMAT_VERSION as u64
+    {
+        return Err(ModelError::Config {
+            field: "format_version".into(),
+            message: format!(
+                "the file is format version {v} but this Duet reads up to version {}: upgrade Duet",
+                crate::config::FORMAT_VERSION
+            ),
+        });
     }
     let config: ModelConfig =
         serde_json::from_value(value).map_err(|e| ModelError::Metadata(e.to_string()))?;

@@ -378,7 +378,7 @@ fn machine() -> String {
 }
 
 fn today() -> String {
-    output(&mut cmd("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))
+    output(cmd("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))
         .map(|s| s.trim().to_string())
         .unwrap_or_default()
 }

@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 
 use crate::setup;
-use crate::util::{self, Result, cargo, cmd, root, run};
+use crate::util::{self, Result, cargo, cmd, root};
 
 /// The recipe. Hidden size 64 keeps the file small (the page downloads it) and training within
 /// minutes on a laptop CPU; the paper's 200 units would be 9x the parameters for a synthetic corpus.
@@ -58,23 +58,25 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     setup::ensure_apt_packages()?;
     util::step("build duet and train (release)", || {
-        run(cargo().args(["build", "--release", "-p", "duet-cli", "--bins"]))
+        util::run(cargo().args(["build", "--release", "-p", "duet-cli", "--bins"]))
     })?;
     let bin = root().join("target/release");
     let corpus = work.join("corpus");
     if !corpus.join("manifest.csv").is_file() {
         util::step("render the synthetic corpus", || {
-            run(cmd(bin.join("duet"))
-                .args(["synth-corpus", "--out"])
-                .arg(&corpus)
-                .args([
-                    "--voices",
-                    VOICES,
-                    "--sentences",
-                    SENTENCES,
-                    "--seed",
-                    CORPUS_SEED,
-                ]))
+            util::run(
+                cmd(bin.join("duet"))
+                    .args(["synth-corpus", "--out"])
+                    .arg(&corpus)
+                    .args([
+                        "--voices",
+                        VOICES,
+                        "--sentences",
+                        SENTENCES,
+                        "--seed",
+                        CORPUS_SEED,
+                    ]),
+            )
         })?;
     }
     let run_dir = work.join("run");
@@ -95,12 +97,12 @@ pub fn run(args: &[String]) -> Result<()> {
         if let Some(n) = &folds {
             c.args(["--max-folds", n]);
         }
-        run(&mut c)
+        util::run(&mut c)
     })?;
     let dest = root().join("www/models/demo.safetensors");
     std::fs::copy(run_dir.join("model.safetensors"), &dest)
         .map_err(|e| format!("cannot copy the model to {}: {e}", dest.display()))?;
-    run(cmd(bin.join("duet")).arg("info").arg(&dest))?;
+    util::run(cmd(bin.join("duet")).arg("info").arg(&dest))?;
     println!(
         "demo model written to {} (report: {})",
         dest.display(),

@@ -102,10 +102,10 @@ fn serve_forever(listener: TcpListener, dist: PathBuf, stop: Arc<AtomicBool>, qu
         let Ok(stream) = conn else { continue };
         let dist = dist.clone();
         std::thread::spawn(move || {
-            if let Err(e) = handle(stream, &dist, quiet) {
-                if !quiet {
-                    eprintln!("serve: {e}");
-                }
+            if let Err(e) = handle(stream, &dist, quiet)
+                && !quiet
+            {
+                eprintln!("serve: {e}");
             }
         });
     }

@@ -49,13 +49,12 @@ pub fn locked_wasm_bindgen_version() -> Result<String> {
         .map_err(|e| format!("reading Cargo.lock: {e}"))?;
     let mut lines = lock.lines();
     while let Some(line) = lines.next() {
-        if line.trim() == "name = \"wasm-bindgen\"" {
-            if let Some(v) = lines
+        if line.trim() == "name = \"wasm-bindgen\""
+            && let Some(v) = lines
                 .next()
                 .and_then(|l| l.trim().strip_prefix("version = \""))
-            {
-                return Ok(v.trim_end_matches('"').to_string());
-            }
+        {
+            return Ok(v.trim_end_matches('"').to_string());
         }
     }
     Err("Cargo.lock has no wasm-bindgen package".into())
@@ -75,10 +74,10 @@ pub fn ensure_wasm_target() -> Result<()> {
 
 /// trunk at [`TRUNK_VERSION`]; returns its path.
 pub fn ensure_trunk() -> Result<PathBuf> {
-    if let Some(p) = tool("trunk") {
-        if tool_version(&p).is_some_and(|v| v.ends_with(TRUNK_VERSION)) {
-            return Ok(p);
-        }
+    if let Some(p) = tool("trunk")
+        && tool_version(&p).is_some_and(|v| v.ends_with(TRUNK_VERSION))
+    {
+        return Ok(p);
     }
     println!("installing trunk {TRUNK_VERSION} (cargo install --locked; ~10 min on 2 cores)");
     run(cargo().args(["install", "trunk", "--version", TRUNK_VERSION, "--locked"]))?;
@@ -89,10 +88,10 @@ pub fn ensure_trunk() -> Result<PathBuf> {
 /// wasm-bindgen-cli at the version of the wasm-bindgen crate in Cargo.lock; returns its path.
 pub fn ensure_wasm_bindgen() -> Result<PathBuf> {
     let want = locked_wasm_bindgen_version()?;
-    if let Some(p) = tool("wasm-bindgen") {
-        if tool_version(&p).is_some_and(|v| v.split_whitespace().nth(1) == Some(want.as_str())) {
-            return Ok(p);
-        }
+    if let Some(p) = tool("wasm-bindgen")
+        && tool_version(&p).is_some_and(|v| v.split_whitespace().nth(1) == Some(want.as_str()))
+    {
+        return Ok(p);
     }
     println!(
         "installing wasm-bindgen-cli {want} (must equal the wasm-bindgen crate in Cargo.lock)"

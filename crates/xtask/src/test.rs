@@ -76,7 +76,7 @@ fn node_counts(out: &str) -> (usize, usize) {
                 let l = l.trim().trim_start_matches(['ℹ', '#']).trim();
                 l.strip_prefix(key)?.trim().parse::<usize>().ok()
             })
-            .last()
+            .next_back()
             .unwrap_or(0)
     };
     (grab("pass "), grab("fail "))
