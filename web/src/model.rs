@@ -128,14 +128,20 @@ pub fn describe(bytes: &[u8]) -> Result<ModelInfo, ModelError> {
     let config = duet_model::weights::read_config(bytes)?;
     let st = safetensors::SafeTensors::deserialize(bytes)
         .map_err(|e| ModelError::Format(e.to_string()))?;
-    let mut dtype = String::new();
+    // The storage precision is the dtype holding most bytes: an f16 file keeps its vectors in f32.
+    let mut bytes_by_dtype = std::collections::BTreeMap::<String, usize>::new();
     let mut shapes = Vec::new();
     for (name, view) in st.tensors() {
-        if dtype.is_empty() {
-            dtype = format!("{:?}", view.dtype());
-        }
+        *bytes_by_dtype
+            .entry(format!("{:?}", view.dtype()))
+            .or_default() += view.data().len();
         shapes.push((name, view.shape().to_vec()));
     }
+    let dtype = bytes_by_dtype
+        .into_iter()
+        .max_by_key(|(_, n)| *n)
+        .map(|(d, _)| d)
+        .unwrap_or_default();
     let parameters = duet_model::weights::parameter_counts(
         shapes.iter().map(|(n, s)| (n.as_str(), s.as_slice())),
     )

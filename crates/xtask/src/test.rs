@@ -245,9 +245,10 @@ fn duet_bin() -> PathBuf {
 
 /// Runs `tests/e2e/*.test.mjs` with Node's test runner against the built page served in-process.
 fn e2e(dist: PathBuf) -> Result<(bool, String)> {
-    // The tests compare the page with `duet predict`: make sure the CLI is built (a no-op after
-    // `cargo test`).
-    crate::util::run(cargo().args(["build", "-p", "duet-cli", "--bin", "duet"]))?;
+    // The tests compare the page with `duet predict`: make sure the CLI is built. The same command
+    // as the test step, so a no-op after it (`cargo build -p duet-cli` unifies features differently
+    // and rebuilt the whole burn stack: 10 min of CI).
+    crate::util::run(cargo().args(["test", "--workspace", "--no-run"]))?;
     let server = Server::start(dist.clone())?;
     println!("page served at {}", server.url);
     let chromium = crate::util::which("chromium")
