@@ -87,6 +87,19 @@ impl BatchNorm {
         )
     }
 
+    /// Number of normalised channels.
+    pub fn channels(&self) -> usize {
+        self.weight.dims()[0]
+    }
+
+    /// Inference-mode batch norm of `x + offset` as `x · scale + shift` (per channel), to fold
+    /// into the preceding linear map.
+    pub fn infer_affine(&self, offset: Tensor<1>) -> (Tensor<1>, Tensor<1>) {
+        let scale = self.weight.val() / (self.running_var.value_sync() + self.eps).sqrt();
+        let shift = self.bias.val() - (self.running_mean.value_sync() - offset) * scale.clone();
+        (scale, shift)
+    }
+
     /// `x`: [N, C], normalised per column C (the rows are the batch, and time or space).
     ///
     /// The statistics are computed as matrix products (`1ᵀx / N`, `1ᵀx² / N`) rather than with
@@ -95,7 +108,20 @@ impl BatchNorm {
     /// `offset` is a per-column constant already contained in `x`'s definition but not added to it
     /// (a conv bias before a batch norm): in training it cancels out, in inference it shifts the mean.
     pub fn forward_rows(&self, x: Tensor<2>, mode: Mode, offset: Option<Tensor<1>>) -> Tensor<2> {
-        let [n, c] = x.dims();
+        self.forward_rows_masked(x, mode, offset, None)
+    }
+
+    /// [`Self::forward_rows`] where only some rows are data: `valid` = ([1, N] weights, 1/n on the
+    /// n data rows and 0 elsewhere; n). The statistics come from the data rows only; every row is
+    /// normalised (the others are padding the caller drops).
+    pub fn forward_rows_masked(
+        &self,
+        x: Tensor<2>,
+        mode: Mode,
+        offset: Option<Tensor<1>>,
+        valid: Option<(Tensor<2>, usize)>,
+    ) -> Tensor<2> {
+        let [rows, c] = x.dims();
         let (mean, var) = match mode {
             Mode::Infer => {
                 let mut mean = self.running_mean.value_sync();
@@ -108,7 +134,16 @@ impl BatchNorm {
                 )
             }
             Mode::Train { momentum } => {
-                let (mean, var) = row_stats(&x);
+                let (mean, var, n) = match valid {
+                    Some((w, n)) => {
+                        let (m, v) = weighted_row_stats(&x, w);
+                        (m, v, n)
+                    }
+                    None => {
+                        let (m, v) = row_stats(&x);
+                        (m, v, rows)
+                    }
+                };
                 // PyTorch's convention: the running variance is the unbiased estimate.
                 let unbiased = if n > 1 {
                     n as f64 / (n - 1) as f64
@@ -142,6 +177,12 @@ impl BatchNorm {
 pub fn row_stats(x: &Tensor<2>) -> (Tensor<2>, Tensor<2>) {
     let [n, _] = x.dims();
     let w = Tensor::<2>::ones([1, n], &x.device()).div_scalar(n as f64);
+    weighted_row_stats(x, w)
+}
+
+/// Weighted mean and variance of each column of `x` [N, C] with row weights `w` [1, N] summing
+/// to 1.
+fn weighted_row_stats(x: &Tensor<2>, w: Tensor<2>) -> (Tensor<2>, Tensor<2>) {
     let mean = w.clone().matmul(x.clone());
     let sq = w.matmul(x.clone() * x.clone());
     let var = (sq - mean.clone() * mean.clone()).clamp_min(0.0);
@@ -379,65 +420,111 @@ impl CnnBlock {
 
     /// `image`: [B, 1, F, T] (log mel, frequency x time) -> sequence [B, T', C·F'] (channel-major).
     ///
-    /// Computed channels-last ([B, F, T, C]) with matrix products: the first conv (one input
-    /// channel) as an im2col matmul, the second as a sum of one matmul per kernel offset — the same
-    /// cross-correlation as `conv2d`, but on the fast GEMM path of every backend (burn's CPU conv is a
-    /// direct loop) and with memory that stays bounded at batch 32.
+    /// Computed channels-last ([B, F, T, C]) with matrix products — the same cross-correlation as
+    /// `conv2d`, but on the fast GEMM path of every backend (burn's CPU conv is a direct loop) and
+    /// with memory that stays bounded at batch 32. Each conv output keeps the input's full width
+    /// T: the columns past the valid T' are padding that the batch-norm statistics weigh 0 and the
+    /// pooling never reads (see [`conv_rows`]).
     pub fn forward(&self, image: Tensor<4>, mode: Mode) -> Tensor<3> {
         let [b, _, f, t] = image.dims();
-        let x = image.reshape([b, f, t, 1]);
-        // conv -> BN -> ReLU -> max-pool (paper §3.1). The conv bias is folded into the batch norm
-        // (see `BatchNorm::forward_rows`), and pooling runs before the ReLU (they commute: ReLU is
-        // monotonic) so the ReLU touches a quarter of the values.
-        let a = self.conv_channels_last(x, self.conv0_weight.val());
-        let a = bn_channels_last(&self.bn0, a, mode, self.conv0_bias.val());
-        let a = relu(max_pool_channels_last(a, self.pool));
-        let a = self.conv_channels_last(a, self.conv1_weight.val());
-        let a = bn_channels_last(&self.bn1, a, mode, self.conv1_bias.val());
-        let a = relu(max_pool_channels_last(a, self.pool));
+        let x = pad_channels_last(image.reshape([b, f, t, 1]), self.padding);
+        // conv -> BN -> ReLU -> max-pool (paper §3.1). Pooling runs before the ReLU (they commute:
+        // ReLU is monotonic) so the ReLU touches a quarter of the values.
+        let a = match mode {
+            // Inference: BN is a fixed per-channel affine, folded into the conv's GEMM.
+            Mode::Infer => {
+                let (scale, shift) = self.bn0.infer_affine(self.conv0_bias.val());
+                let w = self.conv0_weight.val() * scale.reshape([self.bn0.channels(), 1, 1, 1]);
+                conv_rows(x, w, Some(shift))
+            }
+            Mode::Train { .. } => {
+                let a = conv_rows(x, self.conv0_weight.val(), None);
+                bn_padded(&self.bn0, a, mode, self.conv0_bias.val())
+            }
+        };
+        let a = relu(max_pool_padded(a, self.pool));
+        let x = pad_channels_last(a, self.padding);
+        let a = conv_rows(x, self.conv1_weight.val(), None);
+        let a = bn_padded(&self.bn1, a, mode, self.conv1_bias.val());
+        let a = relu(max_pool_padded(a, self.pool));
         let [b, f, t, c] = a.dims();
         a.permute([0, 2, 3, 1]).reshape([b, t, c * f])
     }
+}
 
-    /// Cross-correlation of channels-last `x` [B, F, T, Cin] with `w` [Cout, Cin, kf, kt] (PyTorch
-    /// layout), zero padding `self.padding`, stride 1, no bias -> [B, F', T', Cout].
-    fn conv_channels_last(&self, x: Tensor<4>, w: Tensor<4>) -> Tensor<4> {
-        let [cout, cin, kf, kt] = w.dims();
-        let x = pad_channels_last(x, self.padding);
-        let [b, f, t, _] = x.dims();
-        let (fo, to) = (f + 1 - kf, t + 1 - kt);
-        let n = b * fo * to;
-        let shifted = |i: usize, j: usize| x.clone().narrow(1, i, fo).narrow(2, j, to);
-        let out = if cin == 1 {
-            // im2col: [N, kf·kt] patches (small: one channel) times [kf·kt, Cout].
-            let cols: Vec<Tensor<4>> = (0..kf)
-                .flat_map(|i| (0..kt).map(move |j| (i, j)))
-                .map(|(i, j)| shifted(i, j))
-                .collect();
-            let patches = Tensor::cat(cols, 3).reshape([n, kf * kt]);
-            patches.matmul(w.reshape([cout, kf * kt]).transpose())
-        } else {
-            // One [N, Cin] x [Cin, Cout] product per kernel offset, accumulated.
-            let w = w.permute([2, 3, 1, 0]); // [kf, kt, Cin, Cout]
-            let mut acc: Option<Tensor<2>> = None;
-            for i in 0..kf {
-                for j in 0..kt {
-                    let wij = w
-                        .clone()
-                        .narrow(0, i, 1)
-                        .narrow(1, j, 1)
-                        .reshape([cin, cout]);
-                    let p = shifted(i, j).reshape([n, cin]).matmul(wij);
-                    acc = Some(match acc {
-                        Some(a) => a + p,
-                        None => p,
-                    });
-                }
+/// A channels-last conv output [B, F', T, C] whose columns `valid..T` are padding.
+struct Padded {
+    x: Tensor<4>,
+    valid: usize,
+}
+
+/// Cross-correlation of channels-last `x` [B, F, T, Cin] (already zero-padded) with `w` [Cout,
+/// Cin, kf, kt] (PyTorch layout), stride 1, plus an optional per-channel `shift` -> [B, F', T,
+/// Cout] of which the first T' = T - kt + 1 columns are valid.
+///
+/// Seen as [B, F·T, Cin] rows, the input of offset (i, j) for output (f, t) is row (f + i)·T + t + j:
+/// for every output row at once, one contiguous run of rows starting at i·T + j — a strided view
+/// the GEMM reads in place. Copying each shifted window (im2col) instead moved kf·kt times the
+/// input through memory and was 30 % of the forward. The runs span whole rows, so each output
+/// row also gets kt - 1 garbage columns, which stay in place as padding (no copy to drop them).
+fn conv_rows(x: Tensor<4>, w: Tensor<4>, shift: Option<Tensor<1>>) -> Padded {
+    let [cout, cin, kf, kt] = w.dims();
+    let [b, f, t, _] = x.dims();
+    let (fo, to) = (f + 1 - kf, t + 1 - kt);
+    let device = x.device();
+    let out = if cin == 1 {
+        // One input channel: gather the kf·kt runs as rows of a [B, kf·kt, F'·T] patch matrix
+        // (contiguous copies, one input-sized each) and multiply once with a useful depth, instead
+        // of kf·kt rank-1 products. The input is first extended by kt - 1 zeros so that every run
+        // covers all F'·T output positions. A constant row of ones carries `shift`.
+        let rows = x.reshape([b, 1, f * t]);
+        let rows = Tensor::cat(vec![rows, Tensor::zeros([b, 1, kt - 1], &device)], 2);
+        let mut runs: Vec<Tensor<3>> = (0..kf)
+            .flat_map(|i| (0..kt).map(move |j| (i, j)))
+            .map(|(i, j)| rows.clone().narrow(2, i * t + j, fo * t))
+            .collect();
+        let mut w = w.reshape([cout, kf * kt]).transpose();
+        if let Some(s) = shift {
+            runs.push(Tensor::ones([b, 1, fo * t], &device));
+            w = Tensor::cat(vec![w, s.reshape([1, cout])], 0);
+        }
+        let k = runs.len();
+        let patches = Tensor::cat(runs, 1); // [B, K, F'·T]
+        patches
+            .swap_dims(1, 2)
+            .matmul(w.reshape([1, k, cout]))
+            .reshape([b, fo, t, cout])
+    } else {
+        // One [rows, Cin] x [Cin, Cout] product per kernel offset, accumulated. The runs stop at
+        // the last valid output column; the missing kt - 1 rows are appended after (the output is
+        // a fraction of the input's size here).
+        let len = fo * t - (kt - 1);
+        let rows = x.reshape([b, f * t, cin]);
+        let w = w.permute([2, 3, 1, 0]); // [kf, kt, Cin, Cout]
+        let mut acc: Option<Tensor<3>> = None;
+        for i in 0..kf {
+            for j in 0..kt {
+                let wij = w
+                    .clone()
+                    .narrow(0, i, 1)
+                    .narrow(1, j, 1)
+                    .reshape([1, cin, cout]);
+                let p = rows.clone().narrow(1, i * t + j, len).matmul(wij);
+                acc = Some(match acc {
+                    Some(a) => a + p,
+                    None => p,
+                });
             }
-            acc.expect("kernel has at least one offset")
+        }
+        let acc = acc.expect("kernel has at least one offset");
+        let acc = match shift {
+            Some(s) => acc + s.reshape([1, 1, cout]),
+            None => acc,
         };
-        out.reshape([b, fo, to, cout])
-    }
+        Tensor::cat(vec![acc, Tensor::zeros([b, kt - 1, cout], &device)], 1)
+            .reshape([b, fo, t, cout])
+    };
+    Padded { x: out, valid: to }
 }
 
 /// Zero padding of the frequency and time axes of a channels-last tensor.
@@ -459,31 +546,45 @@ fn pad_channels_last(x: Tensor<4>, [pf, pt]: [usize; 2]) -> Tensor<4> {
     x
 }
 
-/// Batch norm over the channel (last) axis of a channels-last tensor whose conv bias is `bias`.
-fn bn_channels_last(bn: &BatchNorm, x: Tensor<4>, mode: Mode, bias: Tensor<1>) -> Tensor<4> {
-    let dims = x.dims();
-    let c = dims[3];
-    bn.forward_rows(
-        x.reshape([dims[0] * dims[1] * dims[2], c]),
-        mode,
-        Some(bias),
-    )
-    .reshape(dims)
+/// Batch norm over the channel (last) axis of a padded conv output whose conv bias is `bias`;
+/// training statistics over the valid columns only.
+fn bn_padded(bn: &BatchNorm, p: Padded, mode: Mode, bias: Tensor<1>) -> Padded {
+    let dims = p.x.dims();
+    let [b, f, t, c] = dims;
+    let valid = if p.valid < t && matches!(mode, Mode::Train { .. }) {
+        let n = b * f * p.valid;
+        let row: Vec<f32> = (0..t)
+            .map(|j| if j < p.valid { 1.0 / n as f32 } else { 0.0 })
+            .collect();
+        let device = p.x.device();
+        let w = Tensor::<2>::from_data(burn::tensor::TensorData::new(row, [1, t]), &device)
+            .repeat_dim(0, b * f)
+            .reshape([1, b * f * t]);
+        Some((w, n))
+    } else {
+        None
+    };
+    let x = bn
+        .forward_rows_masked(p.x.reshape([b * f * t, c]), mode, Some(bias), valid)
+        .reshape(dims);
+    Padded { x, valid: p.valid }
 }
 
-/// Max pooling `k x k` with stride `k` (floor: trailing rows/columns dropped), as the element-wise
-/// maximum of the k² strided views — cheap forward and backward on every backend.
-fn max_pool_channels_last(x: Tensor<4>, k: usize) -> Tensor<4> {
-    let [_, f, t, _] = x.dims();
-    let (fo, to) = (f / k, t / k);
+/// Max pooling `k x k` with stride `k` (floor: trailing rows/columns dropped) over the valid
+/// columns, as the running maximum of the k² strided views. max(a, b) is written a + relu(b - a):
+/// burn's `max_pair` is a comparison plus a masked select, twice as slow on the CPU backend, and
+/// this form has the same gradient (all of it to one input; on ties to the first).
+fn max_pool_padded(p: Padded, k: usize) -> Tensor<4> {
+    let [_, f, _, _] = p.x.dims();
+    let (fo, to) = (f / k, p.valid / k);
     let mut out: Option<Tensor<4>> = None;
     for i in 0..k {
         for j in 0..k {
-            let v = x
-                .clone()
-                .slice(s![.., i..i + k * (fo - 1) + 1;k, j..j + k * (to - 1) + 1;k, ..]);
+            let v =
+                p.x.clone()
+                    .slice(s![.., i..i + k * (fo - 1) + 1;k, j..j + k * (to - 1) + 1;k, ..]);
             out = Some(match out {
-                Some(o) => o.max_pair(v),
+                Some(o) => o.clone() + relu(v - o),
                 None => v,
             });
         }
@@ -824,5 +925,90 @@ impl Head {
     pub fn forward(&self, p: Tensor<2>) -> Tensor<2> {
         let c = self.bias.dims()[0];
         p.matmul(self.weight.val().transpose()) + self.bias.val().reshape([1, c])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ModelConfig, ModelKind};
+    use burn::tensor::Distribution;
+    use burn::tensor::module::{conv2d, max_pool2d};
+    use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
+    use duet_dsp::Preset;
+
+    /// conv -> BN -> max-pool -> ReLU, twice, with burn's own `conv2d` and `max_pool2d` in NCHW
+    /// layout: an independent path to [`CnnBlock::forward`]. Train mode normalises with the
+    /// batch's biased statistics and returns each BN's batch mean and variance.
+    fn reference(cnn: &CnnBlock, image: Tensor<4>, train: bool) -> (Tensor<3>, Vec<Tensor<1>>) {
+        let opts = ConvOptions::new([1, 1], cnn.padding, [1, 1], 1);
+        let mut stats = Vec::new();
+        let mut bn = |x: Tensor<4>, bn: &BatchNorm| {
+            let c = bn.channels();
+            let (mean, var) = if train {
+                let rows = x.clone().permute([0, 2, 3, 1]).reshape([-1, c as i32]);
+                let mean = rows.clone().mean_dim(0);
+                let var = (rows - mean.clone()).powi_scalar(2).mean_dim(0);
+                stats.push(mean.clone().reshape([c]));
+                stats.push(var.clone().reshape([c]));
+                (mean.reshape([c]), var.reshape([c]))
+            } else {
+                (bn.running_mean.value_sync(), bn.running_var.value_sync())
+            };
+            let scale = bn.weight.val() / (var + bn.eps).sqrt();
+            let shift = bn.bias.val() - mean * scale.clone();
+            x * scale.reshape([1, c, 1, 1]) + shift.reshape([1, c, 1, 1])
+        };
+        let pool = MaxPoolOptions::new([cnn.pool, cnn.pool]);
+        let y = conv2d(
+            image,
+            cnn.conv0_weight.val(),
+            Some(cnn.conv0_bias.val()),
+            opts.clone(),
+        );
+        let y = relu(max_pool2d(bn(y, &cnn.bn0), pool.clone()));
+        let y = conv2d(y, cnn.conv1_weight.val(), Some(cnn.conv1_bias.val()), opts);
+        let y = relu(max_pool2d(bn(y, &cnn.bn1), pool));
+        let [b, c, f, t] = y.dims();
+        (y.permute([0, 3, 1, 2]).reshape([b, t, c * f]), stats)
+    }
+
+    fn max_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
+        assert_eq!(a.dims(), b.dims());
+        (a - b).abs().max().into_scalar()
+    }
+
+    #[test]
+    fn cnn_block_matches_burn_conv2d_and_max_pool2d_in_both_modes() {
+        let device = crate::backend::cpu_device();
+        for preset in [Preset::Paper, Preset::Authors] {
+            let config = ModelConfig::new(ModelKind::Base2, preset);
+            let model = crate::weights::init(config, 3, &device).unwrap();
+            let cnn = model.narrow.unwrap().cnn;
+            // Odd sizes: the pooling floors, and the conv's padding columns (see `conv_rows`)
+            // must not reach the output or the training statistics.
+            let image =
+                Tensor::<4>::random([3, 1, 21, 27], Distribution::Normal(-40.0, 12.0), &device);
+
+            let (want, _) = reference(&cnn, image.clone(), false);
+            let got = cnn.forward(image.clone(), Mode::Infer);
+            assert!(max_diff(got, want) < 1e-4, "{preset:?} inference");
+
+            let (want, stats) = reference(&cnn, image.clone(), true);
+            let got = cnn.forward(image, Mode::Train { momentum: 1.0 });
+            assert!(max_diff(got, want) < 1e-4, "{preset:?} training");
+            // Momentum 1: the running statistics are the batch's (variance unbiased).
+            for (k, bn) in [&cnn.bn0, &cnn.bn1].into_iter().enumerate() {
+                let m = max_diff(bn.running_mean.value_sync(), stats[2 * k].clone());
+                assert!(m < 1e-3, "{preset:?} bn{k} running mean off by {m}");
+                let v = bn.running_var.value_sync() / stats[2 * k + 1].clone();
+                let n = v.clone().min().into_scalar::<f32>();
+                let x = v.max().into_scalar::<f32>();
+                assert!(
+                    n > 1.0 && x < 1.1,
+                    "{preset:?} bn{k} unbiased/biased var in {n}..{x}"
+                );
+            }
+        }
     }
 }
