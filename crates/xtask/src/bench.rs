@@ -315,11 +315,17 @@ fn bench_web(rows: &mut Vec<Row>) -> Result<()> {
     for (backend, label) in [("cpu", "CPU fallback"), ("webgpu", "WebGPU")] {
         let d = &v["drop_to_probs_s"][backend];
         let med = d["median"].as_f64().unwrap_or(f64::NAN);
+        let runs: Vec<f64> = d["runs"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|x| x.as_f64()).collect())
+            .unwrap_or_default();
+        let min = runs.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = runs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         rows.push(Row {
             figure: format!(
                 "page: drop-to-probabilities, {audio:.0} s WAV, {label} (headless Chromium)"
             ),
-            duet: ms(med),
+            duet: format!("{} ({}–{}, n={})", ms(med), ms(min), ms(max), runs.len()),
             peer: "real time".into(),
             ratio: format!(
                 "{:.1}x real time{}",
