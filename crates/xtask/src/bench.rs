@@ -446,7 +446,8 @@ pub fn run(args: &[String]) -> Result<()> {
         ));
     }
     let gpu_note = "GPU rows (native wgpu): no GPU here — this machine has none; the page's WebGPU row runs on \
-                    Chromium's software adapter (SwiftShader).";
+                    Chromium's software adapter (SwiftShader).\n\nWhere a figure misses its goal, and why: \
+                    [performance.md](performance.md).";
     println!("\n{table}\n{gpu_note}");
     let doc = format!(
         "# Benchmarks\n\nMeasured by `cargo xtask bench {what}` on {}, {}.\n\nEvery figure is the median of at \
