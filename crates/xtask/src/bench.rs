@@ -31,20 +31,20 @@ fn f(v: &serde_json::Value, k: &str) -> f64 {
     v[k].as_f64().unwrap_or(f64::NAN)
 }
 
+/// `median (min–max, n=N)` of a benchmark's JSON result (`median_s`, `runs_s`).
 fn spread(v: &serde_json::Value) -> String {
-    let runs: Vec<f64> = v["runs_s"]
+    spread_of(f(v, "median_s"), &v["runs_s"])
+}
+
+/// `median (min–max, n=N)` with the runs (seconds) from a JSON array.
+fn spread_of(median: f64, runs: &serde_json::Value) -> String {
+    let runs: Vec<f64> = runs
         .as_array()
         .map(|a| a.iter().filter_map(|x| x.as_f64()).collect())
         .unwrap_or_default();
     let min = runs.iter().copied().fold(f64::INFINITY, f64::min);
     let max = runs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    format!(
-        "{} ({}–{}, n={})",
-        ms(f(v, "median_s")),
-        ms(min),
-        ms(max),
-        runs.len()
-    )
+    format!("{} ({}–{}, n={})", ms(median), ms(min), ms(max), runs.len())
 }
 
 fn ms(s: f64) -> String {
@@ -315,17 +315,11 @@ fn bench_web(rows: &mut Vec<Row>) -> Result<()> {
     for (backend, label) in [("cpu", "CPU fallback"), ("webgpu", "WebGPU")] {
         let d = &v["drop_to_probs_s"][backend];
         let med = d["median"].as_f64().unwrap_or(f64::NAN);
-        let runs: Vec<f64> = d["runs"]
-            .as_array()
-            .map(|a| a.iter().filter_map(|x| x.as_f64()).collect())
-            .unwrap_or_default();
-        let min = runs.iter().copied().fold(f64::INFINITY, f64::min);
-        let max = runs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         rows.push(Row {
             figure: format!(
                 "page: drop-to-probabilities, {audio:.0} s WAV, {label} (headless Chromium)"
             ),
-            duet: format!("{} ({}–{}, n={})", ms(med), ms(min), ms(max), runs.len()),
+            duet: spread_of(med, &d["runs"]),
             peer: "real time".into(),
             ratio: format!(
                 "{:.1}x real time{}",
