@@ -55,7 +55,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             Ok(r) => r,
             Err(e) => {
                 failures += 1;
-                eprintln!("error: {}: {e:#}", file.display());
+                eprintln!("error: {}: {}", file.display(), crate::error_chain(&e));
                 continue;
             }
         };
