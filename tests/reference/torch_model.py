@@ -381,11 +381,16 @@ def bench(model, config, shapes, args, train):
     gen = torch.Generator().manual_seed(0)
     dtype = next(model.parameters()).dtype
     inp = random_inputs(model, config, shapes, args.batch, args.seconds, dtype, gen)
+    dev = torch.device(args.device)
+    model = model.to(dev)
+    inp = {k: v.to(dev) for k, v in inp.items()}
+    # CUDA runs asynchronously: a step is timed only once its kernels have finished.
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     if train:
         model.train()
         lr = 1e-4 if config.get("preset") == "paper" else 1e-3
         opt = torch.optim.Adam(model.parameters(), lr=lr)
-        labels = torch.randint(0, len(config["classes"]), (args.batch,), generator=gen)
+        labels = torch.randint(0, len(config["classes"]), (args.batch,), generator=gen).to(dev)
 
         def step():
             opt.zero_grad(set_to_none=True)
@@ -401,17 +406,21 @@ def bench(model, config, shapes, args, train):
                 return model.fuse(model(**inp))
     for _ in range(args.warmup):
         step()
+    sync()
     runs = []
     for _ in range(args.runs):
         t0 = time.perf_counter()
         step()
+        sync()
         runs.append(time.perf_counter() - t0)
     return {
         "mode": "train" if train else "forward",
         "kind": config["kind"], "preset": config.get("preset"),
         "batch": args.batch, "seconds": args.seconds, "threads": torch.get_num_threads(),
         "median_s": statistics.median(runs), "runs_s": runs, "peak_rss_mb": peak_rss_mb(),
-        "torch": torch.__version__, "malloc_tuned": args.malloc_tuned,
+        "torch": torch.__version__, "malloc_tuned": args.malloc_tuned, "device": str(dev),
+        **({"gpu": torch.cuda.get_device_name(dev),
+            "gpu_peak_mb": torch.cuda.max_memory_allocated(dev) / 2**20} if dev.type == "cuda" else {}),
     }
 
 
@@ -429,6 +438,7 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--seconds", type=float, default=4.0)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--device", default="cpu", help="benches: torch device, e.g. cpu or cuda")
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--no-malloc-tune", action="store_true",

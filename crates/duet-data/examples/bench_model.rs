@@ -1,5 +1,5 @@
-//! Times the model on the native CPU backend: forward at batch N, or a training step (forward +
-//! backward + Adam) — the Duet side of `cargo xtask bench model|train`, the same shapes as
+//! Times the model on a native backend (CPU by default, `--backend wgpu` for a GPU): forward at
+//! batch N, or a training step (forward + backward + Adam) — the Duet side of `cargo xtask bench model|train`, the same shapes as
 //! `tests/reference/torch_model.py --bench-forward|--bench-train`.
 //!
 //! cargo run --release -p duet-data --example bench_model -- --mode forward --batch 1 --seconds 4
@@ -51,7 +51,20 @@ fn main() {
         .parse()
         .expect("preset");
     let config = ModelConfig::new(kind, preset);
-    let device = duet_model::backend::cpu_device();
+    let backend: String = arg(&args, "--backend", "cpu".to_string());
+    let (device, info) = match backend.as_str() {
+        "cpu" => duet_model::backend::init_native(false),
+        "wgpu" => duet_model::backend::init_native(true),
+        other => panic!("--backend cpu|wgpu, not {other}"),
+    };
+    if backend == "wgpu" && info.kind != "wgpu" {
+        // A GPU figure measured on the CPU would be a wrong figure: refuse instead.
+        eprintln!(
+            "no GPU: {}",
+            info.fallback_reason.as_deref().unwrap_or("unknown")
+        );
+        std::process::exit(2);
+    }
 
     // Random inputs of the shapes an S-second utterance gives.
     let mut rng = SplitMix64::new(1);
@@ -147,7 +160,7 @@ fn main() {
     println!(
         "{}",
         serde_json::json!({
-            "impl": "duet (burn flex, CPU)",
+            "impl": format!("duet (burn, {})", info.adapter),
             "mode": mode, "kind": kind.name(), "preset": preset.name(), "batch": batch, "seconds": seconds,
             "median_s": median, "runs_s": times, "peak_rss_mb": peak_rss_mb(),
         })

@@ -439,8 +439,10 @@ pub fn run(args: &[String]) -> Result<()> {
             r.figure, r.duet, r.peer, r.ratio
         ));
     }
-    let gpu_note = "GPU rows (native wgpu): no GPU here — this machine has none; the page's WebGPU row runs on \
-                    Chromium's software adapter (SwiftShader).\n\nWhere a figure misses its goal, and why: \
+    let gpu_note = "GPU rows (native wgpu): this machine has no GPU; the page's WebGPU row runs on Chromium's \
+                    software adapter (SwiftShader). Figures on an NVIDIA H100 beside PyTorch CUDA, and the \
+                    wgpu-vs-CPU agreement of every model, are in [gpu.md](gpu.md) \
+                    (`tests/reference/gpu_check.sh`).\n\nWhere a figure misses its goal, and why: \
                     [performance.md](performance.md).";
     println!("\n{table}\n{gpu_note}");
     let doc = format!(
