@@ -167,7 +167,9 @@ function onBackendChange(msg) {
   if (msg.warmupMs !== undefined) $("warmup").textContent = `${Math.round(msg.warmupMs)} ms`;
   const text = msg.restarted
     ? `The engine stopped unexpectedly and was restarted on the ${backendLabel(msg.backend)}.`
-    : `The GPU device was lost (${msg.reason}). Duet moved to the CPU and carries on.`;
+    : msg.why === "non-finite"
+      ? `WebGPU computed ${msg.reason} on this device; Duet analysed the input again on the CPU and stays there.`
+      : `The GPU device was lost (${msg.reason}). Duet moved to the CPU and carries on.`;
   showNotice(text);
   announce(text);
 }
@@ -417,6 +419,8 @@ function explain(name, err) {
       return `${name}: the audio cannot be analysed — ${err.message}.`;
     case "undecodable":
       return `${name}: ${err.message}`;
+    case "non-finite":
+      return `${name}: no result — ${err.message}. The model's numbers overflow on this input.`;
     default:
       return `${name}: analysis failed — ${err.message}.`;
   }

@@ -82,14 +82,16 @@ async function start({ preferGpu, modelBytes: custom }) {
   };
 }
 
-// After a GPU loss: the same wasm instance moves to the CPU backend and reloads the model.
-async function moveToCpu(reason) {
+// After a GPU loss, or a GPU result that was not finite: the same wasm instance moves to the CPU
+// backend for the rest of the session and reloads the model. `why`: "lost" or "non-finite".
+async function moveToCpu(reason, why = "lost") {
   gpu.device = null;
   gpu.lost = null;
   backend = await duet.initBackend(false);
-  backend.fallbackReason = `the GPU device was lost (${reason})`;
+  backend.fallbackReason =
+    why === "lost" ? `the GPU device was lost (${reason})` : `WebGPU computed ${reason}`;
   const { info, warmupMs } = await loadModel(modelBytes);
-  self.postMessage({ type: "backend", backend, model: info, warmupMs, reason });
+  self.postMessage({ type: "backend", backend, model: info, warmupMs, reason, why });
 }
 
 function reportMoveFailure(err) {
@@ -127,6 +129,12 @@ async function handle(type, payload) {
     await new Promise((r) => setTimeout(r, 0));
     if (type !== "init" && lostBefore()) {
       await moveToCpu(gpu.lost);
+      return run(payload);
+    }
+    // A non-finite result from the GPU is never shown: the same input again on the CPU, which
+    // then stays the backend (a second failure there is the model's, reported as an error).
+    if (err && err.kind === "non-finite" && backend && backend.kind === "webgpu") {
+      await moveToCpu("non-finite probabilities (NaN or ±inf)", "non-finite");
       return run(payload);
     }
     throw err;

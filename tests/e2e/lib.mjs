@@ -81,13 +81,17 @@ export async function openReady(page, query = "") {
 }
 
 // ------------------------------------------------------------------------------------------------
-// Fixtures, made fresh for each run from the project's own tools (nothing large is committed):
-// speech from `duet synth-corpus`, converted by sox to other rates, channel counts and sample
+// Fixtures, made fresh for each run from the project's own tools (nothing large is committed
+// but three real recordings): speech from `duet synth-corpus`, converted by sox to other rates, channel counts and sample
 // formats so that the page's decoder and resampler (duet-dsp in wasm) are exercised.
 
 import { execFileSync } from "node:child_process";
 
 export const DEMO_MODEL = path.join(ROOT, "www/models/demo.safetensors");
+/** Real recordings (RAVDESS, CC BY-NC-SA 4.0: tests/fixtures/ravdess/README.md). */
+export const REAL_SPEECH = ["03-01-05-01-01-01-01.wav", "03-01-04-01-02-01-08.wav", "03-01-03-02-01-01-13.wav"].map(
+  (f) => path.join(ROOT, "tests/fixtures/ravdess", f),
+);
 let cached = null;
 
 function sox(...args) {
@@ -126,9 +130,17 @@ export function fixtures() {
   execFileSync(DUET_BIN, ["init-model", "--kind", "base1", "--preset", "authors", "--seed", "5", "--out", f("my-base1.safetensors")], {
     stdio: ["ignore", "ignore", "pipe"],
   });
+  // A test-only model whose forward overflows on every backend: LSTM biases of 3e38 saturate every
+  // gate (h -> 1), head weights of 3e38 then sum to +inf in every logit: the softmax is NaN.
+  fs.writeFileSync(
+    f("overflow.safetensors"),
+    withTensorsFilled(fs.readFileSync(f("my-base1.safetensors")), /^mfcc\.(lstm\.l\d+\.bias_(ih|hh)|head\.weight)$/, 3e38),
+  );
   cached = {
     dir,
+    overflowModel: f("overflow.safetensors"),
     drop: [f("happy-16k-mono.wav"), f("sad-44k-stereo.wav"), f("angry-48k-24bit.wav")],
+    real: REAL_SPEECH,
     flac: f("happy.flac"),
     long: f("long-12s.wav"),
     mic: f("mic.wav"),
@@ -139,6 +151,22 @@ export function fixtures() {
     customModel: f("my-base1.safetensors"),
   };
   return cached;
+}
+
+/** A copy of safetensors `bytes` with every F32 tensor whose name matches `pattern` set to `value`. */
+function withTensorsFilled(bytes, pattern, value) {
+  const out = Buffer.from(bytes);
+  const headerLen = Number(out.readBigUInt64LE(0));
+  const header = JSON.parse(out.subarray(8, 8 + headerLen).toString("utf8"));
+  const names = Object.keys(header).filter((n) => pattern.test(n));
+  if (names.length === 0) throw new Error(`no tensor matches ${pattern}`);
+  for (const name of names) {
+    const t = header[name];
+    if (t.dtype !== "F32") throw new Error(`${name}: ${t.dtype}, not F32`);
+    const [a, b] = t.data_offsets;
+    for (let o = 8 + headerLen + a; o < 8 + headerLen + b; o += 4) out.writeFloatLE(value, o);
+  }
+  return out;
 }
 
 /** `duet predict --json` on `files`: {basename: {probabilities, label, duration_s}}. */

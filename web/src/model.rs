@@ -102,7 +102,8 @@ pub enum AnalysisError {
 }
 
 impl AnalysisError {
-    /// `audio`, `too-short`, `model` or `backend`: the page words its message by this.
+    /// `audio`, `too-short`, `model`, `backend` or `non-finite` (the backend computed NaN or ±inf:
+    /// the worker retries on the CPU): the page words its message by this.
     pub fn kind(&self) -> &'static str {
         match self {
             AnalysisError::Audio(DspError::TooShort { .. }) => "too-short",
@@ -110,6 +111,7 @@ impl AnalysisError {
             AnalysisError::Model(ModelError::Dsp(DspError::TooShort { .. })) => "too-short",
             AnalysisError::Model(ModelError::Dsp(_) | ModelError::Input(_)) => "audio",
             AnalysisError::Model(ModelError::Backend(_)) => "backend",
+            AnalysisError::Model(ModelError::NonFinite { .. }) => "non-finite",
             AnalysisError::Model(_) => "model",
         }
     }

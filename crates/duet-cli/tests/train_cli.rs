@@ -59,10 +59,10 @@ fn report(dir: &Path) -> serde_json::Value {
         .expect("valid JSON")
 }
 
-/// The check: `dual` under leave-one-session-out on >= 400 synthetic utterances (two of its
-/// five folds), on the CPU,
-/// within a CI-sized budget, reaches a UA well above chance (25 %) on held-out voices, and its model
-/// loads in `duet predict`.
+/// `dual` under leave-one-session-out on 400 synthetic utterances reaches a UA well above chance
+/// (25 %) on voices it never heard. One fold and no final model: that proves learning on held-out
+/// voices within a CI budget (an epoch over the fold's 240 training utterances takes ~45 s on a CI
+/// core); the final model and what reads it are checked on the small run below.
 #[test]
 fn dual_loso_learns_on_held_out_voices() {
     let tmp = tempfile::tempdir().unwrap();
@@ -87,10 +87,9 @@ fn dual_loso_learns_on_held_out_voices() {
             "4e-3",
             "--hidden",
             "64",
-            // Two of the five voice-group folds keep this inside a CI budget (an epoch over 240
-            // utterances takes ~45 s on one CI core); each fold's test voices are still unseen.
             "--max-folds",
-            "2",
+            "1",
+            "--no-final",
             "--backend",
             "cpu",
             "--quiet",
@@ -101,46 +100,27 @@ fn dual_loso_learns_on_held_out_voices() {
     let ua = r["summary"]["ua"]["mean"].as_f64().unwrap();
     let wa = r["summary"]["wa"]["mean"].as_f64().unwrap();
     println!(
-        "dual / loso / 400 synthetic utterances: WA {:.1} %, UA {:.1} % (chance 25 %), {:.0} s",
+        "dual / loso fold 1 / 400 synthetic utterances: WA {:.1} %, UA {:.1} % (chance 25 %), {:.0} s",
         100.0 * wa,
         100.0 * ua,
         t.elapsed().as_secs_f64()
     );
-    assert_eq!(r["folds"].as_array().unwrap().len(), 2);
+    assert_eq!(r["folds"].as_array().unwrap().len(), 1);
     // Measured: 57.5 % on the first fold after 4 epochs (chance: 25 %).
     assert!(ua > 0.40, "UA {ua} is not well above chance");
-    for f in r["folds"].as_array().unwrap() {
-        assert!(f["selected_on"].as_str().unwrap().starts_with("validation"));
-    }
-    // The exported model carries its provenance and loads in `duet predict`.
-    let model = out.join("model.safetensors");
-    let info = ok(Command::new(DUET).args(["info", "--json"]).arg(&model));
-    assert!(info.contains("cv_ua_mean"), "{info}");
-    let wav = manifest.parent().unwrap().join(
-        std::fs::read_to_string(&manifest)
+    assert!(
+        r["folds"][0]["selected_on"]
+            .as_str()
             .unwrap()
-            .lines()
-            .nth(1)
-            .unwrap()
-            .split(',')
-            .nth(1)
-            .unwrap(),
+            .starts_with("validation")
     );
-    let p = ok(Command::new(DUET)
-        .args(["predict", "--json", "--model"])
-        .arg(&model)
-        .arg(&wav));
-    assert!(p.contains("\"probabilities\""));
-    // `duet eval` on one session reproduces the metric machinery on a trained model.
-    let e = ok(Command::new(DUET)
-        .args(["eval", "--json", "--model"])
-        .arg(&model)
-        .args(["--corpus", &manifest_spec(&manifest), "--sessions", "Ses01"]));
-    let e: serde_json::Value = serde_json::from_str(&e).unwrap();
-    assert_eq!(e["metrics"]["n"], 80);
     for f in ["report.md", "confusion.svg", "curves.svg"] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
+    assert!(
+        !out.join("model.safetensors").exists(),
+        "--no-final writes no model"
+    );
 }
 
 /// Ctrl-C (here: the stop flag raised after N batches) writes a checkpoint; `--resume` continues;
@@ -214,6 +194,33 @@ fn interrupted_and_resumed_run_ends_with_the_same_weights() {
         ra["folds"][0]["history"][1]["train_loss"],
         rb["folds"][0]["history"][1]["train_loss"]
     );
+
+    // The final model carries its provenance and loads in `duet info`, `duet predict` and
+    // `duet eval` (one session: the metric machinery on a trained model).
+    let model = a.join("model.safetensors");
+    let info = ok(Command::new(DUET).args(["info", "--json"]).arg(&model));
+    assert!(info.contains("cv_ua_mean"), "{info}");
+    let wav = manifest.parent().unwrap().join(
+        std::fs::read_to_string(&manifest)
+            .unwrap()
+            .lines()
+            .nth(1)
+            .unwrap()
+            .split(',')
+            .nth(1)
+            .unwrap(),
+    );
+    let p = ok(Command::new(DUET)
+        .args(["predict", "--json", "--model"])
+        .arg(&model)
+        .arg(&wav));
+    assert!(p.contains("\"probabilities\""));
+    let e = ok(Command::new(DUET)
+        .args(["eval", "--json", "--model"])
+        .arg(&model)
+        .args(["--corpus", &manifest_spec(&manifest), "--sessions", "Ses01"]));
+    let e: serde_json::Value = serde_json::from_str(&e).unwrap();
+    assert_eq!(e["metrics"]["n"], 24);
 }
 
 #[test]

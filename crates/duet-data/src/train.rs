@@ -343,13 +343,19 @@ pub fn predict_indices(
         }
         let input = ModelInput::batch(&refs, &model.config, device);
         let logits = model.forward(&input, Mode::Infer).logits;
-        let pred = logits
-            .argmax(1)
+        let classes = logits.dims()[1];
+        let data = logits
             .into_data()
-            .convert::<i64>()
-            .try_to_vec::<i64>()
+            .try_to_vec::<f32>()
             .map_err(|e| DataError::Training(format!("reading predictions: {e:?}")))?;
-        out.extend(pred.into_iter().map(|p| p as usize));
+        duet_model::predict::check_finite(&data, classes, "logit", device)
+            .map_err(|e| DataError::Training(e.to_string()))?;
+        out.extend(data.chunks(classes).map(|row| {
+            // The first of equal maxima, as burn's argmax.
+            row.iter()
+                .enumerate()
+                .fold(0, |best, (k, v)| if *v > row[best] { k } else { best })
+        }));
     }
     Ok(out)
 }

@@ -19,6 +19,18 @@ pub fn cpu_device() -> Device {
     Device::flex()
 }
 
+/// The kind of backend `device` runs on, as [`BackendInfo::kind`] names it: `"cpu"`, `"webgpu"`
+/// (a browser's GPU) or `"wgpu"` (a native GPU). An autodiff device answers for the one it wraps.
+pub fn kind_of(device: &Device) -> &'static str {
+    if device.clone().without_autodiff() == cpu_device() {
+        "cpu"
+    } else if cfg!(target_family = "wasm") {
+        "webgpu"
+    } else {
+        "wgpu"
+    }
+}
+
 fn cpu_info(fallback_reason: Option<String>) -> BackendInfo {
     BackendInfo {
         kind: "cpu".into(),
@@ -84,9 +96,33 @@ pub fn smoke_matmul(device: &Device) -> Tensor<1> {
 /// Exact value of [`smoke_matmul`].
 pub const SMOKE_MATMUL_EXPECTED: f32 = 480.0;
 
+/// The backends this machine can run, for tests: the CPU, and a GPU through wgpu when there is an
+/// adapter (a real GPU, or a software Vulkan driver such as Mesa's lavapipe).
+#[cfg(not(target_family = "wasm"))]
+pub fn available_devices() -> Vec<Device> {
+    let mut devices = vec![cpu_device()];
+    let (gpu, info) = init_native(true);
+    match info.fallback_reason {
+        None => {
+            println!("backends: cpu, wgpu on {}", info.adapter);
+            devices.push(gpu);
+        }
+        Some(why) => println!("backends: cpu only ({why})"),
+    }
+    devices
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kind_of_names_the_backend() {
+        assert_eq!(kind_of(&cpu_device()), "cpu");
+        for d in available_devices().iter().skip(1) {
+            assert_eq!(kind_of(d), "wgpu");
+        }
+    }
 
     #[test]
     fn smoke_matmul_on_cpu() {

@@ -37,4 +37,18 @@ pub enum ModelError {
     /// A backend failed to return data.
     #[error("backend: {0}")]
     Backend(String),
+    /// The forward produced NaN or ±∞ (a backend's arithmetic, or weights that overflow): never
+    /// shown as a result.
+    #[error(
+        "the {backend} backend computed a non-finite {what} (NaN or ±inf) for input {index} of the \
+         batch; the result is withheld"
+    )]
+    NonFinite {
+        /// `cpu`, `wgpu` or `webgpu` ([`crate::backend::kind_of`]).
+        backend: &'static str,
+        /// Which output: `output` (a Predictor's probabilities and logits) or `logit`.
+        what: &'static str,
+        /// The batch row.
+        index: usize,
+    },
 }

@@ -18,6 +18,21 @@ pub enum Mode {
     Train { momentum: f64 },
 }
 
+/// Where f32's `tanh` is already ±1: for |x| ≥ 9.02, 1 − tanh|x| ≈ 2e^(−2|x|) is below half an
+/// ulp of 1 (2^−25), so the rounded result is exactly ±1.
+pub const TANH_SATURATION: f64 = 10.0;
+
+/// `tanh`, finite for every finite input on every backend (docs/weights.md §4.5).
+///
+/// Why: burn's wgpu backend emits the shader language's `tanh`, which browsers' WebGPU
+/// implementations may evaluate as (e^2x − 1)/(e^2x + 1); on Chromium's SwiftShader adapter it
+/// is NaN for |x| > 88.7, where e^2x overflows (docs/weights.md §4.5). Trained weights drive the
+/// cell states on real speech past that. Clamping to [`TANH_SATURATION`] first changes no
+/// correctly rounded f32 result (and no gradient: 1 − tanh² is 0 there too).
+pub fn tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    x.clamp(-TANH_SATURATION, TANH_SATURATION).tanh()
+}
+
 fn param<const D: usize>(t: Tensor<D>) -> Param<Tensor<D>> {
     Param::from_tensor(t)
 }
@@ -284,9 +299,9 @@ impl LstmLayer {
             let i = s.clone().narrow(1, 0, hd);
             let f = s.clone().narrow(1, hd, hd);
             let o = s.narrow(1, 3 * hd, hd);
-            let g = z.narrow(1, 2 * hd, hd).tanh();
+            let g = tanh(z.narrow(1, 2 * hd, hd));
             c = f * c + i * g;
-            h = o * c.clone().tanh();
+            h = o * tanh(c.clone());
             outs.push(h.clone());
         }
         Tensor::stack(outs, 1)
@@ -829,11 +844,11 @@ impl DsLstmLayer {
             let i_f = g.clone().narrow(1, 2 * hd, hd);
             let o = g.narrow(1, 3 * hd, hd);
             // (5), (6): candidates from [x, h] and [y, h].
-            let ct = z.clone().narrow(1, 4 * hd, hd).tanh();
-            let cf = z.narrow(1, 5 * hd, hd).tanh();
+            let ct = tanh(z.clone().narrow(1, 4 * hd, hd));
+            let cf = tanh(z.narrow(1, 5 * hd, hd));
             // (7), (8).
             c = f * c + i_t * ct + i_f * cf;
-            h = o * c.clone().tanh();
+            h = o * tanh(c.clone());
             outs.push(h.clone());
         }
         if let Mode::Train { momentum } = mode {
@@ -967,6 +982,34 @@ mod tests {
     fn max_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
         assert_eq!(a.dims(), b.dims());
         (a - b).abs().max().into_scalar()
+    }
+
+    /// On every backend here (CPU; wgpu where an adapter exists), [`tanh`] is finite and within
+    /// 1e-6 of f64's tanh at the extremes, and on the CPU bit for bit the plain f32 tanh.
+    #[test]
+    fn tanh_is_finite_and_exact_on_extreme_inputs() {
+        let xs: [f32; 18] = [
+            0.0, 1e-40, -1e-40, 1e-7, 0.5, -3.0, 9.5, 10.0, -10.0, 11.0, 88.0, 89.0, 100.0, -100.0,
+            1e4, -1e4, 3e38, -3e38,
+        ];
+        for device in crate::backend::available_devices() {
+            let backend = crate::backend::kind_of(&device);
+            let y: Vec<f32> = tanh(Tensor::<1>::from_floats(xs, &device))
+                .into_data()
+                .try_to_vec()
+                .unwrap();
+            for (x, y) in xs.iter().zip(&y) {
+                assert!(y.is_finite(), "{backend}: tanh({x}) = {y}");
+                let want = (*x as f64).tanh();
+                assert!(
+                    (*y as f64 - want).abs() <= 1e-6,
+                    "{backend}: tanh({x}) = {y}, not {want}"
+                );
+                if backend == "cpu" {
+                    assert_eq!(y.to_bits(), x.tanh().to_bits(), "cpu: tanh({x})");
+                }
+            }
+        }
     }
 
     #[test]

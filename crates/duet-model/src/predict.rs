@@ -26,6 +26,25 @@ pub struct Prediction {
     pub label: String,
 }
 
+/// The one check of a forward's output before anyone sees it (the page, `duet predict`, `duet eval`
+/// and `train`'s evaluation): every value of `data` (rows of `row_len`) must be finite, else a
+/// [`ModelError::NonFinite`] naming the backend and the row.
+pub fn check_finite(
+    data: &[f32],
+    row_len: usize,
+    what: &'static str,
+    device: &Device,
+) -> Result<(), ModelError> {
+    match data.iter().position(|v| !v.is_finite()) {
+        None => Ok(()),
+        Some(k) => Err(ModelError::NonFinite {
+            backend: crate::backend::kind_of(device),
+            what,
+            index: k / row_len.max(1),
+        }),
+    }
+}
+
 /// A loaded model ready to classify features.
 pub struct Predictor {
     model: DuetModel,
@@ -77,10 +96,11 @@ impl Predictor {
         (Tensor::cat(parts, 1), n)
     }
 
-    fn unpack(&self, data: Vec<f32>, b: usize, n: usize) -> Vec<Prediction> {
+    fn unpack(&self, data: Vec<f32>, b: usize, n: usize) -> Result<Vec<Prediction>, ModelError> {
         let c = self.model.config.n_classes();
+        check_finite(&data, n * c, "output", &self.device)?;
         let branches = self.model.config.branches();
-        (0..b)
+        Ok((0..b)
             .map(|i| {
                 let row = &data[i * n * c..(i + 1) * n * c];
                 let probabilities = row[..c].to_vec();
@@ -102,7 +122,7 @@ impl Predictor {
                     probabilities,
                 }
             })
-            .collect()
+            .collect())
     }
 
     /// Resizes/logs the features for this model.
@@ -122,7 +142,7 @@ impl Predictor {
             .map_err(|e| ModelError::Backend(format!("{e:?}")))?
             .try_into_vec::<f32>()
             .map_err(|e| ModelError::Backend(format!("{e:?}")))?;
-        Ok(self.unpack(data, items.len(), n))
+        self.unpack(data, items.len(), n)
     }
 
     /// Classifies one utterance's features (native).
@@ -147,12 +167,67 @@ impl Predictor {
             .map_err(|e| ModelError::Backend(format!("{e:?}")))?
             .try_into_vec::<f32>()
             .map_err(|e| ModelError::Backend(format!("{e:?}")))?;
-        Ok(self.unpack(data, items.len(), n))
+        self.unpack(data, items.len(), n)
     }
 
     /// Classifies one utterance's features without blocking.
     pub async fn predict_async(&self, features: &Features) -> Result<Prediction, ModelError> {
         let p = self.prepare(features)?;
         Ok(self.predict_prepared_async(&[&p]).await?.remove(0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ModelKind;
+    use burn::module::Param;
+
+    #[test]
+    fn check_finite_names_the_backend_and_the_row() {
+        let cpu = crate::backend::cpu_device();
+        assert!(check_finite(&[0.1, 0.9, 0.5, 0.5], 2, "output", &cpu).is_ok());
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let e = check_finite(&[0.1, 0.9, 0.5, bad], 2, "output", &cpu).unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    ModelError::NonFinite {
+                        backend: "cpu",
+                        index: 1,
+                        ..
+                    }
+                ),
+                "{e:?}"
+            );
+            assert!(e.to_string().contains("cpu backend"), "{e}");
+        }
+    }
+
+    /// A model whose forward overflows gives an error on every backend here, never a prediction:
+    /// LSTM biases of 3e38 saturate every gate (h → tanh(t) → 1), and head weights of 3e38 then
+    /// sum to +inf in every logit, so the softmax is NaN.
+    #[test]
+    fn an_overflowing_forward_is_an_error_not_a_prediction() {
+        for device in crate::backend::available_devices() {
+            let config = ModelConfig::new(ModelKind::Base1, duet_dsp::Preset::Authors);
+            let mut model = crate::weights::init(config, 5, &device).unwrap();
+            let mfcc = model.mfcc.as_mut().unwrap();
+            let huge = |dims: [usize; 1]| Param::from_tensor(Tensor::full(dims, 3e38, &device));
+            for layer in &mut mfcc.lstm.layers {
+                layer.bias_ih = huge(layer.bias_ih.dims());
+                layer.bias_hh = huge(layer.bias_hh.dims());
+            }
+            let dims = mfcc.head.weight.dims();
+            mfcc.head.weight = Param::from_tensor(Tensor::full(dims, 3e38, &device));
+            let predictor = Predictor::from_model(model, &device);
+            let samples: Vec<f32> = (0..16_000).map(|i| 0.3 * (i as f32 * 0.05).sin()).collect();
+            let features = predictor.feature_plan().compute(&samples).unwrap();
+            let backend = crate::backend::kind_of(&device);
+            match predictor.predict(&features) {
+                Err(ModelError::NonFinite { backend: b, .. }) => assert_eq!(b, backend),
+                other => panic!("{backend}: expected a non-finite error, got {other:?}"),
+            }
+        }
     }
 }

@@ -295,8 +295,8 @@ fn bench_web(rows: &mut Vec<Row>) -> Result<()> {
     }
     setup::ensure_apt_packages()?;
     setup::ensure_node_packages()?;
-    let (trunk, bindgen) = setup::ensure_page_tools()?;
-    let dist = setup::build_page(&trunk, &bindgen)?;
+    let bindgen = setup::ensure_page_tools()?;
+    let dist = setup::build_page(&bindgen)?.dist;
     let server = crate::serve::Server::start(dist.clone())?;
     let out = output(
         cmd("node")

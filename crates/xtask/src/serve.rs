@@ -1,6 +1,6 @@
 //! `cargo xtask serve`: build the page and serve `dist/` on 127.0.0.1.
 //!
-//! A small static file server of our own (rather than `trunk serve`) so that the page is served
+//! A small static file server of our own, so that the page is served
 //! exactly as a static host would serve it — no live-reload socket, the same headers in tests and
 //! in use — and so the end-to-end tests can run it in-process.
 
@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::setup;
-use crate::util::{Result, root, step};
+use crate::util::{Result, fmt_duration, root, step};
 
 /// The Content-Security-Policy of the page: only same-origin resources, wasm compilation allowed,
 /// no network requests elsewhere (audio never leaves the device). The page repeats it in a
@@ -40,11 +40,17 @@ pub fn run(args: &[String]) -> Result<()> {
             }
         }
     }
+    let started = std::time::Instant::now();
     let dist = if build {
-        let (trunk, bindgen) = step("install page tools", setup::ensure_page_tools)?;
-        step("build the page (trunk, release)", || {
-            setup::build_page(&trunk, &bindgen)
-        })?
+        let bindgen = step(
+            "install what the page build needs",
+            setup::ensure_page_tools,
+        )?;
+        step(
+            "build the page (wasm32, wasm-release + wasm-bindgen)",
+            || setup::build_page(&bindgen),
+        )?
+        .dist
     } else {
         root().join("dist")
     };
@@ -56,7 +62,10 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     let listener = TcpListener::bind(("127.0.0.1", port))
         .map_err(|e| format!("cannot listen on 127.0.0.1:{port}: {e} (try --port N)"))?;
-    println!("\nDuet is served at http://127.0.0.1:{port}/  (Ctrl-C stops)");
+    println!(
+        "\nready in {}; Duet is served at http://127.0.0.1:{port}/  (Ctrl-C stops)",
+        fmt_duration(started.elapsed().as_secs_f64())
+    );
     serve_forever(listener, dist, Arc::new(AtomicBool::new(false)), false);
     Ok(())
 }

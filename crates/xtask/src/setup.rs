@@ -1,22 +1,44 @@
-//! Installing what a fresh machine lacks: the wasm32 target, trunk, wasm-bindgen-cli (at the exact
-//! version in Cargo.lock), Debian packages (Chromium, its driver, the speech synthesisers), the Python
-//! venv for reference checks and the e2e test's Node packages. Each check is cheap when the tool is
-//! already there; a tool that cannot be installed is an error, never a silent skip.
+//! Installing what a fresh machine lacks, each by the step that needs it: the wasm32 target and the
+//! rustfmt/clippy components (rustup, for the toolchain cargo runs with), wasm-bindgen-cli (at the
+//! exact version in Cargo.lock), Debian packages (Chromium, its driver, the speech synthesisers), the
+//! Python venv for reference checks and the e2e test's Node packages. Each check is cheap when the
+//! tool is already there; a tool that cannot be installed is an error, never a silent skip. Every
+//! install prints one line saying what and why, and how long it took.
+//!
+//! The workspace builds with whatever toolchain runs `cargo xtask` (the machine's default stable;
+//! the minimum is `rust-version` in Cargo.toml): nothing here needs a second toolchain, so a machine
+//! whose rustup does not install toolchains by itself (`RUSTUP_AUTO_INSTALL=0`) works as it is.
 
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
-use crate::util::{self, Result, cargo, cmd, output, root, run, which};
+use crate::util::{Result, cargo, cmd, fmt_duration, output, root, run, which};
 
-/// The trunk version the page is built with (needs rustc >= 1.96.1, pinned in rust-toolchain.toml).
-pub const TRUNK_VERSION: &str = "0.22.1";
-
-/// Debian packages the tests need, with the binary that proves each is installed.
+/// Runs one install with a line saying what and why before it and its duration after it.
+fn installing(what: &str, why: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
+    println!("installing {what} ({why})");
+    let t = Instant::now();
+    let r = f();
+    let took = fmt_duration(t.elapsed().as_secs_f64());
+    match &r {
+        Ok(()) => println!("installed {what} in {took}"),
+        Err(e) => println!("installing {what} FAILED after {took}: {e}"),
+    }
+    r
+}
+/// Debian packages the tests need, with the binary (or file) that proves each is installed.
 pub const APT_PACKAGES: &[(&str, &str)] = &[
     ("chromium", "chromium"),
     ("chromium-driver", "chromedriver"),
     ("espeak-ng", "espeak-ng"),
     ("flite", "flite"),
     ("sox", "sox"),
+    // Mesa's software Vulkan driver (lavapipe): native wgpu gets an adapter without a GPU, so the
+    // backend tests run on wgpu as well as on the CPU.
+    (
+        "mesa-vulkan-drivers",
+        "/usr/share/vulkan/icd.d/lvp_icd.x86_64.json",
+    ),
 ];
 
 fn cargo_bin_dir() -> PathBuf {
@@ -60,7 +82,20 @@ pub fn locked_wasm_bindgen_version() -> Result<String> {
     Err("Cargo.lock has no wasm-bindgen package".into())
 }
 
+/// The active toolchain's name, as rustup reports it (for messages).
+fn active_toolchain() -> String {
+    output(cmd("rustup").args(["show", "active-toolchain"]))
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "the active toolchain".into())
+}
+
+/// The wasm32 target of the toolchain cargo runs with (the page is compiled for it).
 pub fn ensure_wasm_target() -> Result<()> {
+    if which("rustup").is_none() {
+        // Without rustup the toolchain is what it is; cargo's own error names a missing target.
+        return Ok(());
+    }
     let installed = output(cmd("rustup").args(["target", "list", "--installed"]))?;
     if installed
         .lines()
@@ -68,21 +103,44 @@ pub fn ensure_wasm_target() -> Result<()> {
     {
         return Ok(());
     }
-    println!("installing the wasm32-unknown-unknown target (rustup)");
-    run(cmd("rustup").args(["target", "add", "wasm32-unknown-unknown"]))
+    installing(
+        &format!(
+            "the wasm32-unknown-unknown target for {}",
+            active_toolchain()
+        ),
+        "rustup; the page is Rust compiled to WebAssembly",
+        || run(cmd("rustup").args(["target", "add", "wasm32-unknown-unknown"])),
+    )
 }
 
-/// trunk at [`TRUNK_VERSION`]; returns its path.
-pub fn ensure_trunk() -> Result<PathBuf> {
-    if let Some(p) = tool("trunk")
-        && tool_version(&p).is_some_and(|v| v.ends_with(TRUNK_VERSION))
-    {
-        return Ok(p);
+/// rustup components the checks use (`cargo fmt`, `cargo clippy`), added where the toolchain has a
+/// minimal profile without them.
+pub fn ensure_components(components: &[&str]) -> Result<()> {
+    if which("rustup").is_none() {
+        return Ok(());
     }
-    println!("installing trunk {TRUNK_VERSION} (cargo install --locked; ~10 min on 2 cores)");
-    run(cargo().args(["install", "trunk", "--version", TRUNK_VERSION, "--locked"]))?;
-    tool("trunk")
-        .ok_or_else(|| "trunk was installed but is not on PATH or in $CARGO_HOME/bin".into())
+    let installed = output(cmd("rustup").args(["component", "list", "--installed"]))?;
+    let missing: Vec<&str> = components
+        .iter()
+        .copied()
+        .filter(|c| {
+            !installed
+                .lines()
+                .any(|l| l.trim().starts_with(&format!("{c}-")))
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    installing(
+        &format!(
+            "rustup components {} for {}",
+            missing.join(", "),
+            active_toolchain()
+        ),
+        "cargo fmt and cargo clippy check the code",
+        || run(cmd("rustup").args(["component", "add"]).args(&missing)),
+    )
 }
 
 /// wasm-bindgen-cli at the version of the wasm-bindgen crate in Cargo.lock; returns its path.
@@ -93,11 +151,14 @@ pub fn ensure_wasm_bindgen() -> Result<PathBuf> {
     {
         return Ok(p);
     }
-    println!(
-        "installing wasm-bindgen-cli {want} (must equal the wasm-bindgen crate in Cargo.lock)"
-    );
-    // Without --locked: the CLI's own lock file pins a crate version the registry no longer serves.
-    run(cargo().args(["install", "wasm-bindgen-cli", "--version", &want]))?;
+    installing(
+        &format!("wasm-bindgen-cli {want}"),
+        "cargo install, a few minutes; it writes the page's JS glue and must equal the \
+         wasm-bindgen crate in Cargo.lock",
+        // Without --locked: the CLI's own lock file pins a crate version the registry no longer
+        // serves.
+        || run(cargo().args(["install", "wasm-bindgen-cli", "--version", &want])),
+    )?;
     tool("wasm-bindgen").ok_or_else(|| "wasm-bindgen was installed but cannot be found".into())
 }
 
@@ -114,7 +175,7 @@ fn apt_get(args: &[&str]) -> Result<()> {
     } else {
         return Err(
             "apt-get needs root and sudo is not available; install as root: \
-                    apt-get install chromium chromium-driver espeak-ng flite sox"
+                    apt-get install chromium chromium-driver espeak-ng flite sox mesa-vulkan-drivers"
                 .into(),
         );
     };
@@ -138,11 +199,17 @@ pub fn ensure_apt_packages() -> Result<()> {
             missing.join(", ")
         ));
     }
-    println!("installing Debian packages: {}", missing.join(" "));
-    apt_get(&["update", "-qq"])?;
-    let mut args = vec!["install", "-y", "-qq", "--no-install-recommends"];
-    args.extend(&missing);
-    apt_get(&args)?;
+    installing(
+        &format!("Debian packages {}", missing.join(" ")),
+        "apt-get; Chromium runs the page's tests, espeak-ng/flite/sox make test speech, \
+         lavapipe gives wgpu a software GPU",
+        || {
+            apt_get(&["update", "-qq"])?;
+            let mut args = vec!["install", "-y", "-qq", "--no-install-recommends"];
+            args.extend(&missing);
+            apt_get(&args)
+        },
+    )?;
     for (pkg, bin) in APT_PACKAGES {
         if which(bin).is_none() {
             return Err(format!(
@@ -171,20 +238,24 @@ pub fn ensure_venv(extra: &[&str]) -> Result<PathBuf> {
     if python.is_file() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(&stamp_text) {
         return Ok(python);
     }
-    if !python.is_file() {
-        let py =
-            which("python3").ok_or("python3 is not installed (needed for reference checks)")?;
-        println!("creating the Python venv target/venv");
-        run(cmd(py).args(["-m", "venv"]).arg(&venv))?;
-    }
-    println!("installing Python packages: {}", files.join(", "));
-    run(cmd(&python).args(["-m", "pip", "install", "-q", "--upgrade", "pip"]))?;
-    let mut pip = cmd(&python);
-    pip.args(["-m", "pip", "install", "-q", "--disable-pip-version-check"]);
-    for f in &files {
-        pip.arg("-r").arg(root().join(f));
-    }
-    run(&mut pip)?;
+    installing(
+        &format!("the Python venv target/venv from {}", files.join(", ")),
+        "pip; librosa, openSMILE and numpy are the independent references the tests compare with",
+        || {
+            if !python.is_file() {
+                let py = which("python3")
+                    .ok_or("python3 is not installed (needed for reference checks)")?;
+                run(cmd(py).args(["-m", "venv"]).arg(&venv))?;
+            }
+            run(cmd(&python).args(["-m", "pip", "install", "-q", "--upgrade", "pip"]))?;
+            let mut pip = cmd(&python);
+            pip.args(["-m", "pip", "install", "-q", "--disable-pip-version-check"]);
+            for f in &files {
+                pip.arg("-r").arg(root().join(f));
+            }
+            run(&mut pip)
+        },
+    )?;
     std::fs::write(&stamp, stamp_text).map_err(|e| format!("writing {}: {e}", stamp.display()))?;
     Ok(python)
 }
@@ -200,41 +271,125 @@ pub fn ensure_node_packages() -> Result<()> {
         return Ok(());
     }
     let npm = which("npm").ok_or("npm is not installed (Node 20 is needed for the e2e tests)")?;
-    println!("installing the e2e tests' Node packages (npm ci)");
-    run(cmd(npm)
-        .current_dir(&dir)
-        .args(["ci", "--no-audit", "--no-fund"])
-        .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1"))?;
+    installing(
+        "the e2e tests' Node packages (tests/e2e)",
+        "npm ci; playwright-core drives Debian's Chromium, no browser download",
+        || {
+            run(cmd(npm)
+                .current_dir(&dir)
+                .args(["ci", "--no-audit", "--no-fund"])
+                .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1"))
+        },
+    )?;
     std::fs::write(&stamp, lock).map_err(|e| format!("writing {}: {e}", stamp.display()))
 }
 
-/// Everything the page build needs.
-pub fn ensure_page_tools() -> Result<(PathBuf, PathBuf)> {
+/// Everything the page build needs; returns the wasm-bindgen CLI.
+pub fn ensure_page_tools() -> Result<PathBuf> {
     ensure_wasm_target()?;
-    let bindgen = ensure_wasm_bindgen()?;
-    let trunk = ensure_trunk()?;
-    Ok((trunk, bindgen))
+    // The build lints as it compiles (clippy-driver).
+    ensure_components(&["clippy"])?;
+    ensure_wasm_bindgen()
 }
 
-/// Builds the page in release into `dist/` with trunk (offline: trunk must not download tools; it
-/// uses the wasm-bindgen we installed).
-pub fn build_page(trunk: &Path, bindgen: &Path) -> Result<PathBuf> {
-    let mut path = std::env::var_os("PATH").unwrap_or_default();
-    if let Some(dir) = bindgen.parent() {
-        let mut dirs = vec![dir.to_path_buf()];
-        dirs.extend(std::env::split_paths(&path));
-        path = std::env::join_paths(dirs).map_err(|e| format!("PATH: {e}"))?;
+/// The wasm the page's crate compiles to (profile `wasm-release`, Cargo.toml).
+fn page_wasm() -> PathBuf {
+    root().join("target/wasm32-unknown-unknown/wasm-release/duet_web.wasm")
+}
+
+/// Builds the page into `dist/`, linting it on the way ([`crate::util::with_clippy`]): `web/`
+/// compiled to wasm32 (profile `wasm-release`), its JS glue
+/// from wasm-bindgen (`dist/duet-web.js`, `dist/duet-web_bg.wasm`, which www/worker.js imports),
+/// `index.html` and a copy of `www/`. Steps whose inputs did not change are skipped, so a second
+/// build of an unchanged tree takes seconds.
+pub fn build_page(bindgen: &Path) -> Result<Page> {
+    // duet-model and duet-dsp are named too so that clippy lints them for wasm32 (it lints only the
+    // packages on the command line); they are built for duet-web either way.
+    let (ok, out) = crate::util::run_tee(crate::util::with_clippy(cargo().args([
+        "build",
+        "--quiet",
+        "-p",
+        "duet-web",
+        "-p",
+        "duet-model",
+        "-p",
+        "duet-dsp",
+        "--lib",
+        "--target",
+        "wasm32-unknown-unknown",
+        "--profile",
+        "wasm-release",
+    ])))?;
+    if !ok {
+        return Err("compiling the page's wasm (web/) failed".into());
     }
-    util::run(
-        cmd(trunk)
-            .args(["build", "--release", "--offline"])
-            .env("PATH", path)
-            .env_remove("RUSTUP_TOOLCHAIN")
-            .env_remove("NO_COLOR"),
-    )?;
+    let lints = crate::util::lint_failures(&out);
+    let wasm = page_wasm();
     let dist = root().join("dist");
-    if !dist.join("index.html").is_file() {
-        return Err("trunk finished but dist/index.html is missing".into());
+    std::fs::create_dir_all(&dist).map_err(|e| format!("creating {}: {e}", dist.display()))?;
+    // wasm-bindgen again only when the wasm or the CLI changed (it takes seconds on 13 MB).
+    let stamp_path = dist.join(".duet-bindgen-stamp");
+    let stamp = format!(
+        "{}\n{}\n{:?}",
+        bindgen.display(),
+        tool_version(bindgen).unwrap_or_default(),
+        std::fs::metadata(&wasm)
+            .and_then(|m| Ok((m.len(), m.modified()?)))
+            .map_err(|e| format!("{}: {e}", wasm.display()))?
+    );
+    let glue = ["duet-web.js", "duet-web_bg.wasm"];
+    let fresh = std::fs::read_to_string(&stamp_path).ok().as_deref() == Some(stamp.as_str())
+        && glue.iter().all(|f| dist.join(f).is_file());
+    if !fresh {
+        run(cmd(bindgen)
+            .args([
+                "--target",
+                "web",
+                "--no-typescript",
+                "--out-name",
+                "duet-web",
+                "--out-dir",
+            ])
+            .arg(&dist)
+            .arg(&wasm))?;
+        std::fs::write(&stamp_path, stamp)
+            .map_err(|e| format!("writing {}: {e}", stamp_path.display()))?;
     }
-    Ok(dist)
+    copy_file(&root().join("index.html"), &dist.join("index.html"))?;
+    let www = dist.join("www");
+    if www.exists() {
+        std::fs::remove_dir_all(&www).map_err(|e| format!("removing {}: {e}", www.display()))?;
+    }
+    copy_dir(&root().join("www"), &www)?;
+    Ok(Page { dist, lints })
+}
+
+/// A built page.
+pub struct Page {
+    /// `dist/`, ready to serve.
+    pub dist: PathBuf,
+    /// clippy's (or rustc's) warnings about the wasm32 build of duet-web, duet-model, duet-dsp.
+    pub lints: Vec<String>,
+}
+
+fn copy_file(from: &Path, to: &Path) -> Result<()> {
+    std::fs::copy(from, to)
+        .map(|_| ())
+        .map_err(|e| format!("copying {} to {}: {e}", from.display(), to.display()))
+}
+
+fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to).map_err(|e| format!("creating {}: {e}", to.display()))?;
+    let entries =
+        std::fs::read_dir(from).map_err(|e| format!("reading {}: {e}", from.display()))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| format!("reading {}: {e}", from.display()))?;
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        if src.is_dir() {
+            copy_dir(&src, &dst)?;
+        } else {
+            copy_file(&src, &dst)?;
+        }
+    }
+    Ok(())
 }

@@ -1,16 +1,19 @@
 //! `cargo xtask test`: the one command that runs every check on a fresh machine.
 //!
-//! Steps (each timed): install what is missing; `cargo fmt --check`; clippy for native and wasm32;
-//! `cargo test --workspace`; the Python reference scripts' self-tests; the page build (trunk,
-//! release); the browser end-to-end tests in headless Chromium (WebGPU and CPU fallback). Every step
-//! runs even when an earlier one failed (unless it depends on it), and the last line is
+//! Steps (each timed): install what is missing; `cargo fmt --check`; the test build, linted by
+//! clippy as it compiles (native, all targets); `cargo test --workspace`; the Python reference
+//! scripts' self-tests; the page build, linted the same way (wasm32, `wasm-release`, then
+//! wasm-bindgen); the browser end-to-end tests in headless Chromium (WebGPU and CPU fallback).
+//! Every step runs even when an earlier one failed (unless it depends on it), and the last line is
 //! `N passed, N failed` over all tests and checks.
 
 use std::path::PathBuf;
 
 use crate::serve::Server;
 use crate::setup;
-use crate::util::{Result, cargo, cmd, fmt_duration, root, run_tee, step, step_judged};
+use crate::util::{
+    Result, cargo, cmd, fmt_duration, lint_failures, root, run_tee, step, step_judged, with_clippy,
+};
 
 #[derive(Default)]
 struct Tally {
@@ -122,19 +125,19 @@ pub fn run(args: &[String]) -> Result<()> {
     let started = std::time::Instant::now();
     let mut tally = Tally::default();
 
-    let (trunk, bindgen, python) = if install {
+    let (bindgen, python) = if install {
         step("install what is missing", || {
+            setup::ensure_components(&["rustfmt", "clippy"])?;
             setup::ensure_apt_packages()?;
-            let (trunk, bindgen) = setup::ensure_page_tools()?;
+            let bindgen = setup::ensure_page_tools()?;
             let python = setup::ensure_venv(&[])?;
             setup::ensure_node_packages()?;
-            Ok((trunk, bindgen, python))
+            Ok((bindgen, python))
         })?
     } else {
-        let trunk = setup::tool("trunk").ok_or("--no-install: trunk is not installed")?;
         let bindgen =
             setup::tool("wasm-bindgen").ok_or("--no-install: wasm-bindgen is not installed")?;
-        (trunk, bindgen, root().join("target/venv/bin/python"))
+        (bindgen, root().join("target/venv/bin/python"))
     };
 
     let ok = step("cargo fmt --check", || {
@@ -143,47 +146,37 @@ pub fn run(args: &[String]) -> Result<()> {
     .is_ok();
     tally.check("cargo fmt --check", ok);
 
-    let ok = step("clippy (native, all targets)", || {
-        crate::util::run(cargo().args([
-            "clippy",
-            "--workspace",
-            "--all-targets",
-            "--",
-            "-D",
-            "warnings",
-        ]))
-    })
-    .is_ok();
-    tally.check("clippy native", ok);
-
-    let ok = step("clippy (wasm32: web, duet-model, duet-dsp)", || {
-        crate::util::run(cargo().args([
-            "clippy",
-            "--target",
-            "wasm32-unknown-unknown",
-            "-p",
-            "duet-web",
-            "-p",
-            "duet-model",
-            "-p",
-            "duet-dsp",
-            "--",
-            "-D",
-            "warnings",
-        ]))
-    })
-    .is_ok();
-    tally.check("clippy wasm32", ok);
+    // One compile for clippy and the tests: clippy-driver compiles the workspace's crates for
+    // `cargo test` (util::with_clippy), so no dependency is type-checked twice.
+    let test_cmd = |extra: &[&str]| {
+        let mut c = cargo();
+        c.args(["test", "--workspace"])
+            .args(extra)
+            .env("DUET_PYTHON", &python);
+        with_clippy(&mut c);
+        c
+    };
+    let built = step_judged(
+        "build the tests, linting them (cargo test --no-run, clippy-driver, all targets)",
+        || run_tee(&mut test_cmd(&["--no-run"])),
+        |(ok, _)| *ok,
+    );
+    let lints = match &built {
+        Ok((true, out)) => lint_failures(out),
+        Ok((false, _)) => vec!["the build failed".to_string()],
+        Err(e) => vec![e.clone()],
+    };
+    for l in &lints {
+        println!("clippy (native): {l}");
+    }
+    tally.check(
+        "clippy native (all targets, warnings denied)",
+        lints.is_empty(),
+    );
 
     let r = step_judged(
         "cargo test --workspace",
-        || {
-            run_tee(
-                cargo()
-                    .args(["test", "--workspace", "--no-fail-fast"])
-                    .env("DUET_PYTHON", &python),
-            )
-        },
+        || run_tee(&mut test_cmd(&["--no-fail-fast"])),
         |(ok, _)| *ok,
     );
     match r {
@@ -201,11 +194,19 @@ pub fn run(args: &[String]) -> Result<()> {
         Err(e) => tally.runner(&format!("pytest: {e}"), false, (0, 0)),
     }
 
-    let dist = step("build the page (trunk, release)", || {
-        setup::build_page(&trunk, &bindgen)
-    });
-    match dist {
-        Ok(dist) => {
+    let page = step(
+        "build the page, linting it (wasm32, wasm-release, clippy-driver; wasm-bindgen)",
+        || setup::build_page(&bindgen),
+    );
+    match page {
+        Ok(setup::Page { dist, lints }) => {
+            for l in &lints {
+                println!("clippy (wasm32): {l}");
+            }
+            tally.check(
+                "clippy wasm32 (web, duet-model, duet-dsp)",
+                lints.is_empty(),
+            );
             let r = step_judged(
                 "browser end-to-end tests (headless Chromium)",
                 || e2e(dist),
@@ -216,7 +217,10 @@ pub fn run(args: &[String]) -> Result<()> {
                 Err(e) => tally.runner(&format!("e2e: {e}"), false, (0, 0)),
             }
         }
-        Err(_) => tally.check("page build", false),
+        Err(_) => {
+            tally.check("clippy wasm32 (web, duet-model, duet-dsp)", false);
+            tally.check("page build", false);
+        }
     }
 
     println!("\nstep times:");
@@ -250,7 +254,11 @@ fn e2e(dist: PathBuf) -> Result<(bool, String)> {
     // The tests compare the page with `duet predict`: make sure the CLI is built. The same command
     // as the test step, so a no-op after it (`cargo build -p duet-cli` unifies features differently
     // and rebuilt the whole burn stack: 10 min of CI).
-    crate::util::run(cargo().args(["test", "--workspace", "--no-run"]))?;
+    crate::util::run(with_clippy(cargo().args([
+        "test",
+        "--workspace",
+        "--no-run",
+    ])))?;
     let server = Server::start(dist.clone())?;
     println!("page served at {}", server.url);
     let chromium = crate::util::which("chromium")

@@ -15,34 +15,44 @@ pub fn root() -> PathBuf {
         .to_path_buf()
 }
 
-/// The toolchain channel pinned in rust-toolchain.toml (`None` when the file has none).
-pub fn pinned_toolchain() -> Option<String> {
-    let text = std::fs::read_to_string(root().join("rust-toolchain.toml")).ok()?;
-    text.lines().find_map(|l| {
-        let v = l.trim().strip_prefix("channel")?.trim().strip_prefix('=')?;
-        Some(v.trim().trim_matches('"').to_string())
-    })
-}
-
-/// A command rooted at the workspace root, with the pinned toolchain forced on every rustup proxy
-/// it reaches. Why: cargo runs rustc for registry crates from their own directory, outside this
-/// tree, where a proxy without RUSTUP_TOOLCHAIN would pick the machine's default toolchain and mix
-/// two compilers in one target directory (CI failed with E0514 that way).
+/// A command rooted at the workspace root. The toolchain is the one running xtask: rustup's proxy
+/// passes RUSTUP_TOOLCHAIN to its children, so every cargo and rustc below (also those cargo runs
+/// for registry crates, outside this tree) resolves to it and one target directory never mixes
+/// two compilers.
 pub fn cmd(program: impl AsRef<std::ffi::OsStr>) -> Command {
     let mut c = Command::new(program);
     c.current_dir(root());
-    if let Some(t) = pinned_toolchain() {
-        c.env("RUSTUP_TOOLCHAIN", t);
-    }
+    // Every toolchain piece is installed explicitly by the step that needs it (setup.rs); a child
+    // must never pass because rustup fetched something by itself.
+    c.env("RUSTUP_AUTO_INSTALL", "0");
     c
 }
 
-/// `cargo` of the pinned toolchain (through the rustup proxy, which honours RUSTUP_TOOLCHAIN).
+/// The cargo that runs xtask (`$CARGO`), so children use the same toolchain.
 pub fn cargo() -> Command {
-    match pinned_toolchain() {
-        Some(_) => cmd("cargo"),
-        None => cmd(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())),
-    }
+    cmd(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+/// Lints while compiling: clippy-driver (rustc plus clippy's lints) as the compiler of the
+/// workspace's own crates, as `cargo clippy` does, but in a build that also produces the binaries.
+/// One compile then gives both clippy's verdict and the test binaries / the page, where separate
+/// `cargo clippy` runs would type-check every dependency a second time (9 of CI's minutes).
+/// clippy-driver lints only the packages named on the command line (`--workspace`, `-p`); lints
+/// stay warnings, which [`lint_failures`] turns into a failed check (`-D warnings` would stop the
+/// build and with it the tests). Dependencies are compiled as by plain rustc.
+pub fn with_clippy(c: &mut Command) -> &mut Command {
+    c.env("RUSTC_WORKSPACE_WRAPPER", "clippy-driver")
+        .env_remove("CLIPPY_ARGS")
+}
+
+/// Cargo's per-crate warning summaries (`warning: `duet-model` (lib) generated 2 warnings`) in a
+/// build's output: each is a crate that clippy (or rustc) found fault with.
+pub fn lint_failures(output: &str) -> Vec<String> {
+    output
+        .lines()
+        .filter(|l| l.starts_with("warning: `") && l.contains(" generated "))
+        .map(|l| l.trim_start_matches("warning: ").to_string())
+        .collect()
 }
 
 fn describe(c: &Command) -> String {
