@@ -1,6 +1,6 @@
 //! Corpus-level behaviour: the `--on-bad-audio` policy, statistics, run-directory checks, specs.
 
-mod common;
+use crate::common;
 
 use std::fs;
 

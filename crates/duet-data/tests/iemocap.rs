@@ -1,7 +1,7 @@
 //! The IEMOCAP reader on trees built here in the release's layout: a tiny one with every kind of line
 //! and stray file, and a full-size one with REFERENCE.md §4's counts, then broken one way at a time.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -1,6 +1,6 @@
 //! Manifests: CSV / JSONL, EmoBox names, label maps, and every kind of bad manifest.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::Path;

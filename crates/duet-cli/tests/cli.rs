@@ -1,0 +1,5 @@
+//! duet-cli's integration tests, one binary (each test binary links the whole burn stack).
+
+mod features_cli;
+mod reference_forward;
+mod train_cli;
