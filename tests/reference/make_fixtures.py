@@ -5,11 +5,11 @@
 
 1. Test audio (only with --wavs, else the committed WAVs are reused so the references stay comparable):
    espeak-ng speech (two voices), a chirp, near-silence (LSB noise + digital zeros), a clipped signal, and a
-   44.1 kHz stereo file. Every sample is an exact 16-bit value (REFERENCE.md section 2, last bullet: the
+   44.1 kHz stereo file. Every sample is an exact 16-bit value (docs/reference.md §2, last bullet: the
    opensmile package truncates to int16 before openSMILE sees the audio).
-2. Features with the independent implementations: librosa.feature.melspectrogram (mels; REFERENCE.md
-   section 3) and openSMILE through the opensmile package running tests/reference/mfcc12_e_d_a.conf
-   (MFCC12_E_D_A; REFERENCE.md section 2). Files: <name>.mel_<nfft>.npy [n_mels, frames] float32 and
+2. Features with the independent implementations: librosa.feature.melspectrogram (mels;
+   docs/reference.md §3) and openSMILE through the opensmile package running tests/reference/mfcc12_e_d_a.conf
+   (MFCC12_E_D_A; docs/reference.md §2). Files: <name>.mel_<nfft>.npy [n_mels, frames] float32 and
    <name>.mfcc.npy [frames, 39] float32.
 3. For the 44.1 kHz stereo file: librosa.load(sr=16000) (channel mean + soxr_hq) quantised to 16 bits is
    written as stereo_44k.soxr16k.wav and gets features like the others (the resamplers differ, so the Rust

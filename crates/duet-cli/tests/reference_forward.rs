@@ -167,7 +167,7 @@ fn parameter_counts_match_the_reference() {
         .args(["info", "--json"])
         .arg(&model)))
     .unwrap();
-    // REFERENCE.md §1: the authors' code's dual model has 3,732,296 parameters.
+    // docs/reference.md §1: the authors' code's dual model has 3,732,296 parameters.
     assert_eq!(info["total_parameters"], 3_732_296);
     let d = tmp.path().join("f");
     run(Command::new(DUET)

@@ -51,7 +51,7 @@ pub enum DataError {
         /// One line per problem, each naming its file.
         problems: Vec<String>,
     },
-    /// A well-formed IEMOCAP tree whose 4-class counts differ from the release's (REFERENCE.md §4).
+    /// A well-formed IEMOCAP tree whose 4-class counts differ from the release's (docs/reference.md §4).
     #[error(
         "IEMOCAP at {}: the 4-class selection has {found} utterances, the complete release has {expected}; per session and class (found / expected):\n{table}",
         root.display()

@@ -1,4 +1,4 @@
-//! IEMOCAP read from the release's own layout (REFERENCE.md §4), with no preparation step.
+//! IEMOCAP read from the release's own layout (docs/reference.md §4), with no preparation step.
 //!
 //! - Label lines come from `Session{1..5}/dialog/EmoEvaluation/*.txt` (top level only: the
 //!   `Categorical/`, `Attribute/`, `Self-evaluation/` folders hold per-annotator files). A label line
@@ -32,11 +32,11 @@ use serde::Serialize;
 use crate::corpus::{Corpus, FOUR_CLASSES, Utterance, format_table, natural_cmp};
 use crate::error::DataError;
 
-/// The standard 4-class selection of the complete release (REFERENCE.md §4).
+/// The standard 4-class selection of the complete release (docs/reference.md §4).
 pub const EXPECTED_TOTAL: usize = 5531;
 
 /// Utterances per session and class of the complete release, classes in [`FOUR_CLASSES`] order
-/// (angry, happy + excited, neutral, sad) (REFERENCE.md §4).
+/// (angry, happy + excited, neutral, sad) (docs/reference.md §4).
 pub const EXPECTED_COUNTS: [(&str, [usize; 4]); 5] = [
     ("Ses01", [229, 278, 384, 194]),
     ("Ses02", [137, 327, 362, 197]),
@@ -501,7 +501,7 @@ mod tests {
         let per_class: Vec<usize> = (0..4)
             .map(|k| EXPECTED_COUNTS.iter().map(|(_, c)| c[k]).sum())
             .collect();
-        // REFERENCE.md §4: neutral 1708, happy+excited 1636, angry 1103, sad 1084.
+        // docs/reference.md §4: neutral 1708, happy+excited 1636, angry 1103, sad 1084.
         assert_eq!(per_class, [1103, 1636, 1708, 1084]);
     }
 

@@ -1,7 +1,7 @@
 //! Classification metrics: WA, UA, macro-F1, per-class precision / recall / F1, the confusion matrix,
 //! and mean ± standard deviation over folds.
 //!
-//! Definitions (REFERENCE.md §1, the same as scikit-learn's):
+//! Definitions (docs/reference.md §1, the same as scikit-learn's):
 //! - **WA** (weighted accuracy) = correct / all utterances (`accuracy_score`).
 //! - **UA** (unweighted accuracy) = mean over classes of recall (`balanced_accuracy_score`). Classes
 //!   with no true utterance in the set have no recall and are left out of the mean.

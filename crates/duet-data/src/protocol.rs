@@ -2,7 +2,7 @@
 //!
 //! - **`loso`** — leave one session out: one fold per session (natural order), the session is the test
 //!   set. On IEMOCAP a session is two speakers, so the folds are speaker-independent.
-//! - **`random5`** — the paper's 5-fold cross-validation over utterances (REFERENCE.md §1: the authors'
+//! - **`random5`** — the paper's 5-fold cross-validation over utterances (docs/reference.md §1: the authors'
 //!   split is random and speaker-DEPENDENT): utterances are shuffled with the seed within each class
 //!   and dealt round-robin into 5 folds (stratified by class); fold k tests on part k.
 //! - **`holdout:SESSION`** — one fold testing on the named session (`holdout` alone: the last session).

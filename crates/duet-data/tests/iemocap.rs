@@ -1,5 +1,5 @@
 //! The IEMOCAP reader on trees built here in the release's layout: a tiny one with every kind of line
-//! and stray file, and a full-size one with REFERENCE.md §4's counts, then broken one way at a time.
+//! and stray file, and a full-size one with docs/reference.md §4's counts, then broken one way at a time.
 
 use crate::common;
 
@@ -178,7 +178,7 @@ fn tiny_tree_reads_with_its_counts() {
     ));
 }
 
-/// REFERENCE.md §4, written out here independently of the crate's table:
+/// docs/reference.md §4, written out here independently of the crate's table:
 /// per session angry / happy+excited / neutral / sad.
 const RELEASE: [[usize; 4]; 5] = [
     [229, 278, 384, 194],

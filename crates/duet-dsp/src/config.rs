@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{DspError, SAMPLE_RATE};
 
-/// Which set of spectrogram sizes to use (REFERENCE.md section 1).
+/// Which set of spectrogram sizes to use (docs/reference.md §1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Preset {
@@ -47,7 +47,7 @@ impl FromStr for Preset {
     }
 }
 
-/// openSMILE `MFCC12_E_D_A` parameters (paper section 2.2; REFERENCE.md section 2).
+/// openSMILE `MFCC12_E_D_A` parameters (paper section 2.2; docs/reference.md §2).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MfccConfig {
     /// Frame length in samples: 25 ms at 16 kHz (paper section 2.2, "25 ms frames").

@@ -12,7 +12,7 @@
 //! ```
 //!
 //! Numbers: every constant is a named field of [`FeatureConfig`] with the paper's section in its doc.
-//! Samples are f32 in [-1, 1] at 16 kHz in both presets (REFERENCE.md section 1).
+//! Samples are f32 in [-1, 1] at 16 kHz in both presets (docs/reference.md §1).
 //!
 //! Bad input: every problem is a [`DspError`] naming it; nothing panics on any byte string.
 //! **NaN/Inf policy: rejected.** A NaN or infinite sample (float WAV, or a buffer handed to

@@ -1,5 +1,5 @@
 //! The two mel spectrograms (paper section 2.2), computed as `librosa.feature.melspectrogram` does with its
-//! defaults (REFERENCE.md section 3): periodic Hann window of `n_fft`, frames centred with `n_fft / 2`
+//! defaults (docs/reference.md §3): periodic Hann window of `n_fft`, frames centred with `n_fft / 2`
 //! zeros of padding on both sides, |STFT|², Slaney mel scale with Slaney area normalisation.
 //! Then the paper's nearest-neighbour resize along time and the log.
 

@@ -1,4 +1,4 @@
-//! openSMILE `MFCC12_E_D_A` (paper section 2.2; REFERENCE.md section 2), step by step:
+//! openSMILE `MFCC12_E_D_A` (paper section 2.2; docs/reference.md §2), step by step:
 //! 25 ms frames every 10 ms (a partial last frame is dropped) → log energy of the raw frame →
 //! per-frame pre-emphasis → symmetric Hamming window → 512-point FFT → power → 26 HTK-mel triangles
 //! (× 32767²) → ln(max(·, 1)) → DCT-II (orthonormal scale) of coefficients 1..12 → sinusoidal lifter →
@@ -293,7 +293,7 @@ impl MfccAnalyzer {
 /// Delta regression of columns `src .. src + d` of `[t][width]` rows into columns `src + d .. src + 2d`,
 /// half-width `w`: Σ_k k·(c[t+k] - c[t-k]) / (2 Σ k²), computed in f64, edges repeating the first and
 /// last row. With `tail` (the acceleration stage), rows past the end are not the repeated last row but
-/// openSMILE's: one extra row `tail` and then zeros (REFERENCE.md section 2).
+/// openSMILE's: one extra row `tail` and then zeros (docs/reference.md §2).
 fn deltas(
     data: &mut [f32],
     t_len: usize,

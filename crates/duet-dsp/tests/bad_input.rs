@@ -1,5 +1,5 @@
-//! Every kind of bad input answers with a typed error that names the problem; nothing panics
-//! (issue 3, item 8). Includes proptests over arbitrary bytes and mutated WAV headers.
+//! Every kind of bad input answers with a typed error that names the problem; nothing panics.
+//! Includes proptests over arbitrary bytes and mutated WAV headers.
 
 mod common;
 

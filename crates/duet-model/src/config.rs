@@ -243,7 +243,7 @@ fn default_momentum() -> f64 {
 }
 
 impl ModelConfig {
-    /// The configuration of `kind` under `preset` (REFERENCE.md §1), with the default resize
+    /// The configuration of `kind` under `preset` (docs/reference.md §1), with the default resize
     /// targets: the authors' fixed 230 / 120 frames, and for the paper preset the same duration
     /// (~3.7 s, IEMOCAP's median utterance) at its hops: 460 / 230.
     pub fn new(kind: ModelKind, preset: Preset) -> Self {
@@ -471,7 +471,7 @@ mod tests {
 
     #[test]
     fn authors_shapes_match_reference() {
-        // REFERENCE.md §1: x = 16·31 = 496, y = 16·63 = 1008.
+        // docs/reference.md §1: x = 16·31 = 496, y = 16·63 = 1008.
         let c = ModelConfig::new(ModelKind::Dual, Preset::Authors);
         assert_eq!(c.seq_dim(false), 496);
         assert_eq!(c.seq_dim(true), 1008);

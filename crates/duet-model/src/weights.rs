@@ -266,7 +266,7 @@ mod tests {
 
     #[test]
     fn authors_dual_has_the_authors_parameter_count() {
-        // REFERENCE.md §1 / docs/weights.md §7: 3,732,296 = MFCC LSTM 515,204 + MDS-LSTM 3,217,092.
+        // docs/reference.md §1 / docs/weights.md §7: 3,732,296 = MFCC LSTM 515,204 + MDS-LSTM 3,217,092.
         let (total, c) = counts(ModelKind::Dual, Preset::Authors);
         assert_eq!(total, 3_732_296, "{c:#?}");
         assert_eq!(c["ds.dslstm.l0"], 1_747_200);
