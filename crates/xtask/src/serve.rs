@@ -13,12 +13,31 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crate::setup;
 use crate::util::{Result, fmt_duration, root, step};
 
-/// The Content-Security-Policy of the page: only same-origin resources, wasm compilation allowed,
-/// no network requests elsewhere (audio never leaves the device). The page repeats it in a
-/// `<meta http-equiv>` so any static host enforces it.
-pub const CSP: &str = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; \
-worker-src 'self'; connect-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; \
-style-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'";
+/// The page's Content-Security-Policy, from its one source: the `<meta http-equiv>` element of
+/// `index.html` (so that any static host enforces it). The server sends the same policy as a header.
+/// It allows only same-origin resources and wasm compilation: audio never leaves the device.
+pub fn page_csp(dist: &Path) -> Result<String> {
+    let path = dist.join("index.html");
+    let html =
+        std::fs::read_to_string(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let start = html
+        .find(r#"http-equiv="Content-Security-Policy""#)
+        .and_then(|i| {
+            html[i..]
+                .find(r#"content=""#)
+                .map(|j| i + j + r#"content=""#.len())
+        })
+        .ok_or_else(|| {
+            format!(
+                "{} has no Content-Security-Policy meta element",
+                path.display()
+            )
+        })?;
+    let len = html[start..]
+        .find('"')
+        .ok_or_else(|| format!("{}: unterminated CSP content", path.display()))?;
+    Ok(html[start..start + len].to_string())
+}
 
 pub fn run(args: &[String]) -> Result<()> {
     let mut port: u16 = 8080;
@@ -66,7 +85,8 @@ pub fn run(args: &[String]) -> Result<()> {
         "\nready in {}; Duet is served at http://127.0.0.1:{port}/  (Ctrl-C stops)",
         fmt_duration(started.elapsed().as_secs_f64())
     );
-    serve_forever(listener, dist, Arc::new(AtomicBool::new(false)), false);
+    let csp = page_csp(&dist)?;
+    serve_forever(listener, dist, csp, Arc::new(AtomicBool::new(false)), false);
     Ok(())
 }
 
@@ -85,7 +105,8 @@ impl Server {
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
-        std::thread::spawn(move || serve_forever(listener, dist, stop2, true));
+        let csp = page_csp(&dist)?;
+        std::thread::spawn(move || serve_forever(listener, dist, csp, stop2, true));
         Ok(Server {
             url: format!("http://{addr}/"),
             stop,
@@ -102,16 +123,23 @@ impl Drop for Server {
     }
 }
 
-fn serve_forever(listener: TcpListener, dist: PathBuf, stop: Arc<AtomicBool>, quiet: bool) {
+fn serve_forever(
+    listener: TcpListener,
+    dist: PathBuf,
+    csp: String,
+    stop: Arc<AtomicBool>,
+    quiet: bool,
+) {
     let dist = Arc::new(dist);
+    let csp = Arc::new(csp);
     for conn in listener.incoming() {
         if stop.load(Ordering::SeqCst) {
             break;
         }
         let Ok(stream) = conn else { continue };
-        let dist = dist.clone();
+        let (dist, csp) = (dist.clone(), csp.clone());
         std::thread::spawn(move || {
-            if let Err(e) = handle(stream, &dist, quiet)
+            if let Err(e) = handle(stream, &dist, &csp, quiet)
                 && !quiet
             {
                 eprintln!("serve: {e}");
@@ -153,7 +181,7 @@ fn resolve(dist: &Path, url_path: &str) -> Option<PathBuf> {
     out.is_file().then_some(out)
 }
 
-fn handle(mut stream: TcpStream, dist: &Path, quiet: bool) -> std::io::Result<()> {
+fn handle(mut stream: TcpStream, dist: &Path, csp: &str, quiet: bool) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut request_line = String::new();
     reader.read_line(&mut request_line)?;
@@ -184,7 +212,7 @@ fn handle(mut stream: TcpStream, dist: &Path, quiet: bool) -> std::io::Result<()
     }
     let header = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n\
-         Content-Security-Policy: {CSP}\r\nX-Content-Type-Options: nosniff\r\n\
+         Content-Security-Policy: {csp}\r\nX-Content-Type-Options: nosniff\r\n\
          Cache-Control: no-cache\r\nConnection: close\r\n\r\n",
         body.len()
     );
