@@ -416,6 +416,7 @@ function explain(name, err) {
     case "too-short":
       return `${name}: too short to analyse — ${err.message}.`;
     case "audio":
+    case "unsupported-wav":
       return `${name}: the audio cannot be analysed — ${err.message}.`;
     case "undecodable":
       return `${name}: ${err.message}`;
@@ -433,7 +434,7 @@ async function analyseBuffer(name, buffer) {
       return await engine.call("analyzeWav", { bytes: buffer });
     } catch (err) {
       // A WAV codec duet-dsp does not read (ADPCM, A-law…) may still be one the browser decodes.
-      if (!(err.kind === "audio" && /unsupported WAV/i.test(err.message))) throw err;
+      if (err.kind !== "unsupported-wav") throw err;
     }
   }
   let pcm;

@@ -9,20 +9,22 @@ import {
   requestsAfter, ROOT,
 } from "./lib.mjs";
 
-test("three real recordings dropped on WebGPU: finite, and the same probabilities as duet predict", async () => {
-  // Real speech (RAVDESS, tests/fixtures/ravdess): its near-silent edges drove the bundled model's
-  // cell states to where the shader language's tanh is NaN on this adapter.
+test("real recordings dropped on WebGPU: finite, and the same probabilities as duet predict", async () => {
+  // Real speech (RAVDESS, tests/fixtures/ravdess): it drove the bundled model's cell states to where
+  // the shader language's tanh is NaN on this adapter. Two of the three (a male and a female actor):
+  // each takes over a minute on the software adapter; the CPU test below drops all three.
   const fx = fixtures();
-  const cli = predictCli(fx.real);
+  const real = fx.real.slice(0, 2);
+  const cli = predictCli(real);
   const b = await launch({ webgpu: true });
   try {
     const backend = await openReady(b.page);
     const readyAt = Date.now();
     assert.equal(backend.kind, "webgpu");
     assert.equal(backend.label, "WebGPU");
-    await dropFiles(b.page, fx.real);
-    const results = await waitResults(b.page, 3);
-    assert.equal(results.length, 3);
+    await dropFiles(b.page, real);
+    const results = await waitResults(b.page, 2);
+    assert.equal(results.length, 2);
     for (const r of results) {
       // Still on WebGPU: no result fell back to the CPU.
       assert.equal(r.backend, "webgpu");
@@ -54,7 +56,7 @@ test("three real recordings dropped on WebGPU: finite, and the same probabilitie
 
 test("without WebGPU: picked files match duet predict, FLAC decodes, long files get a timeline, export works", async () => {
   const fx = fixtures();
-  const cli = predictCli([...fx.drop, fx.long]);
+  const cli = predictCli([...fx.drop, fx.long, ...fx.real]);
   const b = await launch({ webgpu: false });
   try {
     const backend = await openReady(b.page);
@@ -68,16 +70,23 @@ test("without WebGPU: picked files match duet predict, FLAC decodes, long files 
       assert.equal(r.backend, "cpu");
       assertSameProbabilities(assert, r, cli[r.name]);
     }
+    // Real recordings, on the CPU too.
+    await b.page.setInputFiles("#file-input", fx.real);
+    results = await waitResults(b.page, 3 + fx.real.length);
+    for (const r of results.slice(3)) {
+      assert.equal(r.backend, "cpu");
+      assertSameProbabilities(assert, r, cli[r.name]);
+    }
     // FLAC goes through the browser's decoder at its own rate, then the same wasm path: the same
     // samples as the WAV it was made from.
     await b.page.setInputFiles("#file-input", [fx.flac]);
-    results = await waitResults(b.page, 4);
+    results = await waitResults(b.page, 4 + fx.real.length);
     const flac = results.find((r) => r.name === "happy.flac");
     assertSameProbabilities(assert, { ...flac, name: "happy.flac" }, cli["happy-16k-mono.wav"]);
 
     // A 12 s file: whole-file probabilities as duet predict, plus a timeline of 3 s windows.
     await b.page.setInputFiles("#file-input", [fx.long]);
-    results = await waitResults(b.page, 5);
+    results = await waitResults(b.page, 5 + fx.real.length);
     const long = results.find((r) => r.name === "long-12s.wav");
     assertSameProbabilities(assert, long, cli["long-12s.wav"]);
     assert.ok(long.timeline && long.timeline.length >= 5, "a timeline of segments");

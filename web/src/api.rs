@@ -1,6 +1,7 @@
 //! The functions JavaScript calls. Each takes bytes or samples and returns a plain JS object
 //! (serde-wasm-bindgen, camelCase fields); a failure throws an `Error` whose `kind` property says
-//! whose problem it is: `audio`, `too-short`, `model`, `backend`, `non-finite` or `state`.
+//! whose problem it is: `audio`, `too-short`, `unsupported-wav`, `model`, `backend`, `non-finite`
+//! or `state`.
 
 use std::cell::RefCell;
 use std::rc::Rc;

@@ -102,11 +102,15 @@ pub enum AnalysisError {
 }
 
 impl AnalysisError {
-    /// `audio`, `too-short`, `model`, `backend` or `non-finite` (the backend computed NaN or ±inf:
+    /// `audio`, `too-short`, `unsupported-wav` (a WAV codec duet-dsp does not read: the page tries
+    /// the browser's decoder), `model`, `backend` or `non-finite` (the backend computed NaN or ±inf:
     /// the worker retries on the CPU): the page words its message by this.
     pub fn kind(&self) -> &'static str {
         match self {
             AnalysisError::Audio(DspError::TooShort { .. }) => "too-short",
+            AnalysisError::Audio(
+                DspError::UnsupportedCodec { .. } | DspError::UnsupportedSampleFormat(_),
+            ) => "unsupported-wav",
             AnalysisError::Audio(_) => "audio",
             AnalysisError::Model(ModelError::Dsp(DspError::TooShort { .. })) => "too-short",
             AnalysisError::Model(ModelError::Dsp(_) | ModelError::Input(_)) => "audio",
@@ -321,5 +325,27 @@ mod tests {
         let e = loaded.prepare(&[0.0; 160], 16_000, 1, None).err().unwrap();
         assert_eq!(e.kind(), "too-short");
         assert!(e.to_string().contains("at least"), "{e}");
+    }
+
+    /// A WAV whose codec duet-dsp does not read (IMA ADPCM, format tag 0x0011) has its own kind,
+    /// so the page hands it to the browser's decoder instead of matching message text.
+    #[test]
+    fn an_unsupported_wav_codec_is_its_own_kind() {
+        let mut wav = Vec::new();
+        wav.extend_from_slice(b"RIFF");
+        wav.extend_from_slice(&(36u32 + 8).to_le_bytes());
+        wav.extend_from_slice(b"WAVEfmt ");
+        wav.extend_from_slice(&16u32.to_le_bytes());
+        wav.extend_from_slice(&0x0011u16.to_le_bytes()); // IMA ADPCM
+        wav.extend_from_slice(&1u16.to_le_bytes()); // channels
+        wav.extend_from_slice(&16_000u32.to_le_bytes());
+        wav.extend_from_slice(&8_000u32.to_le_bytes());
+        wav.extend_from_slice(&256u16.to_le_bytes());
+        wav.extend_from_slice(&4u16.to_le_bytes());
+        wav.extend_from_slice(b"data");
+        wav.extend_from_slice(&8u32.to_le_bytes());
+        wav.extend_from_slice(&[0; 8]);
+        let e = AnalysisError::from(wav_to_16k(&wav).unwrap_err());
+        assert_eq!(e.kind(), "unsupported-wav", "{e}");
     }
 }
