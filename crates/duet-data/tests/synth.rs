@@ -4,7 +4,6 @@
 //! Rendering tests need espeak-ng, flite and sox (`apt-get install espeak-ng flite sox`); where they are
 //! missing those tests say so on stderr and return (the tool-lookup tests run everywhere).
 
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::fs;
