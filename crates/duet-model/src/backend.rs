@@ -96,10 +96,10 @@ pub fn smoke_matmul(device: &Device) -> Tensor<1> {
 /// Exact value of [`smoke_matmul`].
 pub const SMOKE_MATMUL_EXPECTED: f32 = 480.0;
 
-/// The backends this machine can run, for tests: the CPU, and a GPU through wgpu when there is an
-/// adapter (a real GPU, or a software Vulkan driver such as Mesa's lavapipe).
-#[cfg(not(target_family = "wasm"))]
-pub fn available_devices() -> Vec<Device> {
+/// The backends this machine can run, for the crate's tests: the CPU, and a GPU through wgpu when
+/// there is an adapter (a real GPU, or a software Vulkan driver such as Mesa's lavapipe).
+#[cfg(all(test, not(target_family = "wasm")))]
+pub(crate) fn available_devices() -> Vec<Device> {
     let mut devices = vec![cpu_device()];
     let (gpu, info) = init_native(true);
     match info.fallback_reason {
