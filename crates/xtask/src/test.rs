@@ -209,7 +209,7 @@ pub fn run(args: &[String]) -> Result<()> {
             );
             let r = step_judged(
                 "browser end-to-end tests (headless Chromium)",
-                || e2e(dist),
+                || e2e(dist, &mut test_cmd(&["--no-run"])),
                 |(ok, _)| *ok,
             );
             match r {
@@ -250,15 +250,12 @@ fn duet_bin() -> PathBuf {
 }
 
 /// Runs `tests/e2e/*.test.mjs` with Node's test runner against the built page served in-process.
-fn e2e(dist: PathBuf) -> Result<(bool, String)> {
-    // The tests compare the page with `duet predict`: make sure the CLI is built. The same command
-    // as the test step, so a no-op after it (`cargo build -p duet-cli` unifies features differently
-    // and rebuilt the whole burn stack: 10 min of CI).
-    crate::util::run(with_clippy(cargo().args([
-        "test",
-        "--workspace",
-        "--no-run",
-    ])))?;
+/// `build`: the test step's own build command, so that making sure the CLI exists is a no-op after
+/// it (`cargo build -p duet-cli` unifies features differently and rebuilt the whole burn stack: 10
+/// min of CI).
+fn e2e(dist: PathBuf, build: &mut std::process::Command) -> Result<(bool, String)> {
+    // The tests compare the page with `duet predict`.
+    crate::util::run(build)?;
     let server = Server::start(dist.clone())?;
     println!("page served at {}", server.url);
     let chromium = crate::util::which("chromium")
