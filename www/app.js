@@ -182,7 +182,7 @@ function renderModel(info) {
   state.classes = info.classes;
   const custom = Boolean(engine.customModel);
   const prov = info.provenance || {};
-  $("model-name").textContent = custom ? engine.customModel.name : "Bundled demo model (demo.safetensors)";
+  $("model-name").textContent = custom ? engine.customModel.name : "Bundled model (demo.safetensors)";
   const badge = $("model-badge");
   badge.textContent = !info.trained ? "untrained" : custom ? "your model" : "demo";
   badge.dataset.kind = !info.trained ? "untrained" : custom ? "custom" : "demo";
@@ -195,6 +195,10 @@ function renderModel(info) {
     ["Training corpus", prov.corpus || (info.trained ? "not recorded" : "none — untrained")],
   ];
   if (prov.protocol) facts.push(["Protocol", prov.protocol]);
+  if (info.levelDbfs != null) facts.push(["Level", `each recording normalised to ${info.levelDbfs} dBFS before the features`]);
+  if (info.calibration) {
+    facts.push(["Calibration", `temperature ${info.calibration.temperature.toFixed(2)} (fitted on validation speakers); results under ${Math.round(info.calibration.uncertain_below * 100)}% are marked uncertain`]);
+  }
   const metrics = Object.entries(prov.metrics || {});
   if (metrics.length) {
     facts.push([
@@ -204,7 +208,11 @@ function renderModel(info) {
         .join(" · "),
     ]);
   }
-  for (const [k, v] of Object.entries(prov.notes || {}).slice(0, 6)) facts.push([k.replace(/_/g, " "), v]);
+  // The weights' license and the corpus citation first: users must see them.
+  const first = ["license", "citation", "intended_use", "level", "augmentation"];
+  const rank = (k) => (first.includes(k) ? first.indexOf(k) : first.length);
+  const notes = Object.entries(prov.notes || {}).sort(([a], [b]) => rank(a) - rank(b));
+  for (const [k, v] of notes.slice(0, 9)) facts.push([k.replace(/_/g, " "), v]);
   $("model-facts").replaceChildren(...facts.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })]));
 
   const note = $("model-note");
@@ -217,6 +225,18 @@ function renderModel(info) {
     note.replaceChildren(
       el("p", { class: "warn" }, el("strong", { text: "Untrained: " }),
         "this model file has no training record, its weights are random, so its probabilities mean nothing yet."),
+      train);
+  } else if (!custom && /ravdess/i.test(prov.corpus || "")) {
+    note.replaceChildren(
+      el("p", {}, el("strong", { text: "Trained on real speech: " }),
+        "20 North American actors of RAVDESS, two sentences acted in each emotion (speaker-independent " +
+          "cross-validation above: the tested actors were never heard in training)."),
+      el("p", { class: "warn" }, el("strong", { text: "What it is not: " }),
+        "acted English speech and four classes only; spontaneous speech, other languages and other " +
+          "emotions will be misjudged more often. Not for judging people at work, in education or anywhere " +
+          "a decision about them follows."),
+      el("p", {}, "Weights license: CC BY-NC-SA 4.0 (derived from RAVDESS: Livingstone & Russo 2018, " +
+          "PLoS ONE 13(5): e0196391), separate from the code's license — not for commercial use."),
       train);
   } else if (!custom) {
     note.replaceChildren(
@@ -306,6 +326,14 @@ function fillRow(row, name, a, ms) {
   const top = el("p", { class: `result-top c-${a.label}` },
     el("span", { class: "swatch", "aria-hidden": "true" }),
     el("strong", { text: a.label }), ` ${pct(a.probabilities[classes.indexOf(a.label)])}`);
+  if (a.uncertain) {
+    const t = state.model && state.model.calibration;
+    top.append(" ", el("span", {
+      class: "uncertain",
+      text: "uncertain",
+      title: `The top probability is under ${t ? Math.round(t.uncertain_below * 100) : 50}%, the model card's threshold: no class stands out.`,
+    }));
+  }
   const body = el("div", { class: "result-body" }, top, barList(classes, a.probabilities, a.label));
   if (a.timeline && a.timeline.length) {
     const canvas = el("canvas", {
@@ -323,6 +351,7 @@ function fillRow(row, name, a, ms) {
     durationS: a.durationS,
     probabilities: probabilitiesOf(classes, a.probabilities),
     label: a.label,
+    uncertain: Boolean(a.uncertain),
     timeline: a.timeline
       ? a.timeline.map((s) => ({ startS: s.startS, endS: s.endS, probabilities: probabilitiesOf(classes, s.probabilities), label: s.label }))
       : null,
@@ -335,7 +364,7 @@ function fillRow(row, name, a, ms) {
     .filter(([c]) => c !== a.label)
     .map(([c, p]) => `${c} ${Math.round(p * 100)}`)
     .join(", ");
-  announce(`${name}: ${a.label}, ${Math.round(a.probabilities[classes.indexOf(a.label)] * 100)} percent. Others: ${others} percent.`);
+  announce(`${name}: ${a.label}${a.uncertain ? " (uncertain)" : ""}, ${Math.round(a.probabilities[classes.indexOf(a.label)] * 100)} percent. Others: ${others} percent.`);
 }
 
 function summariseTimeline(segments) {
@@ -514,6 +543,7 @@ function exportJson() {
       duration_s: r.durationS,
       probabilities: r.probabilities,
       label: r.label,
+      uncertain: r.uncertain,
       timeline: r.timeline && r.timeline.map((s) => ({ start_s: s.startS, end_s: s.endS, probabilities: s.probabilities, label: s.label })),
     })),
   };
@@ -570,7 +600,7 @@ async function liveTick() {
   try {
     const a = await engine.call("analyzePcm", { planar: samples, channels: 1, sampleRate: rate, timeline: false });
     live.push(end / rate, a.probabilities);
-    $("live-now").textContent = `now: ${a.label} ${pct(a.probabilities[a.classes.indexOf(a.label)])}`;
+    $("live-now").textContent = `now: ${a.label} ${pct(a.probabilities[a.classes.indexOf(a.label)])}${a.uncertain ? " (uncertain)" : ""}`;
     $("live-now").className = `live-now c-${a.label}`;
     document.body.dataset.livePoints = String(live.points.length);
   } catch (err) {

@@ -29,9 +29,15 @@ test("with WebGPU the page runs on WebGPU, names the adapter, and its self-test 
     const card = await modelCard(b.page);
     assert.match(card.name, /demo/i);
     assert.match(card.facts, /angry, happy, neutral, sad/);
-    // The bundled model is the trained demo, and says it was trained on synthetic speech.
+    // The bundled model is trained on real speech and its card says so, with what it is not and the
+    // weights' license (RAVDESS's), and the cross-validation figures.
     assert.equal(card.badge, "demo");
-    assert.match(card.note, /synthetic speech/);
+    assert.match(card.note, /real speech/);
+    assert.match(card.note, /not for judging people/i);
+    assert.match(card.note, /CC BY-NC-SA 4\.0/);
+    assert.match(card.facts, /ravdess 720/);
+    assert.match(card.facts, /cv ua mean/);
+    assert.match(card.facts, /license/);
     assert.match(card.note, /train --corpus/);
     assert.deepEqual(b.consoleErrors, []);
   } finally {

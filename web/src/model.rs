@@ -38,6 +38,10 @@ pub struct ModelInfo {
     pub trained: bool,
     /// Training corpus, protocol, cross-validation metrics and notes, as written by `train`.
     pub provenance: Option<Provenance>,
+    /// The temperature of the probabilities shown and the uncertainty threshold (`None`: T = 1).
+    pub calibration: Option<duet_model::Calibration>,
+    /// The level the front end normalises each recording to, in dBFS (`None`: not normalised).
+    pub level_dbfs: Option<f32>,
 }
 
 /// Class probabilities of one stretch of audio.
@@ -48,6 +52,8 @@ pub struct Scores {
     pub probabilities: Vec<f32>,
     /// The most probable class.
     pub label: String,
+    /// The top probability is under the model card's threshold.
+    pub uncertain: bool,
 }
 
 impl From<&Prediction> for Scores {
@@ -55,6 +61,7 @@ impl From<&Prediction> for Scores {
         Scores {
             probabilities: p.probabilities.clone(),
             label: p.label.clone(),
+            uncertain: p.uncertain,
         }
     }
 }
@@ -168,6 +175,8 @@ pub fn describe(bytes: &[u8]) -> Result<ModelInfo, ModelError> {
         min_duration_s: config.features.min_duration_s(),
         trained,
         provenance: config.provenance.clone(),
+        calibration: config.calibration.clone(),
+        level_dbfs: config.features.level.map(|l| l.target_dbfs),
     })
 }
 

@@ -7,10 +7,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, bail};
 use duet_data::protocol::Protocol;
-use duet_data::train::{self, EpochRecord, Observer, Outcome, RunDir, TrainOptions};
-use duet_data::{OnBadAudio, open_corpus};
+use duet_data::{OnBadAudio, open_corpora};
 use duet_dsp::Preset;
 use duet_model::ModelKind;
+use duet_train::train::{self, EpochRecord, Observer, Outcome, RunDir, TrainOptions};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
@@ -20,9 +20,10 @@ use crate::cmd::Backend;
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {
     /// The corpus: `iemocap:DIR` (the IEMOCAP release as distributed) or `manifest:FILE` (CSV or
-    /// JSONL with path,label,speaker[,session]; EmoBox's key,wav,emo accepted).
+    /// JSONL with path,label,speaker[,session]; EmoBox's key,wav,emo accepted). Repeat for several
+    /// corpora in one run (speakers are kept apart by corpus name; see `--protocol cross-corpus`).
     #[arg(long, required_unless_present = "resume")]
-    pub corpus: Option<String>,
+    pub corpus: Vec<String>,
     /// Merge or rename labels of a manifest, e.g. `exc=happy,fru=` (empty target drops the label).
     #[arg(long)]
     pub label_map: Option<String>,
@@ -33,7 +34,8 @@ pub struct Args {
     #[arg(long, default_value = "paper", value_parser = crate::cmd::parse_preset)]
     pub preset: Preset,
     /// `loso` (leave one session out: speaker-independent), `random5` (the paper's random 5-fold,
-    /// speaker-dependent) or `holdout:SESSION`.
+    /// speaker-dependent), `holdout:SESSION`, `speakers:K` (K folds of disjoint speaker groups, for
+    /// corpora without sessions) or `cross-corpus` (test on each corpus, train on the others).
     #[arg(long, default_value = "loso", value_parser = parse_protocol)]
     pub protocol: Protocol,
     /// Epochs per fold.
@@ -59,7 +61,7 @@ pub struct Args {
     #[arg(long)]
     pub select_on_test: bool,
     /// What to do with audio that cannot be decoded: `fail` (default) or `skip` (counted in the report).
-    #[arg(long, default_value = "fail", value_parser = parse_bad_audio)]
+    #[arg(long, default_value = "fail", value_parser = crate::cmd::parse_bad_audio)]
     pub on_bad_audio: OnBadAudio,
     /// Hidden units of every LSTM / DS-LSTM layer (the paper: 200).
     #[arg(long, default_value_t = 200)]
@@ -80,6 +82,19 @@ pub struct Args {
     /// Continue the run in RUN_DIR (or --out) from its last checkpoint, with its original options.
     #[arg(long, num_args = 0..=1, value_name = "RUN_DIR", default_missing_value = "")]
     pub resume: Option<PathBuf>,
+    /// Normalise each utterance's level to this many dBFS (its 90th-percentile frame) before the
+    /// features, in training and wherever the model is used (stored in the model file). `off` (the
+    /// paper) by default; -20 for models meant for any microphone.
+    #[arg(long, default_value = "off", value_parser = parse_level, allow_hyphen_values = true)]
+    pub level_norm: LevelArg,
+    /// Augmented copies of each training utterance (random gain, noise at 5-30 dB SNR, speed
+    /// ×0.9-1.1, room reverb; seeded by --seed, the same in every fold). Validation and test data are
+    /// never augmented. 0 (default): none.
+    #[arg(long, default_value_t = 0)]
+    pub augment: usize,
+    /// A note for the model file's provenance, `KEY=VALUE` (repeatable), e.g. the weights' license.
+    #[arg(long, value_parser = parse_note)]
+    pub note: Vec<(String, String)>,
     /// No progress bars (log lines instead).
     #[arg(long)]
     pub quiet: bool,
@@ -89,14 +104,36 @@ fn parse_protocol(s: &str) -> Result<Protocol, String> {
     Protocol::parse(s).map_err(|e| e.to_string())
 }
 
-fn parse_bad_audio(s: &str) -> Result<OnBadAudio, String> {
-    s.parse::<OnBadAudio>().map_err(|e| e.to_string())
+/// `--level-norm`: off, or a target in dBFS.
+#[derive(Clone, Copy, Debug)]
+pub struct LevelArg(pub Option<duet_dsp::LevelNorm>);
+
+fn parse_level(s: &str) -> Result<LevelArg, String> {
+    if s == "off" {
+        return Ok(LevelArg(None));
+    }
+    let db: f32 = s
+        .parse()
+        .map_err(|_| format!("`{s}`: expected `off` or a level in dBFS such as -20"))?;
+    let level = duet_dsp::LevelNorm {
+        target_dbfs: db,
+        ..duet_dsp::LevelNorm::speech()
+    };
+    level.validate()?;
+    Ok(LevelArg(Some(level)))
+}
+
+fn parse_note(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(format!("`{s}`: expected KEY=VALUE")),
+    }
 }
 
 /// What `--resume` needs besides the checkpoint: the corpus and how to reach the device.
 #[derive(Serialize, Deserialize)]
 struct RunSpec {
-    corpus: String,
+    corpus: Vec<String>,
     label_map: Option<String>,
     backend: String,
 }
@@ -246,6 +283,9 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
             o.final_model = !args.no_final;
             o.max_folds = args.max_folds;
             o.f16 = args.f16;
+            o.level = args.level_norm.0;
+            o.augment = args.augment;
+            o.notes = args.note.iter().cloned().collect();
             if o.epochs == 0 || o.batch < 2 {
                 bail!(
                     "--epochs must be at least 1 and --batch at least 2 (batch norm needs two examples)"
@@ -255,7 +295,11 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
                 bail!("--lr must be a positive number");
             }
             let spec = RunSpec {
-                corpus: args.corpus.clone().context("--corpus is required")?,
+                corpus: if args.corpus.is_empty() {
+                    bail!("--corpus is required")
+                } else {
+                    args.corpus.clone()
+                },
                 label_map: args.label_map.clone(),
                 backend: format!("{:?}", args.backend).to_lowercase(),
             };
@@ -274,8 +318,8 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
     std::fs::write(out.join("run.json"), serde_json::to_vec_pretty(&spec)?)
         .with_context(|| format!("cannot write {}", out.join("run.json").display()))?;
 
-    let corpus = open_corpus(&spec.corpus, spec.label_map.as_deref())
-        .with_context(|| format!("corpus {}", spec.corpus))?;
+    let corpus = open_corpora(&spec.corpus, spec.label_map.as_deref())
+        .with_context(|| format!("corpus {}", spec.corpus.join(" ")))?;
     let backend = match spec.backend.as_str() {
         "cpu" => Backend::Cpu,
         "wgpu" => Backend::Wgpu,
@@ -294,11 +338,10 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
             .set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     eprintln!(
-        "{} {} utterances, {} sessions, classes {}; {} on {} ({}){}",
-        corpus.name,
-        corpus.utterances.len(),
+        "{}; {} speakers, {} sessions; {} on {} ({}){}",
+        corpus.corpora_summary(),
+        corpus.speakers().len(),
         corpus.sessions().len(),
-        corpus.classes.join("/"),
         options.kind,
         info.kind,
         info.adapter,
@@ -350,13 +393,13 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(130))
         }
         Outcome::Finished(result) => {
-            let info = duet_data::report::RunInfo {
+            let info = duet_train::report::RunInfo {
                 git_revision: git_revision(),
                 command,
                 started,
                 corpus: &corpus,
             };
-            duet_data::report::write(&out, &options, &result, &info)?;
+            duet_train::report::write(&out, &options, &result, &info)?;
             let s = &result.summary;
             eprintln!(
                 "\n{} folds ({}): WA {:.1} ± {:.1} %, UA {:.1} ± {:.1} %, macro-F1 {:.1} %{}",

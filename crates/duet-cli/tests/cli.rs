@@ -1,5 +1,6 @@
 //! duet-cli's integration tests, one binary (each test binary links the whole burn stack).
 
+mod bundled_model;
 mod features_cli;
 mod reference_forward;
 mod train_cli;

@@ -151,6 +151,12 @@ fn interrupted_and_resumed_run_ends_with_the_same_weights() {
             "--backend",
             "cpu",
             "--quiet",
+            // Resumed == uninterrupted also with level normalisation and augmented copies.
+            "--level-norm=-20",
+            "--augment",
+            "1",
+            "--note",
+            "license=test license",
         ])
         .arg("--out")
         .arg(out);
@@ -200,6 +206,23 @@ fn interrupted_and_resumed_run_ends_with_the_same_weights() {
     let model = a.join("model.safetensors");
     let info = ok(Command::new(DUET).args(["info", "--json"]).arg(&model));
     assert!(info.contains("cv_ua_mean"), "{info}");
+    let info: serde_json::Value = serde_json::from_str(&info).unwrap();
+    let config = &info["config"];
+    // Calibrated on the folds' validation speakers; level normalisation stored; provenance names
+    // the corpus and its counts, not the path; the note travels.
+    let t = config["calibration"]["temperature"].as_f64().unwrap();
+    assert!(t > 0.0 && t.is_finite(), "{t}");
+    assert_eq!(config["features"]["level"]["target_dbfs"], -20.0);
+    let corpus = config["provenance"]["corpus"].as_str().unwrap();
+    assert!(corpus.starts_with("synth-4x3 48 (angry 12,"), "{corpus}");
+    assert_eq!(config["provenance"]["notes"]["license"], "test license");
+    for f in ra["folds"].as_array().unwrap() {
+        let c = &f["calibration"];
+        assert!(
+            c["ece_before"].as_f64().unwrap() >= 0.0 && c["ece_after"].as_f64().unwrap() >= 0.0
+        );
+    }
+    assert_eq!(ra["corpus"]["corpora"][0]["utterances"], 48);
     let wav = manifest.parent().unwrap().join(
         std::fs::read_to_string(&manifest)
             .unwrap()
@@ -304,4 +327,59 @@ fn bad_input_gets_clear_errors() {
         "y",
     ]));
     assert_eq!(code, 2);
+}
+
+/// Two corpora in one run (here the same folder twice: two corpora by name, whose speakers must not
+/// merge), tested across corpora: one fold per corpus, trained on the other.
+#[test]
+fn two_corpora_cross_corpus() {
+    let tmp = tempfile::tempdir().unwrap();
+    let manifest = corpus(tmp.path(), 4, 3);
+    let out = tmp.path().join("run");
+    ok(Command::new(TRAIN)
+        .args([
+            "--corpus",
+            &manifest_spec(&manifest),
+            "--corpus",
+            &manifest_spec(&manifest),
+        ])
+        .args([
+            "--protocol",
+            "cross-corpus",
+            "--model",
+            "base1",
+            "--epochs",
+            "1",
+            "--batch",
+            "8",
+        ])
+        .args([
+            "--hidden",
+            "8",
+            "--backend",
+            "cpu",
+            "--quiet",
+            "--no-final",
+            "--out",
+        ])
+        .arg(&out));
+    let r = report(&out);
+    let names: Vec<&str> = r["folds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["synth-4x3", "synth-4x3-2"]);
+    assert_eq!(r["corpus"]["corpora"].as_array().unwrap().len(), 2);
+    assert_eq!(r["corpus"]["corpora"][1]["per_class"]["sad"], 12);
+    for f in r["folds"].as_array().unwrap() {
+        assert_eq!(f["test"], 48, "{f}");
+        assert_eq!(
+            f["train"].as_u64().unwrap() + f["valid"].as_u64().unwrap(),
+            48
+        );
+    }
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("test speakers synth-4x3-2/"), "{md}");
 }

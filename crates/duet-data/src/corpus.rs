@@ -32,6 +32,9 @@ pub struct Utterance {
     pub speaker: String,
     /// The session = the unit of leave-one-session-out folds (IEMOCAP: `Ses01` .. `Ses05`).
     pub session: String,
+    /// The name of the corpus it comes from (set by [`open_corpora`]; empty for a reader's output).
+    #[serde(default)]
+    pub corpus: String,
 }
 
 /// A labelled corpus.
@@ -55,6 +58,49 @@ impl Corpus {
             counts[u.label] += 1;
         }
         counts
+    }
+
+    /// Per corpus (in order of first appearance): its name and its utterances per class, in
+    /// [`Corpus::classes`] order. Names and counts only, no paths: what a model's provenance states.
+    pub fn corpora(&self) -> Vec<(String, Vec<usize>)> {
+        let mut out: Vec<(String, Vec<usize>)> = Vec::new();
+        for u in &self.utterances {
+            let name = if u.corpus.is_empty() {
+                &self.name
+            } else {
+                &u.corpus
+            };
+            let i = match out.iter().position(|(n, _)| n == name) {
+                Some(i) => i,
+                None => {
+                    out.push((name.clone(), vec![0; self.classes.len()]));
+                    out.len() - 1
+                }
+            };
+            out[i].1[u.label] += 1;
+        }
+        out
+    }
+
+    /// One line naming the corpora with their counts, e.g. `ravdess 720 (angry 160, happy 160, ...)`.
+    pub fn corpora_summary(&self) -> String {
+        self.corpora()
+            .iter()
+            .map(|(name, counts)| {
+                let per: Vec<String> = self
+                    .classes
+                    .iter()
+                    .zip(counts)
+                    .map(|(c, n)| format!("{c} {n}"))
+                    .collect();
+                format!(
+                    "{name} {} ({})",
+                    counts.iter().sum::<usize>(),
+                    per.join(", ")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
     }
 
     /// The distinct sessions in natural order (`Ses2` before `Ses10`).
@@ -277,6 +323,79 @@ pub fn open_corpus(spec: &str, label_map: Option<&str>) -> Result<Corpus, DataEr
         }
         _ => Err(DataError::CorpusSpec(spec.to_string())),
     }
+}
+
+/// Opens one or more corpora (specs as [`open_corpus`]) as one corpus. Each utterance keeps its
+/// corpus name; with several corpora the ids, speakers and sessions are prefixed by the corpus name
+/// (`ravdess/Actor01`), so they cannot collide, and the classes are the union of the corpora's
+/// ([`class_order`]). Names are the readers' (`iemocap`, a manifest's stem or folder name, made unique
+/// by a suffix `-2`, `-3`).
+pub fn open_corpora(specs: &[String], label_map: Option<&str>) -> Result<Corpus, DataError> {
+    if specs.is_empty() {
+        return Err(DataError::CorpusSpec(String::new()));
+    }
+    let mut parts = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let mut c = open_corpus(spec, label_map)?;
+        let base = c.name.clone();
+        let mut k = 1;
+        while parts.iter().any(|p: &Corpus| p.name == c.name) {
+            k += 1;
+            c.name = format!("{base}-{k}");
+        }
+        for u in &mut c.utterances {
+            u.corpus = c.name.clone();
+        }
+        parts.push(c);
+    }
+    if parts.len() == 1 {
+        return Ok(parts.pop().expect("one corpus"));
+    }
+    let classes = class_order(
+        parts
+            .iter()
+            .flat_map(|c| c.classes.iter().map(String::as_str)),
+    );
+    let mut utterances = Vec::new();
+    for c in &parts {
+        for u in &c.utterances {
+            let label = &c.classes[u.label];
+            let prefix = |s: &str| {
+                if s.is_empty() {
+                    String::new()
+                } else {
+                    format!("{}/{s}", c.name)
+                }
+            };
+            utterances.push(Utterance {
+                id: format!("{}/{}", c.name, u.id),
+                path: u.path.clone(),
+                label: classes
+                    .iter()
+                    .position(|x| x == label)
+                    .expect("in the union"),
+                speaker: prefix(&u.speaker),
+                session: prefix(&u.session),
+                corpus: c.name.clone(),
+            });
+        }
+    }
+    let corpus = Corpus {
+        name: parts
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>()
+            .join("+"),
+        source: parts
+            .iter()
+            .map(|c| c.source.as_str())
+            .collect::<Vec<_>>()
+            .join(" "),
+        classes,
+        utterances,
+    };
+    corpus.validate()?;
+    Ok(corpus)
 }
 
 /// What to do with an utterance whose audio cannot be decoded (`--on-bad-audio skip|fail`).

@@ -265,6 +265,7 @@ pub fn read_with_report(dir: &Path) -> Result<(Corpus, IemocapReport), DataError
             if let Some(label) = class {
                 let gender = &l.id[l.id.len() - 4..l.id.len() - 3];
                 utterances.push(Utterance {
+                    corpus: String::new(),
                     speaker: format!("{session}{gender}"),
                     session: session.clone(),
                     label,

@@ -1,5 +1,6 @@
 //! duet-data: corpora (IEMOCAP reader, manifests, the synthetic acted-prosody corpus), folds and
-//! protocols, the feature cache, batching and metrics (WA / UA / F1 / confusion). Native only.
+//! protocols, and metrics (WA / UA / F1 / confusion). Native only; no model, no tensors — the
+//! trainer that uses them is `duet-train`.
 //!
 //! - [`corpus`]: [`Corpus`] / [`Utterance`], [`open_corpus`] (`iemocap:DIR` | `manifest:FILE`), the
 //!   `--on-bad-audio skip|fail` policy ([`OnBadAudio`], [`BadAudioTracker`], [`Corpus::check_audio`]),
@@ -13,21 +14,17 @@
 
 #![warn(missing_docs)]
 
-pub mod adam;
-pub mod cache;
 pub mod corpus;
 pub mod error;
 pub mod iemocap;
 pub mod manifest;
 pub mod metrics;
 pub mod protocol;
-pub mod report;
 pub mod synth;
-pub mod train;
 
 pub use corpus::{
     BadAudioReport, BadAudioTracker, Corpus, FOUR_CLASSES, OnBadAudio, SkippedAudio, Utterance,
-    ensure_writable_dir, open_corpus, probe_wav,
+    ensure_writable_dir, open_corpora, open_corpus, probe_wav,
 };
 pub use error::DataError;
 pub use protocol::{Fold, Protocol, folds};

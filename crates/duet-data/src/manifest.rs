@@ -485,6 +485,7 @@ fn build(
             .or_else(|| (!speaker.is_empty()).then(|| speaker.clone()))
             .unwrap_or_else(|| "all".to_string());
         utterances.push(Utterance {
+            corpus: String::new(),
             id,
             path: resolved,
             label,
@@ -499,16 +500,37 @@ fn build(
         });
     }
     let corpus = Corpus {
-        name: file
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "manifest".into()),
+        name: manifest_name(file),
         source,
         classes,
         utterances,
     };
     corpus.validate()?;
     Ok((corpus, report))
+}
+
+/// A manifest's corpus name: its file stem, or its folder's name when the file is just `manifest.*`
+/// (`data/ravdess/manifest.csv` is `ravdess`).
+fn manifest_name(file: &Path) -> String {
+    let stem = file
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if stem.is_empty() || stem == "manifest" {
+        let dir = std::fs::canonicalize(file).ok().and_then(|f| {
+            f.parent()?
+                .file_name()
+                .map(|d| d.to_string_lossy().into_owned())
+        });
+        if let Some(d) = dir.filter(|d| !d.is_empty()) {
+            return d;
+        }
+    }
+    if stem.is_empty() {
+        "manifest".into()
+    } else {
+        stem
+    }
 }
 
 /// Writes `corpus` as a CSV manifest `id,path,label,speaker,session` (labels as class names). Paths

@@ -12,6 +12,11 @@
 //!   (0 when there is no support), F1 = 2PR / (P + R) (0 when P + R = 0).
 //! - `confusion[t][p]` counts utterances of true class `t` predicted as `p`.
 //! - [`mean_std`]: the population standard deviation (numpy's default `ddof=0`) over folds.
+//! - [`ece`]: expected calibration error with equal-width confidence bins (Guo et al., "On
+//!   Calibration of Modern Neural Networks", ICML 2017): Σ_b (n_b / n) · |accuracy_b − confidence_b|
+//!   over bins of the top probability, bin b = (b/B, (b+1)/B] (the first also holds 0).
+//! - [`softmax_t`] and [`fit_temperature`]: temperature scaling (the same paper): probabilities
+//!   softmax(z / T), T chosen to minimise the negative log-likelihood on held-out (validation) data.
 
 use serde::{Deserialize, Serialize};
 
@@ -201,4 +206,100 @@ pub fn summarize(folds: &[Metrics]) -> Summary {
         per_class_f1: (0..k).map(|c| pick(&|m| m.per_class[c].f1)).collect(),
         pooled: from_confusion(pooled),
     }
+}
+
+/// Expected calibration error of `probs` (rows of class probabilities) against `truth`, `bins` bins.
+/// 0 for an empty set.
+pub fn ece(probs: &[Vec<f32>], truth: &[usize], bins: usize) -> f64 {
+    let bins = bins.max(1);
+    let mut n = vec![0usize; bins];
+    let mut correct = vec![0usize; bins];
+    let mut conf = vec![0f64; bins];
+    for (row, &t) in probs.iter().zip(truth) {
+        let (best, p) =
+            row.iter().enumerate().fold(
+                (0, f32::NEG_INFINITY),
+                |b, (k, &v)| if v > b.1 { (k, v) } else { b },
+            );
+        let b = ((p as f64 * bins as f64).ceil() as usize).clamp(1, bins) - 1;
+        n[b] += 1;
+        conf[b] += p as f64;
+        correct[b] += usize::from(best == t);
+    }
+    let total: usize = n.iter().sum();
+    if total == 0 {
+        return 0.0;
+    }
+    (0..bins)
+        .filter(|&b| n[b] > 0)
+        .map(|b| {
+            (n[b] as f64 / total as f64)
+                * (correct[b] as f64 / n[b] as f64 - conf[b] / n[b] as f64).abs()
+        })
+        .sum()
+}
+
+/// softmax(logits / temperature) of one row.
+pub fn softmax_t(logits: &[f32], temperature: f64) -> Vec<f32> {
+    let m = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let e: Vec<f64> = logits
+        .iter()
+        .map(|&z| ((z as f64 - m) / temperature).exp())
+        .collect();
+    let s: f64 = e.iter().sum();
+    e.iter().map(|v| (v / s) as f32).collect()
+}
+
+/// Mean negative log-likelihood of `truth` under softmax(logits / temperature).
+pub fn nll(logits: &[Vec<f32>], truth: &[usize], temperature: f64) -> f64 {
+    if logits.is_empty() {
+        return 0.0;
+    }
+    let total: f64 = logits
+        .iter()
+        .zip(truth)
+        .map(|(row, &t)| {
+            let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+            let lse = m * (1.0 / temperature)
+                + row
+                    .iter()
+                    .map(|&z| ((z as f64 - m) / temperature).exp())
+                    .sum::<f64>()
+                    .ln();
+            lse - row[t] as f64 / temperature
+        })
+        .sum();
+    total / logits.len() as f64
+}
+
+/// Smallest and largest temperature [`fit_temperature`] considers.
+pub const TEMPERATURE_RANGE: (f64, f64) = (0.05, 20.0);
+
+/// The temperature minimising [`nll`] on (`logits`, `truth`): golden-section search over ln T in
+/// [`TEMPERATURE_RANGE`] (the NLL is unimodal in T for fixed logits). 1 for an empty set.
+pub fn fit_temperature(logits: &[Vec<f32>], truth: &[usize]) -> f64 {
+    if logits.is_empty() {
+        return 1.0;
+    }
+    let f = |x: f64| nll(logits, truth, x.exp());
+    let (mut a, mut b) = (TEMPERATURE_RANGE.0.ln(), TEMPERATURE_RANGE.1.ln());
+    let g = (5f64.sqrt() - 1.0) / 2.0;
+    let (mut c, mut d) = (b - g * (b - a), a + g * (b - a));
+    let (mut fc, mut fd) = (f(c), f(d));
+    for _ in 0..60 {
+        if fc < fd {
+            b = d;
+            d = c;
+            fd = fc;
+            c = b - g * (b - a);
+            fc = f(c);
+        } else {
+            a = c;
+            c = d;
+            fc = fd;
+            d = a + g * (b - a);
+            fd = f(d);
+        }
+    }
+    ((a + b) / 2.0).exp()
 }

@@ -6,6 +6,15 @@
 //!   split is random and speaker-DEPENDENT): utterances are shuffled with the seed within each class
 //!   and dealt round-robin into 5 folds (stratified by class); fold k tests on part k.
 //! - **`holdout:SESSION`** — one fold testing on the named session (`holdout` alone: the last session).
+//! - **`speakers:K`** — K folds of disjoint speaker groups, for corpora without sessions (RAVDESS:
+//!   one actor per speaker): the speakers in natural order are dealt round-robin into K groups
+//!   (`ravdess_01`, `_06`, `_11`, `_16` in group 1 of 5 — both sexes in every group on RAVDESS,
+//!   whose odd actors are male), fold k tests on group k. Independent of the seed.
+//! - **`cross-corpus`** — one fold per corpus of a several-corpus run: test on that corpus, train and
+//!   validate on the others.
+//!
+//! `speakers:K` and `cross-corpus` are leave-one-session-out over a derived session (the speaker
+//! group, the corpus), so validation, the checks and the reports are those of `loso`.
 //!
 //! **Validation** (model selection, early stopping) always comes from the training part; the test part
 //! influences nothing.
@@ -52,6 +61,10 @@ pub enum Protocol {
     Random5,
     /// One fold testing on the named session; an empty name means the last session.
     Holdout(String),
+    /// K folds of disjoint speaker groups (dealt round-robin in natural speaker order).
+    Speakers(usize),
+    /// One fold per corpus: test on it, train on the others.
+    CrossCorpus,
 }
 
 impl Protocol {
@@ -61,12 +74,21 @@ impl Protocol {
             "loso" => Ok(Protocol::Loso),
             "random5" => Ok(Protocol::Random5),
             "holdout" => Ok(Protocol::Holdout(String::new())),
-            other => match other.strip_prefix("holdout:") {
-                Some(sess) if !sess.trim().is_empty() => {
-                    Ok(Protocol::Holdout(sess.trim().to_string()))
+            "cross-corpus" => Ok(Protocol::CrossCorpus),
+            other => {
+                if let Some(sess) = other.strip_prefix("holdout:")
+                    && !sess.trim().is_empty()
+                {
+                    return Ok(Protocol::Holdout(sess.trim().to_string()));
                 }
-                _ => Err(DataError::ProtocolSpec(s.to_string())),
-            },
+                match other
+                    .strip_prefix("speakers:")
+                    .map(|k| k.trim().parse::<usize>())
+                {
+                    Some(Ok(k)) if k >= 2 => Ok(Protocol::Speakers(k)),
+                    _ => Err(DataError::ProtocolSpec(s.to_string())),
+                }
+            }
         }
     }
 }
@@ -85,6 +107,8 @@ impl fmt::Display for Protocol {
             Protocol::Random5 => f.write_str("random5"),
             Protocol::Holdout(s) if s.is_empty() => f.write_str("holdout"),
             Protocol::Holdout(s) => write!(f, "holdout:{s}"),
+            Protocol::Speakers(k) => write!(f, "speakers:{k}"),
+            Protocol::CrossCorpus => f.write_str("cross-corpus"),
         }
     }
 }
@@ -157,9 +181,75 @@ pub fn folds(corpus: &Corpus, protocol: &Protocol, seed: u64) -> Result<Vec<Fold
             vec![session_fold(corpus, &sessions, i, i, seed)]
         }
         Protocol::Random5 => random_folds(corpus, seed)?,
+        Protocol::Speakers(_) | Protocol::CrossCorpus => {
+            let derived = derived_sessions(corpus, protocol).map_err(err)?;
+            let mut out = folds(&derived, &Protocol::Loso, seed)?;
+            for f in &mut out {
+                let test: BTreeSet<&str> = f
+                    .test
+                    .iter()
+                    .map(|&i| corpus.utterances[i].speaker.as_str())
+                    .collect();
+                f.description = format!(
+                    "{}; test speakers {}",
+                    f.description,
+                    test.into_iter().collect::<Vec<_>>().join(" ")
+                );
+            }
+            // Checked on the derived sessions (what keeps speakers or corpora apart).
+            check_folds(&derived, &Protocol::Loso, &out)?;
+            return Ok(out);
+        }
     };
     check_folds(corpus, protocol, &out)?;
     Ok(out)
+}
+
+/// `corpus` with each utterance's session replaced by its speaker group (`speakers:K`: `group1` ..
+/// `groupK`) or its corpus (`cross-corpus`), so that leave-one-session-out gives the protocol's folds.
+fn derived_sessions(corpus: &Corpus, protocol: &Protocol) -> Result<Corpus, String> {
+    let mut derived = corpus.clone();
+    match protocol {
+        Protocol::Speakers(k) => {
+            let speakers = corpus.speakers();
+            if speakers.iter().any(|s| s.is_empty()) || speakers.len() < *k {
+                return Err(format!(
+                    "{} folds of speakers need at least {k} known speakers; {} has {} ({}); give the manifest a speaker column or use fewer folds",
+                    k,
+                    corpus.source,
+                    speakers.iter().filter(|s| !s.is_empty()).count(),
+                    speakers.join(", ")
+                ));
+            }
+            let group: BTreeMap<&str, usize> = speakers
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.as_str(), i % k))
+                .collect();
+            for u in &mut derived.utterances {
+                // Zero-padded so that natural order is group order.
+                u.session = format!("group{}", group[u.speaker.as_str()] + 1);
+            }
+        }
+        Protocol::CrossCorpus => {
+            let corpora: BTreeSet<&str> = corpus
+                .utterances
+                .iter()
+                .map(|u| u.corpus.as_str())
+                .collect();
+            if corpora.len() < 2 {
+                return Err(format!(
+                    "cross-corpus needs at least 2 corpora (--corpus A --corpus B); {} is one",
+                    corpus.source
+                ));
+            }
+            for u in &mut derived.utterances {
+                u.session = u.corpus.clone();
+            }
+        }
+        _ => {}
+    }
+    Ok(derived)
 }
 
 /// The validation grouping key of an utterance: its speaker, or its session when the speaker is unknown.

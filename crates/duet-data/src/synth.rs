@@ -586,6 +586,7 @@ pub fn synth_corpus(
         utterances: plans
             .iter()
             .map(|p| Utterance {
+                corpus: String::new(),
                 id: p.id.clone(),
                 path: out.join(&p.rel_path),
                 label: p.class,

@@ -175,3 +175,53 @@ fn statistics_and_table() {
     );
     assert_eq!(natural_cmp("S2", "S10"), std::cmp::Ordering::Less);
 }
+
+#[test]
+fn several_corpora_keep_their_names_and_speakers_apart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let make = |dir: &str, rows: &[(&str, &str, &str)]| {
+        let d = tmp.path().join(dir);
+        let mut csv = String::from("path,label,speaker\n");
+        for (f, label, speaker) in rows {
+            common::write(&d.join(f), &common::tiny_wav(64));
+            csv.push_str(&format!("{f},{label},{speaker}\n"));
+        }
+        common::write(&d.join("manifest.csv"), csv.as_bytes());
+        format!("manifest:{}", d.join("manifest.csv").display())
+    };
+    // The same speaker id in both corpora: two people.
+    let a = make(
+        "ravdess",
+        &[("1.wav", "angry", "s1"), ("2.wav", "sad", "s2")],
+    );
+    let b = make("other", &[("1.wav", "happy", "s1"), ("2.wav", "sad", "s1")]);
+    let c = duet_data::open_corpora(&[a.clone(), b], None).unwrap();
+    assert_eq!(c.name, "ravdess+other");
+    assert_eq!(c.classes, ["angry", "happy", "sad"]);
+    assert_eq!(c.speakers(), ["other/s1", "ravdess/s1", "ravdess/s2"]);
+    assert_eq!(
+        c.corpora(),
+        vec![
+            ("ravdess".to_string(), vec![1, 0, 1]),
+            ("other".to_string(), vec![0, 1, 1])
+        ]
+    );
+    assert_eq!(
+        c.corpora_summary(),
+        "ravdess 2 (angry 1, happy 0, sad 1); other 2 (angry 0, happy 1, sad 1)"
+    );
+    assert!(
+        !c.corpora_summary().contains('/'),
+        "no paths in what a model file states"
+    );
+    // Labels follow the union: the happy utterance of `other` has the union's happy index.
+    let first_of_other = c.utterances.iter().find(|u| u.corpus == "other").unwrap();
+    assert!(first_of_other.id.starts_with("other/"), "{}", first_of_other.id);
+    assert_eq!(c.classes[first_of_other.label], "happy");
+    // The same corpus twice gets a distinct name; one corpus alone keeps its ids.
+    let twice = duet_data::open_corpora(&[a.clone(), a.clone()], None).unwrap();
+    assert_eq!(twice.name, "ravdess+ravdess-2");
+    let one = duet_data::open_corpora(&[a], None).unwrap();
+    assert_eq!(one.speakers(), ["s1", "s2"]);
+    assert!(one.utterances.iter().all(|u| u.corpus == "ravdess"));
+}

@@ -91,3 +91,58 @@ fn folds_mean_std_and_pooling() {
     assert!(json["pooled"]["confusion"].is_array());
     assert!(json["ua"]["std"].is_number());
 }
+
+#[test]
+fn expected_calibration_error_by_hand() {
+    use duet_data::metrics::ece;
+    // Bin (0.5, 0.6]: two rows at 0.55, one right -> |0.5 - 0.55| = 0.05, weight 2/4.
+    // Bin (0.9, 1.0]: two rows at 0.95, both right -> |1 - 0.95| = 0.05, weight 2/4.
+    let probs = vec![
+        vec![0.55, 0.45],
+        vec![0.45, 0.55],
+        vec![0.95, 0.05],
+        vec![0.05, 0.95],
+    ];
+    let truth = [0, 0, 0, 1];
+    // f32 probabilities: within 1e-6.
+    let e = ece(&probs, &truth, 10);
+    assert!((e - 0.05).abs() < 1e-6, "{e}");
+    // Confident and always wrong: ECE = confidence.
+    assert!((ece(&[vec![0.9, 0.1]], &[1], 10) - 0.9).abs() < 1e-6);
+    assert_eq!(ece(&[], &[], 10), 0.0);
+}
+
+#[test]
+fn temperature_scaling_recovers_the_temperature_of_the_labels() {
+    use duet_data::metrics::{ece, fit_temperature, nll, softmax_t};
+    // Labels drawn from softmax(z / 2.5): the maximum-likelihood temperature is near 2.5.
+    let mut state = 0x1234_5678_u64;
+    let mut uniform = || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let (mut logits, mut truth) = (Vec::new(), Vec::new());
+    for _ in 0..4000 {
+        let z: Vec<f32> = (0..4).map(|_| (8.0 * uniform() - 4.0) as f32).collect();
+        let p = softmax_t(&z, 2.5);
+        let r = uniform() as f32;
+        let mut acc = 0.0;
+        let label = p.iter().position(|&q| {
+            acc += q;
+            r < acc
+        });
+        truth.push(label.unwrap_or(3));
+        logits.push(z);
+    }
+    let t = fit_temperature(&logits, &truth);
+    assert!((t - 2.5).abs() < 0.25, "fitted T = {t}");
+    assert!(nll(&logits, &truth, t) <= nll(&logits, &truth, t * 1.05));
+    assert!(nll(&logits, &truth, t) <= nll(&logits, &truth, t / 1.05));
+    // Calibrated probabilities have a small ECE; the raw ones (T = 1, overconfident) a larger one.
+    let cal: Vec<Vec<f32>> = logits.iter().map(|z| softmax_t(z, t)).collect();
+    let raw: Vec<Vec<f32>> = logits.iter().map(|z| softmax_t(z, 1.0)).collect();
+    assert!(ece(&cal, &truth, 10) < 0.03, "{}", ece(&cal, &truth, 10));
+    assert!(ece(&raw, &truth, 10) > 0.1, "{}", ece(&raw, &truth, 10));
+}

@@ -22,6 +22,7 @@ fn corpus(sessions: usize, speakers: usize, per: usize) -> Corpus {
                 for k in 0..n {
                     let speaker = format!("S{}{}", s + 1, (b'A' + p as u8) as char);
                     utterances.push(Utterance {
+                        corpus: String::new(),
                         id: format!("{speaker}_{c}_{k}"),
                         path: PathBuf::from(format!("/x/{speaker}_{c}_{k}.wav")),
                         label: c,
@@ -319,4 +320,101 @@ fn manifest_without_speakers_uses_sessions_as_groups() {
         assert_eq!(sessions_of(&c, &f.valid).len(), 1);
         assert!(sessions_of(&c, &f.valid).is_disjoint(&sessions_of(&c, &f.train)));
     }
+}
+
+/// A RAVDESS-like corpus: `speakers` actors, one session for all (no sessions in the manifest).
+fn actors(speakers: usize, per: usize) -> Corpus {
+    let mut c = corpus(1, speakers, per);
+    for u in &mut c.utterances {
+        u.session = String::new();
+    }
+    c
+}
+
+#[test]
+fn speaker_group_folds_are_disjoint_round_robin_groups() {
+    let c = actors(10, 2);
+    let f = folds(&c, &Protocol::Speakers(5), 0).unwrap();
+    assert_eq!(f.len(), 5);
+    let mut tested = vec![0; c.utterances.len()];
+    let speakers = c.speakers();
+    for (k, fold) in f.iter().enumerate() {
+        assert_partition(&c, fold, true);
+        let test = speakers_of(&c, &fold.test);
+        // Natural order dealt round-robin: group k holds speakers k and k + 5.
+        let want: BTreeSet<&str> = [speakers[k].as_str(), speakers[k + 5].as_str()].into();
+        assert_eq!(test, want, "fold {}", fold.name);
+        let rest = speakers_of(&c, &fold.train);
+        assert!(
+            test.is_disjoint(&rest),
+            "fold {}: a test speaker trains",
+            fold.name
+        );
+        let valid = speakers_of(&c, &fold.valid);
+        assert!(!valid.is_empty() && valid.is_disjoint(&rest) && valid.is_disjoint(&test));
+        assert!(
+            fold.description.contains(speakers[k].as_str()),
+            "{}",
+            fold.description
+        );
+        for &i in &fold.test {
+            tested[i] += 1;
+        }
+    }
+    assert!(
+        tested.iter().all(|&t| t == 1),
+        "every utterance tested once"
+    );
+    // The seed does not move speakers between groups.
+    assert_eq!(
+        f.iter().map(|x| x.test.clone()).collect::<Vec<_>>(),
+        folds(&c, &Protocol::Speakers(5), 9)
+            .unwrap()
+            .iter()
+            .map(|x| x.test.clone())
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        Protocol::parse("speakers:5").unwrap(),
+        Protocol::Speakers(5)
+    );
+    assert_eq!(Protocol::Speakers(5).to_string(), "speakers:5");
+    assert!(Protocol::parse("speakers:1").is_err());
+    assert!(Protocol::parse("speakers:x").is_err());
+    // More groups than speakers: an error naming the count.
+    let e = folds(&actors(3, 1), &Protocol::Speakers(5), 0)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("at least 5") && e.contains("has 3"), "{e}");
+}
+
+#[test]
+fn cross_corpus_tests_each_corpus_on_a_model_of_the_others() {
+    let mut c = actors(6, 1);
+    for u in &mut c.utterances {
+        let first = u.speaker.as_str() < "S1D";
+        u.corpus = if first { "a".into() } else { "b".into() };
+    }
+    let f = folds(&c, &Protocol::CrossCorpus, 0).unwrap();
+    assert_eq!(f.len(), 2);
+    for fold in &f {
+        let test: BTreeSet<&str> = fold
+            .test
+            .iter()
+            .map(|&i| c.utterances[i].corpus.as_str())
+            .collect();
+        let train: BTreeSet<&str> = fold
+            .train
+            .iter()
+            .chain(&fold.valid)
+            .map(|&i| c.utterances[i].corpus.as_str())
+            .collect();
+        assert_eq!(test.len(), 1);
+        assert!(test.is_disjoint(&train), "fold {}", fold.name);
+        assert_eq!(fold.name, *test.iter().next().unwrap());
+    }
+    let e = folds(&actors(6, 1), &Protocol::CrossCorpus, 0)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("at least 2 corpora"), "{e}");
 }

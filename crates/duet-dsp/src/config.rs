@@ -5,6 +5,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::level::LevelNorm;
+
 use crate::{DspError, SAMPLE_RATE};
 
 /// Which set of spectrogram sizes to use (docs/reference.md §1).
@@ -161,6 +163,10 @@ pub struct FeatureConfig {
     /// Floor of the log mel spectrogram, `10·log10(max(S, log_floor))` (paper section 2.2 "followed by a
     /// logarithmic transformation"; 1e-10 is librosa's `amin`, keeps digital silence finite).
     pub log_floor: f32,
+    /// Level normalisation of the utterance ([`LevelNorm`]); `None` (absent from the file) in both
+    /// presets: the paper does not normalise (section 2.2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<LevelNorm>,
 }
 
 impl FeatureConfig {
@@ -173,6 +179,7 @@ impl FeatureConfig {
             narrow: MelConfig::from_n_fft(256),
             wide: MelConfig::from_n_fft(512),
             log_floor: 1e-10,
+            level: None,
         }
     }
 
@@ -216,6 +223,9 @@ impl FeatureConfig {
                 "sample_rate is {} Hz; Duet's features are defined at {SAMPLE_RATE} Hz",
                 self.sample_rate
             ));
+        }
+        if let Some(level) = &self.level {
+            level.validate().map_err(DspError::InvalidConfig)?;
         }
         let nyquist = self.sample_rate as f32 / 2.0;
         let m = &self.mfcc;

@@ -27,6 +27,7 @@
 
 mod config;
 mod error;
+pub mod level;
 mod mel;
 mod mfcc;
 pub mod npy;
@@ -42,6 +43,7 @@ use std::path::Path;
 
 pub use config::{FeatureConfig, MelConfig, MfccConfig, Preset};
 pub use error::DspError;
+pub use level::LevelNorm;
 pub use mel::{Mel, hz_to_mel_slaney, mel_to_hz_slaney};
 pub use mfcc::{Mfcc, hz_to_mel_htk};
 pub use plan::{FeaturePlan, FeatureStream, Features};

@@ -183,12 +183,16 @@ impl FeatureStream<'_> {
         self.plan.narrow.flush();
         self.plan.wide.flush();
         let duration_s = (self.total as f64 / self.plan.config.sample_rate as f64) as f32;
-        Ok(Features {
+        let mut features = Features {
             mfcc: self.plan.mfcc.take(),
             mel_narrow: self.plan.narrow.take(),
             mel_wide: self.plan.wide.take(),
             duration_s,
-        })
+        };
+        if let Some(level) = &self.plan.config.level {
+            level.apply(&mut features, &self.plan.config.mfcc);
+        }
+        Ok(features)
     }
 
     /// Computes every frame the samples so far allow (all remaining ones when `last`), then drops

@@ -155,3 +155,60 @@ fn npy_round_trip_and_numpy_header() {
     assert!(npy::write_f32(&p, &[4], &[1.0]).is_err());
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Level normalisation: the features of a quiet and a loud copy of real speech agree (the point of
+/// it), agree with those of the samples scaled to the target directly, and without it they differ.
+#[test]
+fn level_normalisation_removes_the_recording_gain() {
+    let bytes = std::fs::read(fixtures().join("../ravdess/03-01-05-01-01-01-01.wav"))
+        .expect("tests/fixtures/ravdess");
+    let speech = duet_dsp::load_audio_16k(&bytes).expect("decodes");
+    let scaled = |g: f32| speech.iter().map(|v| v * g).collect::<Vec<f32>>();
+    let (quiet, loud) = (scaled(0.05), scaled(0.9));
+
+    let mut off = FeaturePlan::new(&FeatureConfig::paper());
+    let mut config = FeatureConfig::paper();
+    config.level = Some(duet_dsp::LevelNorm::speech());
+    let mut on = FeaturePlan::new(&config);
+
+    let max_db = |a: &Mel, b: &Mel| {
+        a.data
+            .iter()
+            .zip(&b.data)
+            .filter(|(x, y)| x.max(**y) > 1e-3)
+            .map(|(x, y)| (10.0 * (x.max(1e-10) / y.max(1e-10)).log10()).abs())
+            .fold(0.0f32, f32::max)
+    };
+    let (q, l) = (on.compute(&quiet).unwrap(), on.compute(&loud).unwrap());
+    assert!(
+        max_db(&q.mel_wide, &l.mel_wide) < 0.01,
+        "{}",
+        max_db(&q.mel_wide, &l.mel_wide)
+    );
+    assert!(max_db(&q.mel_narrow, &l.mel_narrow) < 0.01);
+    for t in 0..q.mfcc.n_frames {
+        assert!(
+            (q.mfcc.at(t, 12) - l.mfcc.at(t, 12)).abs() < 1e-3,
+            "logE, frame {t}"
+        );
+    }
+    // The same as scaling the samples so that the active level is at the target.
+    let level = duet_dsp::LevelNorm::speech();
+    let plain = off.compute(&loud).unwrap();
+    let gain = (level.log_power_gain(&plain, &config.mfcc) / 2.0).exp() as f32;
+    let direct = off
+        .compute(&loud.iter().map(|v| v * gain).collect::<Vec<_>>())
+        .unwrap();
+    assert!(max_db(&direct.mel_wide, &l.mel_wide) < 0.01);
+    let mfcc_diff = direct
+        .mfcc
+        .data
+        .iter()
+        .zip(&l.mfcc.data)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(mfcc_diff < 2e-3, "MFCC differ by {mfcc_diff}");
+    // Without it, 25 dB apart.
+    let (q0, l0) = (off.compute(&quiet).unwrap(), off.compute(&loud).unwrap());
+    assert!(max_db(&q0.mel_wide, &l0.mel_wide) > 20.0);
+}

@@ -236,6 +236,25 @@ pub struct ModelConfig {
     pub branch_weights: BTreeMap<Branch, f32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provenance: Option<Provenance>,
+    /// Temperature scaling of the fused probabilities (docs/weights.md §2); `None`: T = 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<Calibration>,
+}
+
+/// How the model's probabilities are calibrated and when a result is uncertain (docs/weights.md §2).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Calibration {
+    /// The fused probabilities are softmax(logits / temperature) (temperature scaling, fitted by
+    /// `train` on validation data, never on a test fold).
+    pub temperature: f64,
+    /// A result whose top probability is below this is shown as uncertain (the model card states it).
+    pub uncertain_below: f64,
+}
+
+impl Calibration {
+    /// The threshold `train` writes: a top probability under 0.5 means the other classes together
+    /// are at least as likely.
+    pub const UNCERTAIN_BELOW: f64 = 0.5;
 }
 
 fn default_momentum() -> f64 {
@@ -243,6 +262,11 @@ fn default_momentum() -> f64 {
 }
 
 impl ModelConfig {
+    /// The temperature of the fused probabilities (1 without calibration).
+    pub fn temperature(&self) -> f64 {
+        self.calibration.as_ref().map_or(1.0, |c| c.temperature)
+    }
+
     /// The configuration of `kind` under `preset` (docs/reference.md §1), with the default resize
     /// targets: the authors' fixed 230 / 120 frames, and for the paper preset the same duration
     /// (~3.7 s, IEMOCAP's median utterance) at its hops: 460 / 230.
@@ -296,6 +320,7 @@ impl ModelConfig {
             features,
             branch_weights: kind.branch_weights().into_iter().collect(),
             provenance: None,
+            calibration: None,
         }
     }
 
@@ -377,6 +402,20 @@ impl ModelConfig {
                 message,
             })
         };
+        if let Some(c) = &self.calibration {
+            if !(c.temperature.is_finite() && (0.01..=100.0).contains(&c.temperature)) {
+                return bad(
+                    "calibration.temperature",
+                    format!("{} is not a temperature in 0.01..100", c.temperature),
+                );
+            }
+            if !(0.0..=1.0).contains(&c.uncertain_below) {
+                return bad(
+                    "calibration.uncertain_below",
+                    format!("{} is not a probability", c.uncertain_below),
+                );
+            }
+        }
         if self.format_version > FORMAT_VERSION {
             return bad(
                 "format_version",

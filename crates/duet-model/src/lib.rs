@@ -23,7 +23,7 @@ pub mod timeline;
 pub mod weights;
 
 pub use burn::prelude::Device;
-pub use config::{Branch, ModelConfig, ModelKind};
+pub use config::{Branch, Calibration, ModelConfig, ModelKind};
 pub use error::ModelError;
 pub use model::DuetModel;
 pub use predict::{Prediction, Predictor};

@@ -24,6 +24,8 @@ pub struct Prediction {
     pub logits: Vec<f32>,
     /// The most probable class.
     pub label: String,
+    /// The top probability is below the model's [`crate::Calibration::uncertain_below`].
+    pub uncertain: bool,
 }
 
 /// The one check of a forward's output before anyone sees it (the page, `duet predict`, `duet eval`
@@ -89,7 +91,10 @@ impl Predictor {
         let out: ModelOutput = self.model.forward(&input, Mode::Infer);
         // One tensor [B, C·(1 + branches)] so the results come back in a single read (one GPU
         // readback on the page).
-        let mut parts = vec![out.probabilities()];
+        // Temperature scaling of the fused output only (what people are shown); the branches' and
+        // the logits stay raw for the reference checks.
+        let t = self.model.config.temperature();
+        let mut parts = vec![softmax(out.logits.clone().div_scalar(t), 1)];
         parts.extend(out.branches.iter().map(|(_, l)| softmax(l.clone(), 1)));
         parts.push(out.logits);
         let n = parts.len();
@@ -111,7 +116,14 @@ impl Predictor {
                     .max_by(|a, b| a.1.total_cmp(b.1))
                     .map(|(k, _)| k)
                     .unwrap_or(0);
+                let uncertain = self
+                    .model
+                    .config
+                    .calibration
+                    .as_ref()
+                    .is_some_and(|c| (probabilities[best] as f64) < c.uncertain_below);
                 Prediction {
+                    uncertain,
                     logits,
                     label: self.model.config.classes[best].clone(),
                     branches: branches

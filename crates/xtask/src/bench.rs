@@ -71,7 +71,7 @@ fn build_examples() -> Result<(PathBuf, PathBuf)> {
         "build",
         "--release",
         "-p",
-        "duet-data",
+        "duet-train",
         "--example",
         "bench_model",
     ]))?;

@@ -1,5 +1,5 @@
 //! `train`: train the paper's models with honest cross-validation and export the weights file the
-//! page and `duet predict` load. A thin shell over `duet_data::train`.
+//! page and `duet predict` load. A thin shell over `duet_train::train`.
 use std::process::ExitCode;
 
 use clap::Parser;

@@ -4,22 +4,22 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use duet_data::cache::FeatureCache;
 use duet_data::{OnBadAudio, metrics, open_corpus};
 use duet_model::Predictor;
 use duet_model::input::Prepared;
+use duet_train::cache::FeatureCache;
 
 use crate::cmd::Backend;
 
 /// Arguments of `duet eval`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The weights file.
+    /// The weights file; the bundled model when omitted.
     #[arg(long)]
-    pub model: PathBuf,
-    /// `iemocap:DIR` or `manifest:FILE`.
-    #[arg(long)]
-    pub corpus: String,
+    pub model: Option<PathBuf>,
+    /// `iemocap:DIR` or `manifest:FILE`; repeat to evaluate on several corpora (one result each).
+    #[arg(long, required = true)]
+    pub corpus: Vec<String>,
     /// Merge or rename manifest labels, e.g. `exc=happy,fru=`.
     #[arg(long)]
     pub label_map: Option<String>,
@@ -27,8 +27,8 @@ pub struct Args {
     #[arg(long, value_delimiter = ',')]
     pub sessions: Vec<String>,
     /// `fail` (default) or `skip` undecodable audio.
-    #[arg(long, default_value = "fail")]
-    pub on_bad_audio: String,
+    #[arg(long, default_value = "fail", value_parser = crate::cmd::parse_bad_audio)]
+    pub on_bad_audio: OnBadAudio,
     /// Print the metrics as JSON.
     #[arg(long)]
     pub json: bool,
@@ -38,12 +38,22 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let bytes = std::fs::read(&args.model)
-        .with_context(|| format!("cannot read {}", args.model.display()))?;
+    let (bytes, name) = crate::cmd::model_bytes(args.model.as_deref())?;
     let (device, _) = args.backend.device();
-    let predictor = Predictor::from_bytes(&bytes, &device)
-        .with_context(|| format!("{}", args.model.display()))?;
-    let mut corpus = open_corpus(&args.corpus, args.label_map.as_deref())?;
+    let predictor = Predictor::from_bytes(&bytes, &device).with_context(|| name.clone())?;
+    for spec in &args.corpus {
+        eval_one(&args, &predictor, &name, spec).with_context(|| format!("corpus {spec}"))?;
+    }
+    Ok(())
+}
+
+fn eval_one(
+    args: &Args,
+    predictor: &Predictor,
+    model_name: &str,
+    spec: &str,
+) -> anyhow::Result<()> {
+    let mut corpus = open_corpus(spec, args.label_map.as_deref())?;
     if !args.sessions.is_empty() {
         let drop: Vec<usize> = corpus
             .utterances
@@ -71,7 +81,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             })
         })
         .collect::<anyhow::Result<_>>()?;
-    let policy: OnBadAudio = args.on_bad_audio.parse()?;
+    let policy = args.on_bad_audio;
     let cache = FeatureCache::compute(&corpus, &predictor.config().features, policy, &|_, _| {})?;
     let mut truth = Vec::new();
     let mut prepared: Vec<Prepared> = Vec::new();
@@ -86,25 +96,33 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     let mut pred = Vec::with_capacity(prepared.len());
+    let mut probs = Vec::with_capacity(prepared.len());
+    let mut uncertain = 0;
     for chunk in prepared.chunks(32) {
         let refs: Vec<&Prepared> = chunk.iter().collect();
         for p in predictor.predict_prepared(&refs)? {
             pred.push(classes.iter().position(|c| *c == p.label).unwrap_or(0));
+            uncertain += usize::from(p.uncertain);
+            probs.push(p.probabilities);
         }
     }
     let m = metrics::compute(&truth, &pred, classes.len());
+    // Of the probabilities people are shown (with the model's temperature).
+    let ece = metrics::ece(&probs, &truth, 10);
     if args.json {
         println!(
             "{}",
-            serde_json::json!({"model": args.model, "corpus": args.corpus, "classes": classes, "metrics": m, "skipped": cache.bad_audio.skipped.len()})
+            serde_json::json!({"model": model_name, "corpus": spec, "classes": classes, "metrics": m, "ece": ece, "uncertain": uncertain, "skipped": cache.bad_audio.skipped.len()})
         );
     } else {
         println!(
-            "{} utterances: WA {:.1} %, UA {:.1} %, macro-F1 {:.1} %{}",
+            "{spec}: {} utterances: WA {:.1} %, UA {:.1} %, macro-F1 {:.1} %, ECE {:.3}, {} uncertain{}",
             m.n,
             100.0 * m.wa,
             100.0 * m.ua,
             100.0 * m.macro_f1,
+            ece,
+            uncertain,
             if cache.bad_audio.skipped.is_empty() {
                 String::new()
             } else {

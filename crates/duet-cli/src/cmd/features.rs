@@ -16,13 +16,8 @@ pub struct Args {
     #[arg(long)]
     pub out: PathBuf,
     /// Spectrogram sizes: `paper` (256 and 512-point STFTs) or `authors` (512 and 1024).
-    #[arg(long, default_value = "paper", value_parser = parse_preset)]
+    #[arg(long, default_value = "paper", value_parser = crate::cmd::parse_preset)]
     pub preset: Preset,
-}
-
-fn parse_preset(s: &str) -> Result<Preset, String> {
-    s.parse::<Preset>()
-        .map_err(|_| format!("unknown preset {s:?}; expected \"paper\" or \"authors\""))
 }
 
 /// Runs `duet features`.

@@ -8,17 +8,16 @@ use duet_model::weights;
 /// Arguments of `duet info`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// A weights file (model.safetensors).
-    pub model: PathBuf,
+    /// A weights file (model.safetensors); the bundled model when omitted.
+    pub model: Option<PathBuf>,
     /// Print the configuration as JSON instead of a summary.
     #[arg(long)]
     pub json: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let bytes = std::fs::read(&args.model)
-        .with_context(|| format!("cannot read {}", args.model.display()))?;
-    let file = weights::read(&bytes).with_context(|| format!("{}", args.model.display()))?;
+    let (bytes, name) = crate::cmd::model_bytes(args.model.as_deref())?;
+    let file = weights::read(&bytes).with_context(|| name.clone())?;
     let c = &file.config;
     let counts = weights::parameter_counts(
         file.tensors
@@ -31,7 +30,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    println!("{}", args.model.display());
+    println!("{name}");
     println!("  kind        {} — {}", c.kind, c.kind.description());
     println!("  preset      {}", c.preset.name());
     println!("  classes     {}", c.classes.join(", "));
@@ -59,6 +58,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .map(|(b, w)| format!("{b} {w}"))
         .collect();
     println!("  fusion      {}", fusion.join(", "));
+    if let Some(level) = &c.features.level {
+        println!(
+            "  level       normalised to {} dBFS (the {}th-percentile frame) before the features",
+            level.target_dbfs,
+            level.percentile * 100.0
+        );
+    }
+    match &c.calibration {
+        Some(cal) => println!(
+            "  calibrated  temperature {:.3}; a result under {:.0} % is shown as uncertain",
+            cal.temperature,
+            100.0 * cal.uncertain_below
+        ),
+        None => println!("  calibrated  no (temperature 1)"),
+    }
     match &c.provenance {
         Some(p) => {
             if let Some(corpus) = &p.corpus {

@@ -7,7 +7,39 @@ pub mod init_model;
 pub mod predict;
 pub mod synth_corpus;
 
+use std::path::Path;
+
+use anyhow::Context;
 use duet_dsp::Preset;
+
+/// The page's default model (www/models/demo.safetensors), built into the binary so that `duet
+/// predict`, `eval` and `info` work without `--model`.
+pub const BUNDLED_MODEL: &[u8] = include_bytes!("../../../../www/models/demo.safetensors");
+
+/// What `--model` names: a file, or the bundled model when omitted. Returns the bytes and a name
+/// for messages.
+pub fn model_bytes(
+    model: Option<&Path>,
+) -> anyhow::Result<(std::borrow::Cow<'static, [u8]>, String)> {
+    match model {
+        Some(p) => Ok((
+            std::fs::read(p)
+                .with_context(|| format!("cannot read {}", p.display()))?
+                .into(),
+            p.display().to_string(),
+        )),
+        None => Ok((
+            BUNDLED_MODEL.into(),
+            "the bundled model (www/models/demo.safetensors)".into(),
+        )),
+    }
+}
+
+/// Parses `fail` / `skip` (`--on-bad-audio`).
+pub fn parse_bad_audio(s: &str) -> Result<duet_data::OnBadAudio, String> {
+    s.parse::<duet_data::OnBadAudio>()
+        .map_err(|e| e.to_string())
+}
 
 /// Parses `paper` / `authors`.
 pub fn parse_preset(s: &str) -> Result<Preset, String> {

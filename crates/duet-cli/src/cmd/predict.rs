@@ -15,9 +15,10 @@ pub struct Args {
     /// Audio files (WAV).
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
-    /// The weights file (model.safetensors exported by `train`, or from `duet init-model`).
+    /// The weights file (model.safetensors exported by `train`, or from `duet init-model`); the
+    /// bundled model (the page's default, trained on RAVDESS) when omitted.
     #[arg(long)]
-    pub model: PathBuf,
+    pub model: Option<PathBuf>,
     /// One JSON object per line instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -27,14 +28,17 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let bytes = std::fs::read(&args.model)
-        .with_context(|| format!("cannot read {}", args.model.display()))?;
+    let (bytes, model_name) = crate::cmd::model_bytes(args.model.as_deref())?;
     let (device, info) = args.backend.device();
     if let Some(reason) = &info.fallback_reason {
         eprintln!("note: using the CPU: {reason}");
     }
-    let predictor = Predictor::from_bytes(&bytes, &device)
-        .with_context(|| format!("{}", args.model.display()))?;
+    let predictor = Predictor::from_bytes(&bytes, &device).with_context(|| model_name.clone())?;
+    let uncertain_below = predictor
+        .config()
+        .calibration
+        .as_ref()
+        .map(|c| c.uncertain_below);
     let classes = predictor.config().classes.clone();
     let mut plan = predictor.feature_plan();
     let stdout = std::io::stdout();
@@ -75,6 +79,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 "duration_s": duration,
                 "probabilities": probs,
                 "label": p.label,
+                "uncertain": p.uncertain,
                 "branches": branches,
                 "logits": p.logits,
             });
@@ -85,8 +90,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             for v in &p.probabilities {
                 write!(out, " {:>7.1}%", v * 100.0)?;
             }
-            writeln!(out, "  {}", p.label)?;
+            writeln!(
+                out,
+                "  {}{}",
+                p.label,
+                if p.uncertain { " (uncertain)" } else { "" }
+            )?;
         }
+    }
+    if !args.json
+        && let Some(t) = uncertain_below
+    {
+        writeln!(
+            out,
+            "(uncertain: the top probability is under {:.0} %, the model card's threshold)",
+            100.0 * t
+        )?;
     }
     if failures > 0 {
         anyhow::bail!(

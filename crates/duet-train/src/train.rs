@@ -31,10 +31,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::adam::{Adam, AdamConfig};
 use crate::cache::FeatureCache;
-use crate::corpus::{BadAudioReport, Corpus, OnBadAudio};
-use crate::error::DataError;
-use crate::metrics::{self, Metrics};
-use crate::protocol::{self, Fold, Protocol};
+use duet_data::DataError;
+use duet_data::corpus::{BadAudioReport, Corpus, OnBadAudio};
+use duet_data::metrics::{self, Metrics};
+use duet_data::protocol::{self, Fold, Protocol};
 
 /// Everything that determines a training run.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -64,6 +64,15 @@ pub struct TrainOptions {
     /// Write model.safetensors with f16 matrices (half the size; probabilities move < 1e-3).
     #[serde(default)]
     pub f16: bool,
+    /// Level normalisation of every utterance's features (duet_dsp::level); `None` in the paper.
+    #[serde(default)]
+    pub level: Option<duet_dsp::LevelNorm>,
+    /// Notes copied into the model file's provenance (e.g. the weights' license).
+    #[serde(default)]
+    pub notes: BTreeMap<String, String>,
+    /// Augmented copies of each training utterance (crate::augment); 0: none.
+    #[serde(default)]
+    pub augment: usize,
 }
 
 impl TrainOptions {
@@ -84,7 +93,17 @@ impl TrainOptions {
             final_model: true,
             max_folds: None,
             f16: false,
+            level: None,
+            notes: BTreeMap::new(),
+            augment: 0,
         }
+    }
+
+    /// The feature front end of this run: the preset's, with the run's level normalisation.
+    pub fn feature_config(&self) -> duet_dsp::FeatureConfig {
+        let mut f = duet_dsp::FeatureConfig::for_preset(self.preset);
+        f.level = self.level;
+        f
     }
 
     fn lr_at(&self, epoch: usize) -> f64 {
@@ -128,6 +147,21 @@ pub struct FoldResult {
     pub resize: duet_model::config::ResizeConfig,
     pub warnings: Vec<String>,
     pub seconds: f64,
+    /// Temperature fitted on the validation part, and the test part's calibration error before
+    /// and after it (`None` in runs from before calibration).
+    #[serde(default)]
+    pub calibration: Option<FoldCalibration>,
+}
+
+/// A fold's temperature scaling (fitted on validation) and its effect on the test part.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FoldCalibration {
+    /// The temperature minimising the validation NLL (1 when the fold has no validation part).
+    pub temperature: f64,
+    /// Expected calibration error (10 bins) of the test part at T = 1.
+    pub ece_before: f64,
+    /// The same at the fitted temperature.
+    pub ece_after: f64,
 }
 
 /// Where a run stands: written with every checkpoint.
@@ -146,10 +180,16 @@ struct RunState {
     adam_step: u64,
     history: Vec<EpochRecord>,
     best_epoch: usize,
+    /// -inf before the fold's first evaluation, which JSON writes as null.
+    #[serde(deserialize_with = "null_as_neg_infinity")]
     best_score: f64,
     done: Vec<FoldResult>,
     fold_started: f64,
     elapsed_before: f64,
+}
+
+fn null_as_neg_infinity<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NEG_INFINITY))
 }
 
 /// Callbacks for progress display (the CLI draws bars; tests stay quiet).
@@ -203,9 +243,19 @@ impl RunDir {
     pub fn model(&self) -> PathBuf {
         self.root.join("model.safetensors")
     }
-    fn features(&self, preset: Preset) -> PathBuf {
-        self.root
-            .join(format!("cache/features-{}.bin", preset.name()))
+    fn features(&self, config: &duet_dsp::FeatureConfig) -> PathBuf {
+        let level = if config.level.is_some() { "-level" } else { "" };
+        self.root.join(format!(
+            "cache/features-{}{level}.bin",
+            config.preset.name()
+        ))
+    }
+    fn augmented(&self, config: &duet_dsp::FeatureConfig, copy: usize) -> PathBuf {
+        let level = if config.level.is_some() { "-level" } else { "" };
+        self.root.join(format!(
+            "cache/features-{}{level}-augmented{copy}.bin",
+            config.preset.name()
+        ))
     }
 }
 
@@ -242,6 +292,7 @@ pub fn fold_config(
 ) -> ModelConfig {
     let mut config = ModelConfig::new(options.kind, options.preset);
     config.hidden = options.hidden;
+    config.features.level = options.level;
     if options.preset == Preset::Paper {
         let frames = |wide: bool| {
             median(
@@ -335,6 +386,24 @@ pub fn predict_indices(
     indices: &[usize],
     device: &Device,
 ) -> Result<Vec<usize>, DataError> {
+    Ok(logits_of(model, prepared, indices, device)?
+        .iter()
+        .map(|row| {
+            // The first of equal maxima, as burn's argmax.
+            row.iter()
+                .enumerate()
+                .fold(0, |best, (k, v)| if *v > row[best] { k } else { best })
+        })
+        .collect())
+}
+
+/// Fused logits of `indices` (inference mode, batches of 64), checked finite.
+pub fn logits_of(
+    model: &DuetModel,
+    prepared: &[Option<Prepared>],
+    indices: &[usize],
+    device: &Device,
+) -> Result<Vec<Vec<f32>>, DataError> {
     let mut out = Vec::with_capacity(indices.len());
     for chunk in indices.chunks(64) {
         let refs: Vec<&Prepared> = chunk.iter().filter_map(|&i| prepared[i].as_ref()).collect();
@@ -350,14 +419,65 @@ pub fn predict_indices(
             .map_err(|e| DataError::Training(format!("reading predictions: {e:?}")))?;
         duet_model::predict::check_finite(&data, classes, "logit", device)
             .map_err(|e| DataError::Training(e.to_string()))?;
-        out.extend(data.chunks(classes).map(|row| {
-            // The first of equal maxima, as burn's argmax.
-            row.iter()
-                .enumerate()
-                .fold(0, |best, (k, v)| if *v > row[best] { k } else { best })
-        }));
+        out.extend(data.chunks(classes).map(<[f32]>::to_vec));
     }
     Ok(out)
+}
+
+/// Fits the temperature on the fold's validation part and measures the test part's ECE with it.
+fn calibrate_fold(
+    model: &DuetModel,
+    data: &FoldData<'_>,
+    device: &Device,
+) -> Result<FoldCalibration, DataError> {
+    let kept = |idx: &[usize]| -> Vec<usize> {
+        idx.iter()
+            .copied()
+            .filter(|&i| data.prepared[i].is_some())
+            .collect()
+    };
+    let labels = |idx: &[usize]| -> Vec<usize> {
+        idx.iter()
+            .map(|&i| data.corpus.utterances[i].label)
+            .collect()
+    };
+    let (valid, test) = (kept(&data.valid), kept(&data.test));
+    let temperature = metrics::fit_temperature(
+        &logits_of(model, &data.prepared, &valid, device)?,
+        &labels(&valid),
+    );
+    let test_logits = logits_of(model, &data.prepared, &test, device)?;
+    let ece_at = |t: f64| {
+        let probs: Vec<Vec<f32>> = test_logits
+            .iter()
+            .map(|z| metrics::softmax_t(z, t))
+            .collect();
+        metrics::ece(&probs, &labels(&test), 10)
+    };
+    Ok(FoldCalibration {
+        temperature,
+        ece_before: ece_at(1.0),
+        ece_after: ece_at(temperature),
+    })
+}
+
+/// The final model's temperature: the median of the folds' (each fitted on its validation part;
+/// the final model, trained on everything, has no held-out data of its own).
+fn final_temperature(done: &[FoldResult]) -> Option<f64> {
+    let mut t: Vec<f64> = done
+        .iter()
+        .filter_map(|f| f.calibration.as_ref().map(|c| c.temperature))
+        .collect();
+    if t.is_empty() {
+        return None;
+    }
+    t.sort_by(f64::total_cmp);
+    let n = t.len();
+    Some(if n % 2 == 1 {
+        t[n / 2]
+    } else {
+        (t[n / 2 - 1] + t[n / 2]) / 2.0
+    })
 }
 
 fn evaluate(
@@ -377,6 +497,15 @@ fn evaluate(
         .map(|&i| data.corpus.utterances[i].label)
         .collect();
     Ok(metrics::compute(&truth, &pred, data.corpus.classes.len()))
+}
+
+/// The state as a checkpoint stores it: the fold's time so far includes this process's part, so a
+/// resumed fold reports the time of all its parts.
+fn with_fold_time(state: &RunState, fold_t: &Instant) -> RunState {
+    RunState {
+        fold_started: state.fold_started + fold_t.elapsed().as_secs_f64(),
+        ..state.clone()
+    }
 }
 
 fn save_checkpoint(
@@ -520,20 +649,59 @@ pub fn run(
         )));
     }
     // Features: once per corpus and preset, shared by every fold and epoch.
-    let feature_config = duet_dsp::FeatureConfig::for_preset(options.preset);
+    let feature_config = options.feature_config();
     let t_feat = Instant::now();
     let (cache, cached) = FeatureCache::load_or_compute(
-        &run_dir.features(options.preset),
+        &run_dir.features(&feature_config),
         corpus,
         &feature_config,
         options.on_bad_audio,
         &|d, t| observer.features(d, t),
     )?;
+    // Augmented copies: copy c of utterance i is feature index c·n + i (training only).
+    let n_utt = corpus.utterances.len();
+    let augment = crate::augment::Augment {
+        copies: options.augment,
+        seed: options.seed,
+    };
+    let mut all_features = Vec::with_capacity(n_utt * (1 + options.augment));
+    let mut copies = Vec::with_capacity(options.augment);
+    for copy in 1..=options.augment {
+        observer.message(&format!(
+            "augmented copy {copy} of {}: gain, noise, speed and reverb",
+            options.augment
+        ));
+        copies.push(FeatureCache::load_or_compute_augmented(
+            &run_dir.augmented(&feature_config, copy),
+            corpus,
+            &feature_config,
+            &cache,
+            &augment,
+            copy,
+            &|d, t| observer.features(d, t),
+        )?);
+    }
+    let FeatureCache {
+        features: original_features,
+        bad_audio,
+    } = cache;
+    all_features.extend(original_features);
+    for c in copies {
+        all_features.extend(c.features);
+    }
+    let features = all_features;
+    let with_copies = |train: &[usize]| -> Vec<usize> {
+        let mut v = train.to_vec();
+        for c in 1..=options.augment {
+            v.extend(train.iter().map(|&i| c * n_utt + i));
+        }
+        v
+    };
     let feature_seconds = t_feat.elapsed().as_secs_f64();
-    if !cache.bad_audio.skipped.is_empty() {
+    if !bad_audio.skipped.is_empty() {
         observer.message(&format!(
             "skipped {} of {} utterances whose audio could not be decoded (--on-bad-audio skip)",
-            cache.bad_audio.skipped.len(),
+            bad_audio.skipped.len(),
             corpus.utterances.len()
         ));
     }
@@ -594,12 +762,13 @@ pub fn run(
         } else {
             options.epochs
         };
-        let config = fold_config(options, &cache.features, &train);
+        let config = fold_config(options, &features, &train);
+        let n_train = train.len();
         let data = FoldData {
             name: name.clone(),
-            prepared: prepare_all(&cache.features, &config)?,
+            prepared: prepare_all(&features, &config)?,
             config: config.clone(),
-            train,
+            train: with_copies(&train),
             valid,
             test,
             corpus,
@@ -653,7 +822,7 @@ pub fn run(
                     state.elapsed_before += started.elapsed().as_secs_f64();
                     save_checkpoint(
                         &run_dir.checkpoint(),
-                        &state,
+                        &with_fold_time(&state, &fold_t),
                         &model,
                         &adam,
                         best_bytes.as_deref(),
@@ -667,7 +836,10 @@ pub fn run(
                     .iter()
                     .filter_map(|&i| data.prepared[i].as_ref())
                     .collect();
-                let labels: Vec<usize> = b.iter().map(|&i| corpus.utterances[i].label).collect();
+                let labels: Vec<usize> = b
+                    .iter()
+                    .map(|&i| corpus.utterances[i % n_utt].label)
+                    .collect();
                 let input = ModelInput::batch(&refs, &data.config, &ad_device);
                 let out = model.forward(
                     &input,
@@ -747,7 +919,7 @@ pub fn run(
             state.adam_step = adam.step;
             save_checkpoint(
                 &run_dir.checkpoint(),
-                &state,
+                &with_fold_time(&state, &fold_t),
                 &model,
                 &adam,
                 best_bytes.as_deref(),
@@ -756,12 +928,8 @@ pub fn run(
         if is_final {
             let mut final_model = model.valid();
             let mut prov = duet_model::config::Provenance {
-                corpus: Some(format!(
-                    "{} ({} utterances, {})",
-                    corpus.name,
-                    corpus.utterances.len(),
-                    corpus.source
-                )),
+                // Names and counts, not paths: the file travels to other machines.
+                corpus: Some(corpus.corpora_summary()),
                 protocol: Some(format!(
                     "{}{}",
                     options.protocol,
@@ -796,6 +964,45 @@ pub fn run(
                 "trainer".into(),
                 format!("duet train {}", env!("CARGO_PKG_VERSION")),
             );
+            if let Some(level) = &options.level {
+                prov.notes.insert(
+                    "level".into(),
+                    format!(
+                        "{} dBFS at the {}th percentile frame",
+                        level.target_dbfs,
+                        level.percentile * 100.0
+                    ),
+                );
+            }
+            let cal: Vec<&FoldCalibration> = state
+                .done
+                .iter()
+                .filter_map(|f| f.calibration.as_ref())
+                .collect();
+            if let Some(t) = final_temperature(&state.done) {
+                let mean = |f: &dyn Fn(&FoldCalibration) -> f64| {
+                    cal.iter().map(|c| f(c)).sum::<f64>() / cal.len() as f64
+                };
+                prov.metrics
+                    .insert("cv_ece_before_mean".into(), mean(&|c| c.ece_before));
+                prov.metrics
+                    .insert("cv_ece_after_mean".into(), mean(&|c| c.ece_after));
+                final_model.config.calibration = Some(duet_model::Calibration {
+                    temperature: t,
+                    uncertain_below: duet_model::Calibration::UNCERTAIN_BELOW,
+                });
+            }
+            if options.augment > 0 {
+                prov.notes.insert(
+                    "augmentation".into(),
+                    format!(
+                        "{} copies per utterance: gain, noise, speed, reverb",
+                        options.augment
+                    ),
+                );
+            }
+            prov.notes
+                .extend(options.notes.iter().map(|(k, v)| (k.clone(), v.clone())));
             final_model.config.provenance = Some(prov);
             let precision = if options.f16 {
                 Precision::F16
@@ -814,10 +1021,16 @@ pub fn run(
             let best_model =
                 weights::load(&best, device).map_err(|e| DataError::Training(e.to_string()))?;
             let m = evaluate(&best_model, &data, &data.test, device)?;
+            let calibration = calibrate_fold(&best_model, &data, device)?;
+            observer.message(&format!(
+                "{}: temperature {:.2} (validation); test ECE {:.3} -> {:.3}",
+                data.name, calibration.temperature, calibration.ece_before, calibration.ece_after
+            ));
             state.done.push(FoldResult {
+                calibration: Some(calibration),
                 name: data.name.clone(),
                 description,
-                train: data.train.len(),
+                train: n_train,
                 valid: data.valid.len(),
                 test: data.test.len(),
                 best_epoch: state.best_epoch,
@@ -847,7 +1060,7 @@ pub fn run(
             } else {
                 folds[state.fold].train.clone()
             };
-            let cfg = fold_config(options, &cache.features, &next_train);
+            let cfg = fold_config(options, &features, &next_train);
             let seed = options
                 .seed
                 .wrapping_mul(1000)
@@ -877,7 +1090,7 @@ pub fn run(
         .then(|| median(state.done.iter().map(|f| f.best_epoch).collect()).max(1));
     let final_resize = options.final_model.then(|| {
         let all: Vec<usize> = (0..corpus.utterances.len()).collect();
-        fold_config(options, &cache.features, &all).resize
+        fold_config(options, &features, &all).resize
     });
     Ok(Outcome::Finished(Box::new(RunResult {
         folds: state.done,
@@ -885,7 +1098,7 @@ pub fn run(
         final_epochs,
         final_resize,
         model_path: options.final_model.then(|| run_dir.model()),
-        bad_audio: cache.bad_audio,
+        bad_audio,
         interrupted: false,
         seconds: state.elapsed_before + started.elapsed().as_secs_f64(),
         feature_seconds,

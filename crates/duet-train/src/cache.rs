@@ -11,8 +11,10 @@ use duet_dsp::{FeatureConfig, FeaturePlan, Features, Mel, Mfcc, features_from_fi
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::corpus::{BadAudioReport, BadAudioTracker, Corpus, OnBadAudio};
-use crate::error::DataError;
+use duet_data::DataError;
+use duet_data::corpus::{BadAudioReport, BadAudioTracker, Corpus, OnBadAudio};
+
+use crate::augment::Augment;
 
 /// Features of every utterance of a corpus (`None`: skipped under `--on-bad-audio skip`).
 pub struct FeatureCache {
@@ -24,6 +26,9 @@ pub struct FeatureCache {
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 struct CacheKey {
     features: FeatureConfig,
+    /// For a cache of augmented copies: the augmentation and the copy (1-based).
+    #[serde(default)]
+    augment: Option<(Augment, usize)>,
     /// (path, size, mtime seconds) per utterance.
     files: Vec<(String, u64, u64)>,
 }
@@ -45,6 +50,7 @@ fn key(corpus: &Corpus, config: &FeatureConfig) -> CacheKey {
         .collect();
     CacheKey {
         features: config.clone(),
+        augment: None,
         files,
     }
 }
@@ -80,6 +86,75 @@ impl FeatureCache {
             features,
             bad_audio: tracker.into_report(total),
         })
+    }
+
+    /// Features of copy `copy` (1-based) of every utterance under `augment` (parallel); utterances
+    /// whose original was skipped (`skip`) are skipped here too.
+    pub fn compute_augmented(
+        corpus: &Corpus,
+        config: &FeatureConfig,
+        original: &FeatureCache,
+        augment: &Augment,
+        copy: usize,
+        progress: &(dyn Fn(usize, usize) + Sync),
+    ) -> Result<FeatureCache, DataError> {
+        let total = corpus.utterances.len();
+        let done = AtomicUsize::new(0);
+        let features: Vec<Option<Features>> = corpus
+            .utterances
+            .par_iter()
+            .enumerate()
+            .map_init(
+                || FeaturePlan::new(config),
+                |plan, (i, u)| {
+                    let r = if original.features[i].is_none() {
+                        Ok(None)
+                    } else {
+                        let bytes =
+                            std::fs::read(&u.path).map_err(|e| DataError::io(&u.path, e))?;
+                        let samples = duet_dsp::load_audio_16k(&bytes).map_err(|e| {
+                            DataError::Training(format!("{}: {e}", u.path.display()))
+                        })?;
+                        let x = augment.apply(&samples, i, copy);
+                        plan.compute(&x).map(Some).map_err(|e| {
+                            DataError::Training(format!(
+                                "{} (augmented copy {copy}): {e}",
+                                u.path.display()
+                            ))
+                        })
+                    };
+                    progress(done.fetch_add(1, Ordering::Relaxed) + 1, total);
+                    r
+                },
+            )
+            .collect::<Result<_, _>>()?;
+        Ok(FeatureCache {
+            features,
+            bad_audio: original.bad_audio.clone(),
+        })
+    }
+
+    /// [`Self::compute_augmented`] through the cache file `path`.
+    pub fn load_or_compute_augmented(
+        path: &Path,
+        corpus: &Corpus,
+        config: &FeatureConfig,
+        original: &FeatureCache,
+        augment: &Augment,
+        copy: usize,
+        progress: &(dyn Fn(usize, usize) + Sync),
+    ) -> Result<FeatureCache, DataError> {
+        let mut k = key(corpus, config);
+        k.augment = Some((*augment, copy));
+        if let Ok(Some(cache)) = read(path, &k) {
+            return Ok(FeatureCache {
+                features: cache.features,
+                bad_audio: original.bad_audio.clone(),
+            });
+        }
+        let cache = Self::compute_augmented(corpus, config, original, augment, copy, progress)?;
+        write(path, &k, &cache).map_err(|e| DataError::io(path, e))?;
+        Ok(cache)
     }
 
     /// Loads `path` if it was computed from this corpus and config, else computes and stores it.
@@ -178,6 +253,10 @@ fn read(path: &Path, key: &CacheKey) -> std::io::Result<Option<FeatureCache>> {
         }
         let duration_s = f32::from_bits(u32v(&mut r)?);
         let floats = |n: usize, r: &mut &[u8]| -> std::io::Result<Vec<f32>> {
+            // A damaged file must not ask for more memory than it holds.
+            if n.saturating_mul(4) > r.len() {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
             let mut b = vec![0u8; n * 4];
             r.read_exact(&mut b)?;
             Ok(b.chunks_exact(4)
@@ -214,12 +293,14 @@ fn read(path: &Path, key: &CacheKey) -> std::io::Result<Option<FeatureCache>> {
             checked: key.files.len(),
             skipped: skipped_info
                 .into_iter()
-                .map(|(index, id, path, reason)| crate::corpus::SkippedAudio {
-                    index,
-                    id,
-                    path: path.into(),
-                    reason,
-                })
+                .map(
+                    |(index, id, path, reason)| duet_data::corpus::SkippedAudio {
+                        index,
+                        id,
+                        path: path.into(),
+                        reason,
+                    },
+                )
                 .collect(),
         },
     }))

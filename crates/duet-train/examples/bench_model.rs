@@ -2,17 +2,17 @@
 //! batch N, or a training step (forward + backward + Adam) — the Duet side of `cargo xtask bench model|train`, the same shapes as
 //! `tests/reference/torch_model.py --bench-forward|--bench-train`.
 //!
-//! cargo run --release -p duet-data --example bench_model -- --mode forward --batch 1 --seconds 4
+//! cargo run --release -p duet-train --example bench_model -- --mode forward --batch 1 --seconds 4
 //! Prints one JSON line: {"median_s", "runs_s", "peak_rss_mb", ...}.
 
 use std::time::Instant;
 
-use duet_data::adam::{Adam, AdamConfig};
 use duet_dsp::Preset;
 use duet_model::input::{ModelInput, Prepared};
 use duet_model::nn::Mode;
 use duet_model::rng::SplitMix64;
 use duet_model::{ModelConfig, ModelKind, weights};
+use duet_train::adam::{Adam, AdamConfig};
 
 fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
     args.iter()

@@ -8,9 +8,9 @@ use std::path::Path;
 use plotters::prelude::*;
 use serde_json::json;
 
-use crate::corpus::Corpus;
-use crate::error::DataError;
 use crate::train::{RunResult, TrainOptions};
+use duet_data::DataError;
+use duet_data::corpus::Corpus;
 
 /// Paper Table 1 (mean WA / UA over 5 folds), for context in the report.
 const PAPER_TABLE1: &[(&str, f64, f64)] = &[
@@ -61,6 +61,11 @@ pub fn write(
             "classes": corpus.classes,
             "utterances": corpus.utterances.len(),
             "statistics": corpus.statistics(),
+            "corpora": corpus.corpora().iter().map(|(name, counts)| json!({
+                "name": name,
+                "utterances": counts.iter().sum::<usize>(),
+                "per_class": corpus.classes.iter().zip(counts).map(|(c, n)| (c.clone(), *n)).collect::<std::collections::BTreeMap<_, _>>(),
+            })).collect::<Vec<_>>(),
         },
         "protocol": options.protocol.to_string(),
         "epoch_selection": if optimistic { "test fold (optimistic: the test data chose the epoch)" } else { "validation split from the training sessions" },
@@ -102,12 +107,17 @@ pub fn write(
     let _ = writeln!(md, "`{}`\n", info.command);
     let _ = writeln!(
         md,
-        "Model **{}** ({}), preset `{}`, corpus **{}** ({} utterances, {} sessions), protocol **{}**, {} epochs per fold, batch {}, Adam lr {}, seed {}, on {}. Started {}{}.\n",
+        "Model **{}** ({}), preset `{}`{}, corpus **{}** ({} utterances, {} speakers, {} sessions), protocol **{}**, {} epochs per fold, batch {}, Adam lr {}, seed {}, on {}. Started {}{}.\n",
         options.kind,
         options.kind.description(),
         options.preset.name(),
+        options
+            .level
+            .map(|l| format!(", level normalised to {} dBFS", l.target_dbfs))
+            .unwrap_or_default(),
         corpus.name,
         corpus.utterances.len(),
+        corpus.speakers().len(),
         corpus.sessions().len(),
         options.protocol,
         options.epochs,
@@ -174,6 +184,36 @@ pub fn write(
              \"standard 5-fold cross-validation\" (the authors' code: random, speaker-dependent folds with the \
              epoch picked on the test fold). Under speaker-independent leave-one-session-out, published \
              audio-only systems of this size score about 54-60 UA.\n"
+        );
+    }
+    let _ = writeln!(md, "Folds (who was tested, who chose the epoch):\n");
+    for f in &result.folds {
+        let _ = writeln!(md, "- **{}**: {}", f.name, f.description);
+    }
+    let cal: Vec<_> = result
+        .folds
+        .iter()
+        .filter_map(|f| f.calibration.as_ref().map(|c| (&f.name, c)))
+        .collect();
+    if !cal.is_empty() {
+        let _ = writeln!(
+            md,
+            "\n## Calibration\n\nTemperature scaling fitted on each fold's validation part; expected \
+             calibration error (10 bins) of its test part before and after:\n\n| fold | temperature | ECE before | ECE after |\n|---|---|---|---|"
+        );
+        for (name, c) in &cal {
+            let _ = writeln!(
+                md,
+                "| {name} | {:.2} | {:.3} | {:.3} |",
+                c.temperature, c.ece_before, c.ece_after
+            );
+        }
+        let n = cal.len() as f64;
+        let _ = writeln!(
+            md,
+            "| **mean** | | **{:.3}** | **{:.3}** |\n",
+            cal.iter().map(|(_, c)| c.ece_before).sum::<f64>() / n,
+            cal.iter().map(|(_, c)| c.ece_after).sum::<f64>() / n
         );
     }
     let _ = writeln!(md, "Per-class F1 (mean ± std over folds):\n");
