@@ -216,7 +216,11 @@ fn several_corpora_keep_their_names_and_speakers_apart() {
     );
     // Labels follow the union: the happy utterance of `other` has the union's happy index.
     let first_of_other = c.utterances.iter().find(|u| u.corpus == "other").unwrap();
-    assert!(first_of_other.id.starts_with("other/"), "{}", first_of_other.id);
+    assert!(
+        first_of_other.id.starts_with("other/"),
+        "{}",
+        first_of_other.id
+    );
     assert_eq!(c.classes[first_of_other.label], "happy");
     // The same corpus twice gets a distinct name; one corpus alone keeps its ids.
     let twice = duet_data::open_corpora(&[a.clone(), a.clone()], None).unwrap();

@@ -12,7 +12,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use duet_data::DataError;
-use duet_data::corpus::{BadAudioReport, BadAudioTracker, Corpus, OnBadAudio};
+use duet_data::corpus::{BadAudioReport, BadAudioTracker, Corpus, OnBadAudio, Utterance};
 
 use crate::augment::Augment;
 
@@ -63,28 +63,20 @@ impl FeatureCache {
         policy: OnBadAudio,
         progress: &(dyn Fn(usize, usize) + Sync),
     ) -> Result<FeatureCache, DataError> {
-        let total = corpus.utterances.len();
-        let done = AtomicUsize::new(0);
         let tracker = BadAudioTracker::new(policy);
-        let features: Vec<Option<Features>> = corpus
-            .utterances
-            .par_iter()
-            .enumerate()
-            .map_init(
-                || FeaturePlan::new(config),
-                |plan, (i, u)| {
-                    let r = features_from_file(&u.path, plan);
-                    progress(done.fetch_add(1, Ordering::Relaxed) + 1, total);
-                    match r {
-                        Ok(f) => Ok(Some(f)),
-                        Err(e) => tracker.record(i, u, &e).map(|_| None),
-                    }
+        let features =
+            each_utterance(
+                corpus,
+                config,
+                progress,
+                |plan, i, u| match features_from_file(&u.path, plan) {
+                    Ok(f) => Ok(Some(f)),
+                    Err(e) => tracker.record(i, u, &e).map(|_| None),
                 },
-            )
-            .collect::<Result<_, _>>()?;
+            )?;
         Ok(FeatureCache {
             features,
-            bad_audio: tracker.into_report(total),
+            bad_audio: tracker.into_report(corpus.utterances.len()),
         })
     }
 
@@ -98,36 +90,22 @@ impl FeatureCache {
         copy: usize,
         progress: &(dyn Fn(usize, usize) + Sync),
     ) -> Result<FeatureCache, DataError> {
-        let total = corpus.utterances.len();
-        let done = AtomicUsize::new(0);
-        let features: Vec<Option<Features>> = corpus
-            .utterances
-            .par_iter()
-            .enumerate()
-            .map_init(
-                || FeaturePlan::new(config),
-                |plan, (i, u)| {
-                    let r = if original.features[i].is_none() {
-                        Ok(None)
-                    } else {
-                        let bytes =
-                            std::fs::read(&u.path).map_err(|e| DataError::io(&u.path, e))?;
-                        let samples = duet_dsp::load_audio_16k(&bytes).map_err(|e| {
-                            DataError::Training(format!("{}: {e}", u.path.display()))
-                        })?;
-                        let x = augment.apply(&samples, i, copy);
-                        plan.compute(&x).map(Some).map_err(|e| {
-                            DataError::Training(format!(
-                                "{} (augmented copy {copy}): {e}",
-                                u.path.display()
-                            ))
-                        })
-                    };
-                    progress(done.fetch_add(1, Ordering::Relaxed) + 1, total);
-                    r
-                },
-            )
-            .collect::<Result<_, _>>()?;
+        let features = each_utterance(corpus, config, progress, |plan, i, u| {
+            if original.features[i].is_none() {
+                return Ok(None);
+            }
+            let bytes = std::fs::read(&u.path).map_err(|e| DataError::io(&u.path, e))?;
+            let samples = duet_dsp::load_audio_16k(&bytes)
+                .map_err(|e| DataError::Training(format!("{}: {e}", u.path.display())))?;
+            plan.compute(&augment.apply(&samples, i, copy))
+                .map(Some)
+                .map_err(|e| {
+                    DataError::Training(format!(
+                        "{} (augmented copy {copy}): {e}",
+                        u.path.display()
+                    ))
+                })
+        })?;
         Ok(FeatureCache {
             features,
             bad_audio: original.bad_audio.clone(),
@@ -177,6 +155,31 @@ impl FeatureCache {
         write(path, &k, &cache).map_err(|e| DataError::io(path, e))?;
         Ok((cache, false))
     }
+}
+
+/// `f(plan, index, utterance)` for every utterance in parallel (one `FeaturePlan` per thread),
+/// reporting `progress(done, total)`.
+fn each_utterance(
+    corpus: &Corpus,
+    config: &FeatureConfig,
+    progress: &(dyn Fn(usize, usize) + Sync),
+    f: impl Fn(&mut FeaturePlan, usize, &Utterance) -> Result<Option<Features>, DataError> + Sync,
+) -> Result<Vec<Option<Features>>, DataError> {
+    let total = corpus.utterances.len();
+    let done = AtomicUsize::new(0);
+    corpus
+        .utterances
+        .par_iter()
+        .enumerate()
+        .map_init(
+            || FeaturePlan::new(config),
+            |plan, (i, u)| {
+                let r = f(plan, i, u);
+                progress(done.fetch_add(1, Ordering::Relaxed) + 1, total);
+                r
+            },
+        )
+        .collect()
 }
 
 /// Cache file: a JSON header line (key + skipped list), then per utterance a flag byte and, when
@@ -263,7 +266,7 @@ fn read(path: &Path, key: &CacheKey) -> std::io::Result<Option<FeatureCache>> {
                 .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                 .collect())
         };
-        let mfcc = floats(dims[0] * 39, &mut r)?;
+        let mfcc = floats(dims[0] * Mfcc::N_FEATURES, &mut r)?;
         let narrow = floats(dims[1] * dims[2], &mut r)?;
         let wide = floats(dims[3] * dims[4], &mut r)?;
         features.push(Some(Features {

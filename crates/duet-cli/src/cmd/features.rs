@@ -30,9 +30,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create output directory {}", args.out.display()))?;
     let mut written = Vec::new();
     let path = args.out.join("mfcc.npy");
-    npy::write_f32(&path, &[f.mfcc.n_frames, 39], &f.mfcc.data)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    written.push(format!("{} [{}, 39]", path.display(), f.mfcc.n_frames));
+    npy::write_f32(
+        &path,
+        &[f.mfcc.n_frames, duet_dsp::Mfcc::N_FEATURES],
+        &f.mfcc.data,
+    )
+    .with_context(|| format!("cannot write {}", path.display()))?;
+    written.push(format!(
+        "{} [{}, {}]",
+        path.display(),
+        f.mfcc.n_frames,
+        duet_dsp::Mfcc::N_FEATURES
+    ));
     for (cfg, mel) in [(&config.narrow, &f.mel_narrow), (&config.wide, &f.mel_wide)] {
         let path = args.out.join(format!("mel_{}.npy", cfg.n_fft));
         npy::write_f32(&path, &[mel.n_mels, mel.n_frames], &mel.data)
