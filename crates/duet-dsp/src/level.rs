@@ -9,7 +9,10 @@
 //! It is applied to the finished features, not to the samples, so that streaming analysis needs no
 //! second pass: a gain `g` multiplies every power mel value by `g²`, adds `ln g²` to the MFCC log
 //! energy and leaves MFCC 1..12 and all deltas unchanged (a constant offset of the log mel bands has
-//! no DCT coefficient 1..12). Exact up to the log floors, which only silence reaches.
+//! no DCT coefficient 1..12). Exact for the mels (their floor is applied later, in the model's
+//! input); not for the frames the MFCC front end has already clamped at its floor (openSMILE's
+//! ln max(·, 1) on 16-bit-scaled energies, docs/reference.md §2): the near-silent pauses of a quiet
+//! recording stay as clamped, so a copy 20 dB quieter still gives somewhat different MFCC frames.
 //!
 //! Off (`None`) in the `paper` and `authors` presets: the paper does not normalise (section 2.2).
 

@@ -186,12 +186,24 @@ fn level_normalisation_removes_the_recording_gain() {
         max_db(&q.mel_wide, &l.mel_wide)
     );
     assert!(max_db(&q.mel_narrow, &l.mel_narrow) < 0.01);
+    // Log energy: exact wherever the quiet copy's frame was above the MFCC floor (ln max(·, 1)); the
+    // near-silent frames it clamps cannot be corrected afterwards (duet_dsp::level).
+    let quiet_plain = off.compute(&quiet).unwrap();
+    let mut corrected = 0;
     for t in 0..q.mfcc.n_frames {
-        assert!(
-            (q.mfcc.at(t, 12) - l.mfcc.at(t, 12)).abs() < 1e-3,
-            "logE, frame {t}"
-        );
+        if quiet_plain.mfcc.at(t, 12) > 1.0 {
+            assert!(
+                (q.mfcc.at(t, 12) - l.mfcc.at(t, 12)).abs() < 1e-3,
+                "logE, frame {t}"
+            );
+            corrected += 1;
+        }
     }
+    assert!(
+        corrected > q.mfcc.n_frames / 2,
+        "{corrected} of {}",
+        q.mfcc.n_frames
+    );
     // The same as scaling the samples so that the active level is at the target.
     let level = duet_dsp::LevelNorm::speech();
     let plain = off.compute(&loud).unwrap();
@@ -200,13 +212,16 @@ fn level_normalisation_removes_the_recording_gain() {
         .compute(&loud.iter().map(|v| v * gain).collect::<Vec<_>>())
         .unwrap();
     assert!(max_db(&direct.mel_wide, &l.mel_wide) < 0.01);
-    let mfcc_diff = direct
-        .mfcc
-        .data
-        .iter()
-        .zip(&l.mfcc.data)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
+    // MFCC 1..12 and log energy of the frames well above the MFCC floor (e^10 above it): the same.
+    let mut mfcc_diff = 0.0f32;
+    let mut compared = 0;
+    for t in (0..direct.mfcc.n_frames).filter(|&t| direct.mfcc.at(t, 12) > 10.0) {
+        for j in 0..13 {
+            mfcc_diff = mfcc_diff.max((direct.mfcc.at(t, j) - l.mfcc.at(t, j)).abs());
+        }
+        compared += 1;
+    }
+    assert!(compared > direct.mfcc.n_frames / 2, "{compared}");
     assert!(mfcc_diff < 2e-3, "MFCC differ by {mfcc_diff}");
     // Without it, 25 dB apart.
     let (q0, l0) = (off.compute(&quiet).unwrap(), off.compute(&loud).unwrap());
