@@ -73,7 +73,7 @@ pub fn run(args: &[String]) -> Result<()> {
                      Trains `train --label-map calm=neutral --protocol speakers:5 {}` on RAVDESS \
                      (720 clips of 20 actors, 16 kHz; a manifest path,label,speaker) and copies the model to \
                      www/models/demo.safetensors with its card: the corpus counts, the cross-validation \
-                     figures, the calibration and the weights' license (CC BY-NC-SA 4.0). About 50 minutes \
+                     figures, the calibration and the weights' license (CC BY-NC-SA 4.0). About 65 minutes \
                      on a 2-core CPU. Work files go to DIR (default target/demo-model).\n\n\
                      --synthetic: the earlier demo, trained on the synthetic corpus ({VOICES} voices x \
                      {SENTENCES} sentences, seed {CORPUS_SEED}) with leave-one-voice-group-out.",
