@@ -26,9 +26,9 @@ pub struct FeatureCache {
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 struct CacheKey {
     features: FeatureConfig,
-    /// For a cache of augmented copies: the augmentation and the copy (1-based).
+    /// For a cache of augmented copies: the augmentation's seed and the copy (1-based).
     #[serde(default)]
-    augment: Option<(Augment, usize)>,
+    augment: Option<(u64, usize)>,
     /// (path, size, mtime seconds) per utterance.
     files: Vec<(String, u64, u64)>,
 }
@@ -80,16 +80,23 @@ impl FeatureCache {
         })
     }
 
-    /// Features of copy `copy` (1-based) of every utterance under `augment` (parallel); utterances
-    /// whose original was skipped (`skip`) are skipped here too.
-    pub fn compute_augmented(
+    /// Features of copy `copy` (1-based) of every utterance under `augment` (parallel), through the
+    /// cache file `path`; utterances whose original was skipped (`skip`) are skipped here too.
+    pub fn load_or_compute_augmented(
+        path: &Path,
         corpus: &Corpus,
         config: &FeatureConfig,
         original: &FeatureCache,
         augment: &Augment,
         copy: usize,
         progress: &(dyn Fn(usize, usize) + Sync),
-    ) -> Result<FeatureCache, DataError> {
+    ) -> Result<Vec<Option<Features>>, DataError> {
+        let mut k = key(corpus, config);
+        // A copy depends on the seed and its number, not on how many copies the run makes.
+        k.augment = Some((augment.seed, copy));
+        if let Ok(Some(cache)) = read(path, &k) {
+            return Ok(cache.features);
+        }
         let features = each_utterance(corpus, config, progress, |plan, i, u| {
             if original.features[i].is_none() {
                 return Ok(None);
@@ -106,33 +113,12 @@ impl FeatureCache {
                     ))
                 })
         })?;
-        Ok(FeatureCache {
+        let cache = FeatureCache {
             features,
             bad_audio: original.bad_audio.clone(),
-        })
-    }
-
-    /// [`Self::compute_augmented`] through the cache file `path`.
-    pub fn load_or_compute_augmented(
-        path: &Path,
-        corpus: &Corpus,
-        config: &FeatureConfig,
-        original: &FeatureCache,
-        augment: &Augment,
-        copy: usize,
-        progress: &(dyn Fn(usize, usize) + Sync),
-    ) -> Result<FeatureCache, DataError> {
-        let mut k = key(corpus, config);
-        k.augment = Some((*augment, copy));
-        if let Ok(Some(cache)) = read(path, &k) {
-            return Ok(FeatureCache {
-                features: cache.features,
-                bad_audio: original.bad_audio.clone(),
-            });
-        }
-        let cache = Self::compute_augmented(corpus, config, original, augment, copy, progress)?;
+        };
         write(path, &k, &cache).map_err(|e| DataError::io(path, e))?;
-        Ok(cache)
+        Ok(cache.features)
     }
 
     /// Loads `path` if it was computed from this corpus and config, else computes and stores it.

@@ -208,13 +208,13 @@ pub fn write(
                 c.temperature, c.ece_before, c.ece_after
             );
         }
-        let n = cal.len() as f64;
-        let _ = writeln!(
-            md,
-            "| **mean** | | **{:.3}** | **{:.3}** |\n",
-            cal.iter().map(|(_, c)| c.ece_before).sum::<f64>() / n,
-            cal.iter().map(|(_, c)| c.ece_after).sum::<f64>() / n
-        );
+        if let Some(sum) = crate::train::calibration_summary(&result.folds) {
+            let _ = writeln!(
+                md,
+                "| **mean** | | **{:.3}** | **{:.3}** |\n",
+                sum.ece_before_mean, sum.ece_after_mean
+            );
+        }
     }
     let _ = writeln!(md, "Per-class F1 (mean ± std over folds):\n");
     let _ = writeln!(md, "| class | F1 % |\n|---|---|");

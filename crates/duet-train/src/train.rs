@@ -243,17 +243,16 @@ impl RunDir {
     pub fn model(&self) -> PathBuf {
         self.root.join("model.safetensors")
     }
-    fn features(&self, config: &duet_dsp::FeatureConfig) -> PathBuf {
+    /// The feature cache of `config`: the recordings (`copy` 0) or augmented copy `copy`.
+    fn features(&self, config: &duet_dsp::FeatureConfig, copy: usize) -> PathBuf {
         let level = if config.level.is_some() { "-level" } else { "" };
+        let augmented = if copy > 0 {
+            format!("-augmented{copy}")
+        } else {
+            String::new()
+        };
         self.root.join(format!(
-            "cache/features-{}{level}.bin",
-            config.preset.name()
-        ))
-    }
-    fn augmented(&self, config: &duet_dsp::FeatureConfig, copy: usize) -> PathBuf {
-        let level = if config.level.is_some() { "-level" } else { "" };
-        self.root.join(format!(
-            "cache/features-{}{level}-augmented{copy}.bin",
+            "cache/features-{}{level}{augmented}.bin",
             config.preset.name()
         ))
     }
@@ -292,7 +291,7 @@ pub fn fold_config(
 ) -> ModelConfig {
     let mut config = ModelConfig::new(options.kind, options.preset);
     config.hidden = options.hidden;
-    config.features.level = options.level;
+    config.features = options.feature_config();
     if options.preset == Preset::Paper {
         let frames = |wide: bool| {
             median(
@@ -379,22 +378,11 @@ fn one_hot(labels: &[usize], classes: usize, device: &Device) -> Tensor<2> {
     Tensor::from_data(TensorData::new(data, [labels.len(), classes]), device)
 }
 
-/// Predicted classes of `indices` (inference mode, batches of 64).
-pub fn predict_indices(
-    model: &DuetModel,
-    prepared: &[Option<Prepared>],
-    indices: &[usize],
-    device: &Device,
-) -> Result<Vec<usize>, DataError> {
-    Ok(logits_of(model, prepared, indices, device)?
-        .iter()
-        .map(|row| {
-            // The first of equal maxima, as burn's argmax.
-            row.iter()
-                .enumerate()
-                .fold(0, |best, (k, v)| if *v > row[best] { k } else { best })
-        })
-        .collect())
+/// The first of a row's maxima, as burn's argmax.
+fn argmax(row: &[f32]) -> usize {
+    row.iter()
+        .enumerate()
+        .fold(0, |best, (k, v)| if *v > row[best] { k } else { best })
 }
 
 /// Fused logits of `indices` (inference mode, batches of 64), checked finite.
@@ -424,60 +412,28 @@ pub fn logits_of(
     Ok(out)
 }
 
-/// Fits the temperature on the fold's validation part and measures the test part's ECE with it.
-fn calibrate_fold(
+/// The true labels and the logits of those of `indices` that have features.
+fn scored(
     model: &DuetModel,
     data: &FoldData<'_>,
+    indices: &[usize],
     device: &Device,
-) -> Result<FoldCalibration, DataError> {
-    let kept = |idx: &[usize]| -> Vec<usize> {
-        idx.iter()
-            .copied()
-            .filter(|&i| data.prepared[i].is_some())
-            .collect()
-    };
-    let labels = |idx: &[usize]| -> Vec<usize> {
-        idx.iter()
-            .map(|&i| data.corpus.utterances[i].label)
-            .collect()
-    };
-    let (valid, test) = (kept(&data.valid), kept(&data.test));
-    let temperature = metrics::fit_temperature(
-        &logits_of(model, &data.prepared, &valid, device)?,
-        &labels(&valid),
-    );
-    let test_logits = logits_of(model, &data.prepared, &test, device)?;
-    let ece_at = |t: f64| {
-        let probs: Vec<Vec<f32>> = test_logits
-            .iter()
-            .map(|z| metrics::softmax_t(z, t))
-            .collect();
-        metrics::ece(&probs, &labels(&test), 10)
-    };
-    Ok(FoldCalibration {
-        temperature,
-        ece_before: ece_at(1.0),
-        ece_after: ece_at(temperature),
-    })
+) -> Result<(Vec<usize>, Vec<Vec<f32>>), DataError> {
+    let kept: Vec<usize> = indices
+        .iter()
+        .copied()
+        .filter(|&i| data.prepared[i].is_some())
+        .collect();
+    let truth = kept
+        .iter()
+        .map(|&i| data.corpus.utterances[i].label)
+        .collect();
+    Ok((truth, logits_of(model, &data.prepared, &kept, device)?))
 }
 
-/// The final model's temperature: the median of the folds' (each fitted on its validation part;
-/// the final model, trained on everything, has no held-out data of its own).
-fn final_temperature(done: &[FoldResult]) -> Option<f64> {
-    let mut t: Vec<f64> = done
-        .iter()
-        .filter_map(|f| f.calibration.as_ref().map(|c| c.temperature))
-        .collect();
-    if t.is_empty() {
-        return None;
-    }
-    t.sort_by(f64::total_cmp);
-    let n = t.len();
-    Some(if n % 2 == 1 {
-        t[n / 2]
-    } else {
-        (t[n / 2 - 1] + t[n / 2]) / 2.0
-    })
+fn metrics_of(data: &FoldData<'_>, truth: &[usize], logits: &[Vec<f32>]) -> Metrics {
+    let pred: Vec<usize> = logits.iter().map(|row| argmax(row)).collect();
+    metrics::compute(truth, &pred, data.corpus.classes.len())
 }
 
 fn evaluate(
@@ -486,17 +442,65 @@ fn evaluate(
     indices: &[usize],
     device: &Device,
 ) -> Result<Metrics, DataError> {
-    let kept: Vec<usize> = indices
+    let (truth, logits) = scored(model, data, indices, device)?;
+    Ok(metrics_of(data, &truth, &logits))
+}
+
+/// The selected model's test metrics, and its temperature fitted on the validation part with the
+/// test part's ECE before and after it (one forward per part).
+fn test_fold(
+    model: &DuetModel,
+    data: &FoldData<'_>,
+    device: &Device,
+) -> Result<(Metrics, FoldCalibration), DataError> {
+    let (valid_truth, valid_logits) = scored(model, data, &data.valid, device)?;
+    let temperature = metrics::fit_temperature(&valid_logits, &valid_truth);
+    let (truth, logits) = scored(model, data, &data.test, device)?;
+    let ece_at = |t: f64| {
+        let probs: Vec<Vec<f32>> = logits.iter().map(|z| metrics::softmax_t(z, t)).collect();
+        metrics::ece(&probs, &truth, 10)
+    };
+    let calibration = FoldCalibration {
+        temperature,
+        ece_before: ece_at(1.0),
+        ece_after: ece_at(temperature),
+    };
+    Ok((metrics_of(data, &truth, &logits), calibration))
+}
+
+/// What the folds' calibration adds up to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CalibrationSummary {
+    /// The final model's temperature: the median of the folds' (each fitted on its validation
+    /// part; the final model, trained on everything, has no held-out data of its own).
+    pub temperature: f64,
+    /// Mean over folds of the test parts' ECE at T = 1 and at the fold's temperature.
+    pub ece_before_mean: f64,
+    pub ece_after_mean: f64,
+}
+
+/// The summary of the folds' calibration; `None` when no fold was calibrated.
+pub fn calibration_summary(folds: &[FoldResult]) -> Option<CalibrationSummary> {
+    let cal: Vec<&FoldCalibration> = folds
         .iter()
-        .copied()
-        .filter(|&i| data.prepared[i].is_some())
+        .filter_map(|f| f.calibration.as_ref())
         .collect();
-    let pred = predict_indices(model, &data.prepared, &kept, device)?;
-    let truth: Vec<usize> = kept
-        .iter()
-        .map(|&i| data.corpus.utterances[i].label)
-        .collect();
-    Ok(metrics::compute(&truth, &pred, data.corpus.classes.len()))
+    if cal.is_empty() {
+        return None;
+    }
+    let mut t: Vec<f64> = cal.iter().map(|c| c.temperature).collect();
+    t.sort_by(f64::total_cmp);
+    let n = t.len();
+    let mean = |f: fn(&FoldCalibration) -> f64| cal.iter().map(|c| f(c)).sum::<f64>() / n as f64;
+    Some(CalibrationSummary {
+        temperature: if n % 2 == 1 {
+            t[n / 2]
+        } else {
+            (t[n / 2 - 1] + t[n / 2]) / 2.0
+        },
+        ece_before_mean: mean(|c| c.ece_before),
+        ece_after_mean: mean(|c| c.ece_after),
+    })
 }
 
 /// The state as a checkpoint stores it: the fold's time so far includes this process's part, so a
@@ -652,7 +656,7 @@ pub fn run(
     let feature_config = options.feature_config();
     let t_feat = Instant::now();
     let (cache, cached) = FeatureCache::load_or_compute(
-        &run_dir.features(&feature_config),
+        &run_dir.features(&feature_config, 0),
         corpus,
         &feature_config,
         options.on_bad_audio,
@@ -664,7 +668,6 @@ pub fn run(
         copies: options.augment,
         seed: options.seed,
     };
-    let mut all_features = Vec::with_capacity(n_utt * (1 + options.augment));
     let mut copies = Vec::with_capacity(options.augment);
     for copy in 1..=options.augment {
         observer.message(&format!(
@@ -672,7 +675,7 @@ pub fn run(
             options.augment
         ));
         copies.push(FeatureCache::load_or_compute_augmented(
-            &run_dir.augmented(&feature_config, copy),
+            &run_dir.features(&feature_config, copy),
             corpus,
             &feature_config,
             &cache,
@@ -682,14 +685,10 @@ pub fn run(
         )?);
     }
     let FeatureCache {
-        features: original_features,
+        mut features,
         bad_audio,
     } = cache;
-    all_features.extend(original_features);
-    for c in copies {
-        all_features.extend(c.features);
-    }
-    let features = all_features;
+    features.extend(copies.into_iter().flatten());
     let with_copies = |train: &[usize]| -> Vec<usize> {
         let mut v = train.to_vec();
         for c in 1..=options.augment {
@@ -974,21 +973,13 @@ pub fn run(
                     ),
                 );
             }
-            let cal: Vec<&FoldCalibration> = state
-                .done
-                .iter()
-                .filter_map(|f| f.calibration.as_ref())
-                .collect();
-            if let Some(t) = final_temperature(&state.done) {
-                let mean = |f: &dyn Fn(&FoldCalibration) -> f64| {
-                    cal.iter().map(|c| f(c)).sum::<f64>() / cal.len() as f64
-                };
+            if let Some(c) = calibration_summary(&state.done) {
                 prov.metrics
-                    .insert("cv_ece_before_mean".into(), mean(&|c| c.ece_before));
+                    .insert("cv_ece_before_mean".into(), c.ece_before_mean);
                 prov.metrics
-                    .insert("cv_ece_after_mean".into(), mean(&|c| c.ece_after));
+                    .insert("cv_ece_after_mean".into(), c.ece_after_mean);
                 final_model.config.calibration = Some(duet_model::Calibration {
-                    temperature: t,
+                    temperature: c.temperature,
                     uncertain_below: duet_model::Calibration::UNCERTAIN_BELOW,
                 });
             }
@@ -1020,8 +1011,7 @@ pub fn run(
             })?;
             let best_model =
                 weights::load(&best, device).map_err(|e| DataError::Training(e.to_string()))?;
-            let m = evaluate(&best_model, &data, &data.test, device)?;
-            let calibration = calibrate_fold(&best_model, &data, device)?;
+            let (m, calibration) = test_fold(&best_model, &data, device)?;
             observer.message(&format!(
                 "{}: temperature {:.2} (validation); test ECE {:.3} -> {:.3}",
                 data.name, calibration.temperature, calibration.ece_before, calibration.ece_after
