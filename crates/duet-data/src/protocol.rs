@@ -43,8 +43,9 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::corpus::{Corpus, SplitMix64, natural_cmp};
+use crate::corpus::{Corpus, natural_cmp};
 use crate::error::DataError;
+use duet_model::rng::SplitMix64;
 
 /// The smallest share of the training part held out for validation.
 pub const VALID_FRACTION: f64 = 0.10;

@@ -54,9 +54,10 @@ use rayon::prelude::*;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::corpus::{Corpus, FOUR_CLASSES, SplitMix64, Utterance, ensure_writable_dir};
+use crate::corpus::{Corpus, FOUR_CLASSES, Utterance, ensure_writable_dir};
 use crate::error::DataError;
 use crate::manifest;
+use duet_model::rng::SplitMix64;
 
 /// Output sample rate.
 pub const SAMPLE_RATE: u32 = 16_000;
@@ -406,7 +407,7 @@ pub fn voices(opts: &SynthOptions) -> Result<Vec<Voice>, DataError> {
                 expressiveness: r.range(0.7, 1.2),
                 level_db: r.range(-6.0, 4.0),
                 noise_dbfs: r.range(-68.0, -52.0),
-                noise: if r.uniform() < 0.5 { "white" } else { "pink" },
+                noise: if r.next_f64() < 0.5 { "white" } else { "pink" },
             }
         })
         .collect())
@@ -772,7 +773,7 @@ fn render(
                     }
                     let cents = (p.range - 1.0)
                         * r.range(250.0, 450.0)
-                        * if r.uniform() < 0.5 { -1.0 } else { 1.0 };
+                        * if r.next_f64() < 0.5 { -1.0 } else { 1.0 };
                     bends.push(format!("{delay:.3},{cents:.0},{up:.3}"));
                     bends.push(format!("0,{:.0},{down:.3}", -cents));
                     end += delay + up + down;

@@ -6,13 +6,14 @@
 //! the features are those of the utterance scaled so that its active level — the `percentile`
 //! of its frame energies — sits at `target_dbfs`.
 //!
-//! It is applied to the finished features, not to the samples, so that streaming analysis needs no
-//! second pass: a gain `g` multiplies every power mel value by `g²`, adds `ln g²` to the MFCC log
-//! energy and leaves MFCC 1..12 and all deltas unchanged (a constant offset of the log mel bands has
-//! no DCT coefficient 1..12). Exact for the mels (their floor is applied later, in the model's
-//! input); not for the frames the MFCC front end has already clamped at its floor (openSMILE's
-//! ln max(·, 1) on 16-bit-scaled energies, docs/reference.md §2): the near-silent pauses of a quiet
-//! recording stay as clamped, so a copy 20 dB quieter still gives somewhat different MFCC frames.
+//! It needs no second pass over the samples, so streaming analysis stays one pass: the gain `g` is
+//! known once the utterance's frame energies are, and scaling the samples by `g` would multiply every
+//! power spectrum by `g²`. The power mel spectrograms are multiplied by `g²` when the utterance ends
+//! (their floor comes later, in the model's input); the MFCC front end keeps each frame's log band
+//! energies unfloored until then, adds `ln g²`, and only then applies openSMILE's floor
+//! (ln max(·, 1) on 16-bit-scaled energies, docs/reference.md §2) and the DCT. So the features equal
+//! those of the scaled samples, near-silent frames included; what no gain can undo is the noise of
+//! a quiet recording itself (16-bit quantisation, the microphone's hiss), which is amplified with it.
 //!
 //! Off (`None`) in the `paper` and `authors` presets: the paper does not normalise (section 2.2).
 
@@ -24,9 +25,6 @@ use crate::plan::Features;
 /// The largest gain applied, in dB either way: beyond it the input is silence or clipping, and
 /// amplifying noise by more would only invent a level.
 pub const MAX_GAIN_DB: f32 = 40.0;
-
-/// Index of log energy in an MFCC12_E_D_A frame (after mfcc1..12).
-const LOG_E: usize = 12;
 
 /// Level normalisation parameters (a named field of the feature configuration, stored in the model
 /// file so that `duet predict`, the page and `train` normalise alike).
@@ -65,11 +63,10 @@ impl LevelNorm {
         Ok(())
     }
 
-    /// The active level of `features`: the `percentile` of the frames' log energy (ln of the
-    /// openSMILE-scaled frame energy), `None` without frames.
-    pub fn active_log_energy(&self, features: &Features) -> Option<f64> {
-        let m = &features.mfcc;
-        let mut e: Vec<f32> = (0..m.n_frames).map(|t| m.at(t, LOG_E)).collect();
+    /// The active level: the `percentile` of the frames' log energies (ln of the openSMILE-scaled
+    /// frame energy, the MFCC front end's logE), `None` without frames.
+    pub fn active_log_energy(&self, log_energies: impl IntoIterator<Item = f32>) -> Option<f64> {
+        let mut e: Vec<f32> = log_energies.into_iter().collect();
         if e.is_empty() {
             return None;
         }
@@ -78,9 +75,14 @@ impl LevelNorm {
         Some(e[k] as f64)
     }
 
-    /// The gain (in the natural log of power: `ln g²`) that brings `features` to the target.
-    pub fn log_power_gain(&self, features: &Features, mfcc: &MfccConfig) -> f64 {
-        let Some(level) = self.active_log_energy(features) else {
+    /// The gain (in the natural log of power: `ln g²`) that brings an utterance with these frame log
+    /// energies to the target.
+    pub fn log_power_gain(
+        &self,
+        log_energies: impl IntoIterator<Item = f32>,
+        mfcc: &MfccConfig,
+    ) -> f64 {
+        let Some(level) = self.active_log_energy(log_energies) else {
             return 0.0;
         };
         // The log energy of a frame whose RMS is target_dbfs (mfcc.rs: energy_scale · Σx²).
@@ -91,26 +93,19 @@ impl LevelNorm {
         let max = (MAX_GAIN_DB as f64 / 10.0) * std::f64::consts::LN_10;
         (target - level).clamp(-max, max)
     }
+}
 
-    /// Scales `features` to the target level (see the module documentation).
-    pub fn apply(&self, features: &mut Features, mfcc: &MfccConfig) {
-        let s = self.log_power_gain(features, mfcc);
-        if s == 0.0 {
-            return;
-        }
-        let floor = mfcc.log_floor.ln();
-        let n = crate::Mfcc::N_FEATURES;
-        for row in features.mfcc.data.chunks_exact_mut(n) {
-            row[LOG_E] = ((row[LOG_E] as f64 + s).max(floor)) as f32;
-        }
-        let g = s.exp() as f32;
-        for v in features
-            .mel_narrow
-            .data
-            .iter_mut()
-            .chain(features.mel_wide.data.iter_mut())
-        {
-            *v *= g;
-        }
+/// Multiplies the power mel spectrograms by `g²` = `e^log_gain` (their floor comes later, in the
+/// model's input, so this is exact); the MFCC front end applies the same gain before its floor
+/// (`MfccAnalyzer::apply_gain`).
+pub(crate) fn scale_mels(features: &mut Features, log_gain: f64) {
+    let g = log_gain.exp() as f32;
+    for v in features
+        .mel_narrow
+        .data
+        .iter_mut()
+        .chain(features.mel_wide.data.iter_mut())
+    {
+        *v *= g;
     }
 }

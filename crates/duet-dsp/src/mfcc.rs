@@ -112,6 +112,13 @@ pub(crate) struct MfccAnalyzer {
     ceps: Vec<[f64; BATCH]>,
     /// Static coefficients so far, `[t][n_ceps + 1]` (mfcc1..n, logE).
     pub base: Vec<f32>,
+    /// With level normalisation: the floor and the DCT wait for the utterance's gain
+    /// ([`Self::apply_gain`]), so that a quiet recording's near-silent frames are floored after the
+    /// gain, exactly as if its samples had been scaled.
+    pub defer_floor: bool,
+    /// Unfloored log band energies and log energy of each frame so far, `[t][n_bands + 1]`
+    /// (only with `defer_floor`).
+    raw: Vec<f32>,
 }
 
 impl MfccAnalyzer {
@@ -151,17 +158,23 @@ impl MfccAnalyzer {
             dct,
             ceps: vec![[0.0; BATCH]; cfg.n_ceps],
             base: Vec::new(),
+            defer_floor: false,
+            raw: Vec::new(),
         }
     }
 
     /// Reserves room for `frames` more frames.
     pub fn reserve(&mut self, frames: usize) {
         self.base.reserve(frames * (self.cfg.n_ceps + 1));
+        if self.defer_floor {
+            self.raw.reserve(frames * (self.cfg.n_bands + 1));
+        }
     }
 
     /// Forgets everything of the previous input.
     pub fn reset(&mut self) {
         self.base.clear();
+        self.raw.clear();
         self.in_batch = 0;
         self.pair.pending = false;
     }
@@ -175,7 +188,12 @@ impl MfccAnalyzer {
         // Log energy of the raw frame (not pre-emphasised, not windowed).
         let energy: f64 = crate::simd::sum_sq_f64(x) * cfg.energy_scale;
         let slot = self.in_batch + self.pair.pending as usize;
-        self.log_e[slot] = energy.max(cfg.log_floor).ln();
+        let floor = if self.defer_floor {
+            f64::MIN_POSITIVE
+        } else {
+            cfg.log_floor
+        };
+        self.log_e[slot] = energy.max(floor).ln();
         // Pre-emphasis inside the frame and window, contiguous (vectorises), then into the pair buffer;
         // the buffer's tail stays zero (padding to n_fft).
         let k = cfg.preemphasis;
@@ -232,7 +250,12 @@ impl MfccAnalyzer {
         }
         let cfg = &self.cfg;
         let scale = cfg.energy_scale as f32;
-        let floor = cfg.log_floor as f32;
+        // Deferred: floored only at the smallest normal float (ln ≈ -87), far below any gain's reach.
+        let floor = if self.defer_floor {
+            f32::MIN_POSITIVE
+        } else {
+            cfg.log_floor as f32
+        };
         for (lb, band) in self.log_bands.iter_mut().zip(&self.bands) {
             let mut acc = [0f32; BATCH];
             let p = &self.power[band.start..band.start + band.weights.len()];
@@ -244,6 +267,15 @@ impl MfccAnalyzer {
             for (l, &e) in lb.iter_mut().zip(&acc) {
                 *l = ln_pos((e * scale).max(floor));
             }
+        }
+        if self.defer_floor {
+            for t in 0..t_n {
+                self.raw
+                    .extend(self.log_bands.iter().map(|lb| lb[t] as f32));
+                self.raw.push(self.log_e[t] as f32);
+            }
+            self.in_batch = 0;
+            return;
         }
         for (c, row) in self.ceps.iter_mut().zip(self.dct.chunks_exact(cfg.n_bands)) {
             let mut acc = [0f64; BATCH];
@@ -263,8 +295,40 @@ impl MfccAnalyzer {
         self.in_batch = 0;
     }
 
+    /// The unfloored log energy of each frame so far (with `defer_floor`; empty without).
+    pub fn raw_log_energies(&self) -> impl Iterator<Item = f32> + '_ {
+        self.raw
+            .chunks_exact(self.cfg.n_bands + 1)
+            .map(|f| f[self.cfg.n_bands])
+    }
+
+    /// With `defer_floor`: adds `log_gain` (`ln g²`) to every frame's log band energies and log
+    /// energy, then floors (`ln max(·, log_floor)`) and takes the DCT, as [`Self::cepstra`] does for
+    /// samples scaled by `g`.
+    pub fn apply_gain(&mut self, log_gain: f64) {
+        let cfg = &self.cfg;
+        let nb = cfg.n_bands;
+        let floor = cfg.log_floor.ln();
+        let mut lb = vec![0f64; nb];
+        for frame in self.raw.chunks_exact(nb + 1) {
+            for (l, &r) in lb.iter_mut().zip(frame) {
+                *l = (r as f64 + log_gain).max(floor);
+            }
+            for row in self.dct.chunks_exact(nb) {
+                let c: f64 = row.iter().zip(&lb).map(|(w, l)| w * l).sum();
+                self.base.push(c as f32);
+            }
+            self.base
+                .push((frame[nb] as f64 + log_gain).max(floor) as f32);
+        }
+        self.raw.clear();
+    }
+
     /// Adds deltas and accelerations; returns `[T][39]` and resets for the next input.
     pub fn take(&mut self) -> Mfcc {
+        if !self.raw.is_empty() {
+            self.apply_gain(0.0);
+        }
         let d = self.cfg.n_ceps + 1;
         let t_len = self.base.len() / d;
         let w = self.cfg.delta_window;

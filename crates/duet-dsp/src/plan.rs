@@ -56,8 +56,10 @@ impl FeaturePlan {
         let mut planner = FftPlanner::<f64>::new();
         let mut planner32 = FftPlanner::<f32>::new();
         let sr = config.sample_rate;
+        let mut mfcc = MfccAnalyzer::new(sr, &config.mfcc, &mut planner32);
+        mfcc.defer_floor = config.level.is_some();
         Ok(FeaturePlan {
-            mfcc: MfccAnalyzer::new(sr, &config.mfcc, &mut planner32),
+            mfcc,
             narrow: MelAnalyzer::new(sr, &config.narrow, &mut planner),
             wide: MelAnalyzer::new(sr, &config.wide, &mut planner),
             frame: vec![0.0; config.min_samples()],
@@ -183,14 +185,20 @@ impl FeatureStream<'_> {
         self.plan.narrow.flush();
         self.plan.wide.flush();
         let duration_s = (self.total as f64 / self.plan.config.sample_rate as f64) as f32;
+        let plan = &mut *self.plan;
+        let log_gain = plan.config.level.map(|level| {
+            let s = level.log_power_gain(plan.mfcc.raw_log_energies(), &plan.config.mfcc);
+            plan.mfcc.apply_gain(s);
+            s
+        });
         let mut features = Features {
             mfcc: self.plan.mfcc.take(),
             mel_narrow: self.plan.narrow.take(),
             mel_wide: self.plan.wide.take(),
             duration_s,
         };
-        if let Some(level) = &self.plan.config.level {
-            level.apply(&mut features, &self.plan.config.mfcc);
+        if let Some(s) = log_gain {
+            crate::level::scale_mels(&mut features, s);
         }
         Ok(features)
     }

@@ -31,7 +31,7 @@ pub fn synthetic_voice(seconds: f32, f0: f32, rate_hz: f32, seed: u64) -> Vec<f3
             let voiced: f32 = (1..12).map(|k| (phase * k as f32).sin() / k as f32).sum();
             let syllable = (std::f32::consts::PI * rate_hz * t).sin().abs();
             let pause = if (t * 0.8).fract() > 0.85 { 0.02 } else { 1.0 };
-            0.2 * voiced * syllable * pause + 0.003 * rng.normal()
+            0.2 * voiced * syllable * pause + 0.003 * rng.normal() as f32
         })
         .collect()
 }
@@ -91,20 +91,20 @@ pub fn randomize_statistics(
         let is_bn = vars.contains_key(&prefix);
         if t.name.ends_with(".running_var") {
             for v in &mut data {
-                *v = v.max(1e-4) * rng.uniform(0.6, 1.6);
+                *v = v.max(1e-4) * rng.range(0.6, 1.6) as f32;
             }
         } else if t.name.ends_with(".running_mean") {
             let var = &vars[&prefix];
             for (v, s2) in data.iter_mut().zip(var.iter().cycle()) {
-                *v += 0.3 * s2.max(1e-4).sqrt() * rng.normal();
+                *v += 0.3 * s2.max(1e-4).sqrt() * rng.normal() as f32;
             }
         } else if is_bn && t.name.ends_with(".weight") {
             for v in &mut data {
-                *v *= rng.uniform(0.7, 1.3);
+                *v *= rng.range(0.7, 1.3) as f32;
             }
         } else if is_bn && t.name.ends_with(".bias") {
             for v in &mut data {
-                *v += rng.uniform(-0.1, 0.1);
+                *v += rng.range(-0.1, 0.1) as f32;
             }
         }
         tensors.insert(t.name, (t.shape, data));

@@ -74,11 +74,15 @@ fn main() {
     let items: Vec<Prepared> = (0..batch)
         .map(|_| Prepared {
             mfcc: (0..frames * config.mfcc_dim)
-                .map(|_| rng.normal())
+                .map(|_| rng.normal() as f32)
                 .collect(),
             mfcc_frames: frames,
-            narrow: (0..n1 * f1).map(|_| -50.0 + 15.0 * rng.normal()).collect(),
-            wide: (0..n2 * f2).map(|_| -50.0 + 15.0 * rng.normal()).collect(),
+            narrow: (0..n1 * f1)
+                .map(|_| -50.0 + 15.0 * rng.normal() as f32)
+                .collect(),
+            wide: (0..n2 * f2)
+                .map(|_| -50.0 + 15.0 * rng.normal() as f32)
+                .collect(),
         })
         .collect();
     let refs: Vec<&Prepared> = items.iter().collect();

@@ -40,7 +40,7 @@ impl Augment {
         let mut rng = self.rng(index, copy);
         let mut x = samples.to_vec();
         if rng.next_f64() < 0.5 {
-            let factor = rng.uniform(0.9, 1.1) as f64;
+            let factor = rng.range(0.9, 1.1);
             // Samples taken as recorded at 16 kHz · factor and resampled to 16 kHz: factor > 1 is
             // shorter and higher.
             let from = (duet_dsp::SAMPLE_RATE as f64 * factor).round() as u32;
@@ -51,16 +51,16 @@ impl Augment {
             }
         }
         if rng.next_f64() < 0.5 {
-            let rt60 = rng.uniform(0.2, 0.7);
-            let wet = rng.uniform(0.15, 0.45);
+            let rt60 = rng.range(0.2, 0.7) as f32;
+            let wet = rng.range(0.15, 0.45) as f32;
             x = reverb(&x, rt60, wet);
         }
         if rng.next_f64() < 0.7 {
-            let snr_db = rng.uniform(5.0, 30.0);
+            let snr_db = rng.range(5.0, 30.0) as f32;
             let brown = rng.next_f64() < 0.5;
             add_noise(&mut x, snr_db, brown, &mut rng);
         }
-        let gain = 10f32.powf(rng.uniform(-12.0, 6.0) / 20.0);
+        let gain = 10f32.powf(rng.range(-12.0, 6.0) as f32 / 20.0);
         for v in &mut x {
             *v = (*v * gain).clamp(-1.0, 1.0);
         }
@@ -110,7 +110,7 @@ pub fn reverb(x: &[f32], rt60_s: f32, wet: f32) -> Vec<f32> {
 
 /// Adds white or brown (integrated, then high-passed) noise at `snr_db` below the signal's RMS.
 pub fn add_noise(x: &mut [f32], snr_db: f32, brown: bool, rng: &mut SplitMix64) {
-    let mut noise: Vec<f32> = (0..x.len()).map(|_| rng.normal()).collect();
+    let mut noise: Vec<f32> = (0..x.len()).map(|_| rng.normal() as f32).collect();
     if brown {
         let mut s = 0f32;
         for v in &mut noise {

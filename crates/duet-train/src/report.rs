@@ -241,7 +241,11 @@ pub fn write(
         md,
         "\n## Training curves\n\n![loss and accuracy per epoch](curves.svg)\n"
     );
-    let _ = writeln!(md, "## Corpus\n\n```\n{}```\n", corpus.statistics_table());
+    let _ = writeln!(
+        md,
+        "## Corpus\n\n```\n{}\n```\n",
+        corpus.statistics_table().trim_end()
+    );
     let warnings: Vec<&String> = result.folds.iter().flat_map(|f| &f.warnings).collect();
     if !warnings.is_empty() || !result.bad_audio.skipped.is_empty() {
         let _ = writeln!(md, "## Warnings\n");

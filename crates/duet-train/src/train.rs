@@ -345,10 +345,7 @@ fn epoch_batches(
         .copied()
         .filter(|&i| prepared[i].is_some())
         .collect();
-    for i in (1..order.len()).rev() {
-        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
-        order.swap(i, j);
-    }
+    rng.shuffle(&mut order);
     let len = |i: &usize| prepared[*i].as_ref().map(|p| p.mfcc_frames).unwrap_or(0);
     let mut batches = Vec::new();
     for chunk in order.chunks(batch * 8) {
@@ -356,10 +353,7 @@ fn epoch_batches(
         c.sort_by_key(len);
         batches.extend(c.chunks(batch).map(|b| b.to_vec()));
     }
-    for i in (1..batches.len()).rev() {
-        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
-        batches.swap(i, j);
-    }
+    rng.shuffle(&mut batches);
     // Batch norm needs two examples: a lone last example joins the previous batch.
     if batches.len() > 1 && batches.last().is_some_and(|b| b.len() == 1) {
         let last = batches.pop().unwrap_or_default();

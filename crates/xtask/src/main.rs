@@ -28,7 +28,7 @@ commands:
                                   'N passed, N failed'
   bench [dsp|model|train|web|all] measure Duet against its peers (librosa + openSMILE, PyTorch, real time)
                                   and rewrite docs/benchmarks.md
-  demo-model                      retrain the bundled demo model on the synthetic corpus (www/models/)
+  demo-model --corpus manifest:P  retrain the bundled model on your copy of RAVDESS (www/models/; --help)
 ";
 
 fn main() -> ExitCode {
