@@ -6,6 +6,7 @@ import init, * as duet from "../duet-web.js";
 const MODEL_URL = new URL("./models/demo.safetensors", import.meta.url);
 
 let started = false;
+let engine = null; // duet.Engine: the backend and the model loaded on it
 let backend = null; // {kind, adapter, fallbackReason?}
 let modelBytes = null; // the current model's file, kept to reload it on the CPU after a GPU loss
 let demoBytes = null; // the bundled model, fetched once
@@ -50,10 +51,17 @@ async function fetchDemoModel() {
   return new Uint8Array(await response.arrayBuffer());
 }
 
+// Replaces the engine (a new backend), freeing the old one's device memory and model.
+function useEngine(next) {
+  if (engine) engine.free();
+  engine = next;
+  backend = engine.backend();
+}
+
 async function loadModel(bytes) {
-  const info = duet.loadModel(bytes);
+  const info = engine.loadModel(bytes);
   modelBytes = bytes;
-  const warmupMs = await duet.warmUp();
+  const warmupMs = await engine.warmUp();
   return { info, warmupMs };
 }
 
@@ -65,9 +73,9 @@ async function start({ preferGpu, modelBytes: custom }) {
     started = true;
   }
   const tWasm = performance.now();
-  backend = await duet.initBackend(preferGpu);
+  useEngine(await duet.Engine.create(preferGpu));
   if (backend.kind === "webgpu" && gpu.adapterName) backend.adapter = gpu.adapterName;
-  const smoke = await duet.smokeTest();
+  const smoke = await engine.smokeTest();
   const tBackend = performance.now();
   if (!demoBytes && !custom) demoBytes = await fetchDemoModel();
   const bytes = custom ? new Uint8Array(custom) : demoBytes;
@@ -87,7 +95,7 @@ async function start({ preferGpu, modelBytes: custom }) {
 async function moveToCpu(reason, why = "lost") {
   gpu.device = null;
   gpu.lost = null;
-  backend = await duet.initBackend(false);
+  useEngine(await duet.Engine.create(false));
   backend.fallbackReason =
     why === "lost" ? `the GPU device was lost (${reason})` : `WebGPU computed ${reason}`;
   const { info, warmupMs } = await loadModel(modelBytes);
@@ -106,9 +114,9 @@ const handlers = {
     const { info, warmupMs } = await loadModel(bytes);
     return { model: info, warmupMs };
   },
-  analyzeWav: (p) => duet.analyzeWav(new Uint8Array(p.bytes), p.timeline, p.windowS, p.hopS),
+  analyzeWav: (p) => engine.analyzeWav(new Uint8Array(p.bytes), p.timeline, p.windowS, p.hopS),
   analyzePcm: (p) =>
-    duet.analyzePcm(p.planar, p.channels, p.sampleRate, p.timeline, p.windowS, p.hopS),
+    engine.analyzePcm(p.planar, p.channels, p.sampleRate, p.timeline, p.windowS, p.hopS),
   // For tests: lose the GPU device on purpose (the browser's own destroy()).
   loseGpuDevice: async () => {
     if (!gpu.device) return false;

@@ -424,6 +424,27 @@ def bench(model, config, shapes, args, train):
     }
 
 
+def train_steps(tensors, config, a, dtype):
+    """`--train-steps`: torch.optim.Adam (its defaults) on the weighted loss, training mode (batch
+    statistics, running statistics updated), the FEATDIRs as one padded batch each step."""
+    labels = torch.tensor([int(v) for v in a.labels.split(",") if v.strip()])
+    if len(labels) != len(a.featdirs):
+        raise ref.FeatureError(f"--labels gives {len(labels)} labels for {len(a.featdirs)} FEATDIRs")
+    model = from_arrays(tensors, config, dtype).train()
+    inp = prepare(a.featdirs, config, dtype)
+    opt = torch.optim.Adam(model.parameters(), lr=a.lr, eps=a.adam_eps)
+    losses = []
+    for _ in range(a.train_steps):
+        opt.zero_grad()
+        loss = model.loss(model(**inp), labels)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    sd = model.state_dict()
+    out = {n: sd[module_name(n)].detach().to(torch.float64).contiguous().flatten().tolist() for n in tensors}
+    return {"losses": losses, "tensors": out}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description="PyTorch Duet model: --check or benchmarks")
     ap.add_argument("--model", required=True)
@@ -431,10 +452,16 @@ def main(argv=None):
     g.add_argument("--check", action="store_true", help="eval-mode JSON lines like forward_numpy.py")
     g.add_argument("--bench-forward", action="store_true")
     g.add_argument("--bench-train", action="store_true")
+    g.add_argument("--train-steps", type=int, metavar="N",
+                   help="N training-mode steps (Adam) on the FEATDIRs as one padded batch; prints "
+                        "{losses, tensors: {file name: flat values}} after the last")
     ap.add_argument("featdirs", nargs="*")
     ap.add_argument("--dtype", choices=["float32", "float64"], default=None,
                     help="check: float64 (default); benches: float32 (default)")
     ap.add_argument("--batched", action="store_true", help="check: run all FEATDIRs as one padded batch")
+    ap.add_argument("--labels", default="", help="train-steps: the FEATDIRs' class indices, comma-separated")
+    ap.add_argument("--lr", type=float, default=1e-3, help="train-steps: Adam's learning rate")
+    ap.add_argument("--adam-eps", type=float, default=1e-8, help="train-steps: Adam's epsilon")
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--seconds", type=float, default=4.0)
     ap.add_argument("--threads", type=int, default=None)
@@ -470,6 +497,9 @@ def main(argv=None):
                     bl = model(**inp)
                 for i, d in enumerate(ds):
                     print(json.dumps(result_json(d, bl, model, i)), flush=True)
+        elif a.train_steps is not None:
+            dtype = torch.float32 if a.dtype == "float32" else torch.float64
+            print(json.dumps(train_steps(tensors, config, a, dtype)), flush=True)
         else:
             dtype = torch.float64 if a.dtype == "float64" else torch.float32
             model = from_arrays(tensors, config, dtype)

@@ -1,22 +1,19 @@
-//! The functions JavaScript calls. Each takes bytes or samples and returns a plain JS object
-//! (serde-wasm-bindgen, camelCase fields); a failure throws an `Error` whose `kind` property says
-//! whose problem it is: `audio`, `too-short`, `unsupported-wav`, `model`, `backend`, `non-finite`
-//! or `state`.
+//! The object JavaScript holds: an [`Engine`] owns its compute device and its loaded model (no
+//! globals), and each method takes bytes or samples and returns a plain JS object
+//! (serde-wasm-bindgen, camelCase fields) or a `Promise` of one. A failure throws (or rejects with)
+//! an `Error` whose `kind` property says whose problem it is: `audio`, `too-short`,
+//! `unsupported-wav`, `model`, `backend`, `non-finite` or `state`.
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
 use burn::prelude::*;
 use duet_model::backend::{self, BackendInfo};
-use duet_model::timeline::TimelineConfig;
+use duet_model::timeline::{self, TimelineConfig};
 use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::future_to_promise;
 
 use crate::model::{self, AnalysisError, Loaded};
-
-thread_local! {
-    static DEVICE: RefCell<Option<Device>> = const { RefCell::new(None) };
-    static MODEL: RefCell<Option<Rc<RefCell<Loaded>>>> = const { RefCell::new(None) };
-}
 
 #[wasm_bindgen(start)]
 pub fn start() {
@@ -44,63 +41,175 @@ fn to_js<T: serde::Serialize>(value: &T) -> Result<JsValue, JsValue> {
         .map_err(|e| error("state", &format!("serialising a result: {e}")))
 }
 
-fn device() -> Result<Device, JsValue> {
-    DEVICE
-        .with(|d| d.borrow().clone())
-        .ok_or_else(|| error("state", "backend not initialised: call initBackend() first"))
+/// A compute backend and the model loaded on it. Moving to another backend (after a GPU loss) is a
+/// new `Engine`; the old one's memory goes with it (`free()`).
+#[wasm_bindgen]
+pub struct Engine {
+    device: Device,
+    info: BackendInfo,
+    /// The current model; each analysis holds its own `Rc` of it (its future outlives the `&self`
+    /// borrow), so loading another model mid-analysis is safe.
+    model: RefCell<Option<Rc<RefCell<Loaded>>>>,
 }
 
-fn loaded() -> Result<Rc<RefCell<Loaded>>, JsValue> {
-    MODEL
-        .with(|m| m.borrow().clone())
-        .ok_or_else(|| error("state", "no model loaded: call loadModel() first"))
+#[wasm_bindgen]
+impl Engine {
+    /// An engine on WebGPU when `prefer_gpu` and the browser offers an adapter, else on the CPU
+    /// backend; see [`Engine::backend`] for which and why.
+    pub async fn create(prefer_gpu: bool) -> Engine {
+        let (device, info) = backend::init_async(prefer_gpu).await;
+        Engine {
+            device,
+            info,
+            model: RefCell::new(None),
+        }
+    }
+
+    /// `{kind, adapter, fallbackReason?}` of this engine's backend.
+    pub fn backend(&self) -> Result<JsValue, JsValue> {
+        to_js(&self.info)
+    }
+
+    /// Runs a small matmul on the backend; resolves to its result (480 when correct).
+    #[wasm_bindgen(js_name = smokeTest)]
+    pub fn smoke_test(&self) -> js_sys::Promise {
+        let device = self.device.clone();
+        future_to_promise(async move {
+            let data = backend::smoke_matmul(&device)
+                .into_data_async()
+                .await
+                .map_err(|e| error("backend", &format!("reading the self-test result: {e:?}")))?;
+            let v: Vec<f32> = data
+                .try_to_vec::<f32>()
+                .map_err(|e| error("backend", &format!("self-test result dtype: {e:?}")))?;
+            Ok(JsValue::from_f64(v[0] as f64))
+        })
+    }
+
+    /// Reads a weights file's model card (kind, classes, provenance...) without loading it.
+    #[wasm_bindgen(js_name = describeModel)]
+    pub fn describe_model(bytes: &[u8]) -> Result<JsValue, JsValue> {
+        let info = model::describe(bytes).map_err(|e| error("model", &e.to_string()))?;
+        to_js(&info)
+    }
+
+    /// Loads a weights file (`model.safetensors` from `train`) and makes it the current model;
+    /// returns its model card. On failure the previous model stays loaded.
+    #[wasm_bindgen(js_name = loadModel)]
+    pub fn load_model(&self, bytes: &[u8]) -> Result<JsValue, JsValue> {
+        let loaded =
+            Loaded::new(bytes, &self.device).map_err(|e| error("model", &e.to_string()))?;
+        let info = to_js(&loaded.info)?;
+        *self.model.borrow_mut() = Some(Rc::new(RefCell::new(loaded)));
+        Ok(info)
+    }
+
+    /// Analyses a WAV file's bytes with duet-dsp's decoder and resampler (the samples `duet
+    /// predict` sees). `timeline`: force the timeline on or off (default: on for audio longer than
+    /// 8 s).
+    #[wasm_bindgen(js_name = analyzeWav)]
+    pub fn analyze_wav(
+        &self,
+        bytes: Vec<u8>,
+        timeline: Option<bool>,
+        window_s: Option<f32>,
+        hop_s: Option<f32>,
+    ) -> js_sys::Promise {
+        let loaded = self.loaded();
+        future_to_promise(async move {
+            let loaded = loaded?;
+            let audio = duet_dsp::decode_wav_16k(&bytes).map_err(|e| analysis_error(e.into()))?;
+            drop(bytes);
+            let (rate, channels) = (audio.source_rate, audio.source_channels);
+            analyze_16k(
+                loaded,
+                audio.samples,
+                rate,
+                channels,
+                timeline,
+                window_s,
+                hop_s,
+            )
+            .await
+        })
+    }
+
+    /// Analyses decoded PCM: `planar` holds `channels` blocks of equal length (the browser's
+    /// decodeAudioData output, or the microphone's mono frames) at `sample_rate`; mixed to mono and
+    /// resampled to 16 kHz in wasm.
+    #[wasm_bindgen(js_name = analyzePcm)]
+    pub fn analyze_pcm(
+        &self,
+        planar: Vec<f32>,
+        channels: u32,
+        sample_rate: u32,
+        timeline: Option<bool>,
+        window_s: Option<f32>,
+        hop_s: Option<f32>,
+    ) -> js_sys::Promise {
+        let loaded = self.loaded();
+        future_to_promise(async move {
+            let loaded = loaded?;
+            let channels = channels.clamp(1, u16::MAX as u32) as u16;
+            let mono = model::mix_planar(&planar, channels as usize);
+            drop(planar);
+            let samples =
+                duet_dsp::to_16k(&mono, sample_rate).map_err(|e| analysis_error(e.into()))?;
+            analyze_16k(
+                loaded,
+                samples,
+                sample_rate,
+                channels,
+                timeline,
+                window_s,
+                hop_s,
+            )
+            .await
+        })
+    }
+
+    /// Runs the model once on half a second of synthetic audio so that the first real analysis
+    /// does not pay for shader compilation (WebGPU) or first-touch allocations. Resolves to the
+    /// time it took, in ms.
+    #[wasm_bindgen(js_name = warmUp)]
+    pub fn warm_up(&self) -> js_sys::Promise {
+        let loaded = self.loaded();
+        future_to_promise(async move {
+            let loaded = loaded?;
+            let t0 = js_sys::Date::now();
+            let rate = duet_dsp::SAMPLE_RATE;
+            let samples: Vec<f32> = (0..rate as usize / 2)
+                .map(|i| {
+                    let t = i as f32 / rate as f32;
+                    0.2 * (std::f32::consts::TAU * (140.0 + 60.0 * t) * t).sin()
+                })
+                .collect();
+            // Its output does not matter: a non-finite one (weights that overflow) is the
+            // analyses' business, reported there.
+            match analyze_16k(loaded, samples, rate, 1, Some(false), None, None).await {
+                Err(e) if js_kind(&e).as_deref() == Some("non-finite") => {}
+                r => {
+                    r?;
+                }
+            }
+            Ok(JsValue::from_f64(js_sys::Date::now() - t0))
+        })
+    }
 }
 
-/// Initialise the compute backend: WebGPU when `prefer_gpu` and the browser offers an adapter,
-/// else the CPU backend. Returns `{kind, adapter, fallbackReason?}`.
-#[wasm_bindgen(js_name = initBackend)]
-pub async fn init_backend(prefer_gpu: bool) -> Result<JsValue, JsValue> {
-    let (device, info): (Device, BackendInfo) = backend::init_async(prefer_gpu).await;
-    DEVICE.with(|d| *d.borrow_mut() = Some(device));
-    MODEL.with(|m| *m.borrow_mut() = None);
-    to_js(&info)
-}
-
-/// Runs a small matmul on the active backend and returns its result (480 when correct).
-#[wasm_bindgen(js_name = smokeTest)]
-pub async fn smoke_test() -> Result<f32, JsValue> {
-    let device = device()?;
-    let data = backend::smoke_matmul(&device)
-        .into_data_async()
-        .await
-        .map_err(|e| error("backend", &format!("reading the self-test result: {e:?}")))?;
-    let v: Vec<f32> = data
-        .try_to_vec::<f32>()
-        .map_err(|e| error("backend", &format!("self-test result dtype: {e:?}")))?;
-    Ok(v[0])
-}
-
-/// Reads a weights file's model card (kind, classes, provenance...) without loading it.
-#[wasm_bindgen(js_name = describeModel)]
-pub fn describe_model(bytes: &[u8]) -> Result<JsValue, JsValue> {
-    let info = model::describe(bytes).map_err(|e| error("model", &e.to_string()))?;
-    to_js(&info)
-}
-
-/// Loads a weights file (`model.safetensors` from `train`) on the active backend and makes it the
-/// current model; returns its model card. On failure the previous model stays loaded.
-#[wasm_bindgen(js_name = loadModel)]
-pub fn load_model(bytes: &[u8]) -> Result<JsValue, JsValue> {
-    let device = device()?;
-    let loaded = Loaded::new(bytes, &device).map_err(|e| error("model", &e.to_string()))?;
-    let info = to_js(&loaded.info)?;
-    MODEL.with(|m| *m.borrow_mut() = Some(Rc::new(RefCell::new(loaded))));
-    Ok(info)
+impl Engine {
+    fn loaded(&self) -> Result<Rc<RefCell<Loaded>>, JsValue> {
+        self.model
+            .borrow()
+            .clone()
+            .ok_or_else(|| error("state", "no model loaded: call loadModel() first"))
+    }
 }
 
 /// Classifies a 16 kHz signal: CPU features first (no await while the model is borrowed), then one
 /// batch on the device for the whole utterance and the timeline's windows.
 async fn analyze_16k(
+    loaded: Rc<RefCell<Loaded>>,
     samples: Vec<f32>,
     sample_rate: u32,
     channels: u16,
@@ -108,7 +217,6 @@ async fn analyze_16k(
     window_s: Option<f32>,
     hop_s: Option<f32>,
 ) -> Result<JsValue, JsValue> {
-    let loaded = loaded()?;
     let want = timeline.unwrap_or_else(|| model::wants_timeline(samples.len()));
     let defaults = TimelineConfig::default();
     let cfg = TimelineConfig {
@@ -121,80 +229,20 @@ async fn analyze_16k(
         .prepare(&samples, sample_rate, channels, want.then_some(&cfg))
         .map_err(analysis_error)?;
     drop(samples);
-    let mut items = vec![&job.whole];
-    items.extend(job.windows.iter().map(|(_, p)| p));
-    // The whole utterance alone (its length differs), then the equal-length windows in batches.
-    // The predictor is an Rc: no RefCell borrow is held across the awaits.
+    // The whole utterance alone (its length differs), then the equal-length windows in batches
+    // (duet-model's timeline). The predictor is an Rc: no RefCell borrow is held across the awaits.
     let predictor = loaded.borrow().predictor.clone();
-    let mut predictions = predictor
-        .predict_prepared_async(&items[..1])
+    let whole = predictor
+        .predict_prepared_async(&[&job.whole])
+        .await
+        .map_err(|e| analysis_error(e.into()))?
+        .remove(0);
+    let rate = duet_dsp::SAMPLE_RATE;
+    let segments = timeline::predict_async(&predictor, &job.windows, rate, cfg.batch)
         .await
         .map_err(|e| analysis_error(e.into()))?;
-    for chunk in items[1..].chunks(cfg.batch) {
-        predictions.extend(
-            predictor
-                .predict_prepared_async(chunk)
-                .await
-                .map_err(|e| analysis_error(e.into()))?,
-        );
-    }
-    let analysis = loaded.borrow().finish(&job, predictions, want);
+    let analysis = loaded
+        .borrow()
+        .finish(&job, whole, want.then_some(segments));
     to_js(&analysis)
-}
-
-/// Analyses a WAV file's bytes with duet-dsp's decoder and resampler (the samples `duet predict`
-/// sees). `timeline`: force the timeline on or off (default: on for audio longer than 8 s).
-#[wasm_bindgen(js_name = analyzeWav)]
-pub async fn analyze_wav(
-    bytes: Vec<u8>,
-    timeline: Option<bool>,
-    window_s: Option<f32>,
-    hop_s: Option<f32>,
-) -> Result<JsValue, JsValue> {
-    let (samples, rate, channels) =
-        model::wav_to_16k(&bytes).map_err(|e| analysis_error(e.into()))?;
-    drop(bytes);
-    analyze_16k(samples, rate, channels, timeline, window_s, hop_s).await
-}
-
-/// Analyses decoded PCM: `planar` holds `channels` blocks of equal length (the browser's
-/// decodeAudioData output, or the microphone's mono frames) at `sample_rate`; mixed to mono and
-/// resampled to 16 kHz in wasm.
-#[wasm_bindgen(js_name = analyzePcm)]
-pub async fn analyze_pcm(
-    planar: Vec<f32>,
-    channels: u32,
-    sample_rate: u32,
-    timeline: Option<bool>,
-    window_s: Option<f32>,
-    hop_s: Option<f32>,
-) -> Result<JsValue, JsValue> {
-    let channels = channels.clamp(1, u16::MAX as u32) as u16;
-    let mono = model::mix_planar(&planar, channels as usize);
-    drop(planar);
-    let samples = model::pcm_to_16k(&mono, sample_rate).map_err(|e| analysis_error(e.into()))?;
-    analyze_16k(samples, sample_rate, channels, timeline, window_s, hop_s).await
-}
-
-/// Runs the model once on half a second of synthetic audio so that the first real analysis does not pay
-/// for shader compilation (WebGPU) or first-touch allocations. Returns the time it took, in ms.
-#[wasm_bindgen(js_name = warmUp)]
-pub async fn warm_up() -> Result<f64, JsValue> {
-    let t0 = js_sys::Date::now();
-    let rate = duet_dsp::SAMPLE_RATE;
-    let samples: Vec<f32> = (0..rate as usize / 2)
-        .map(|i| {
-            let t = i as f32 / rate as f32;
-            0.2 * (std::f32::consts::TAU * (140.0 + 60.0 * t) * t).sin()
-        })
-        .collect();
-    // Its output does not matter: a non-finite one (weights that overflow) is the analyses'
-    // business, reported there.
-    match analyze_16k(samples, rate, 1, Some(false), None, None).await {
-        Err(e) if js_kind(&e).as_deref() == Some("non-finite") => {}
-        r => {
-            r?;
-        }
-    }
-    Ok(js_sys::Date::now() - t0)
 }

@@ -218,24 +218,6 @@ pub fn mix_planar(planar: &[f32], channels: usize) -> Vec<f32> {
         .collect()
 }
 
-/// Decodes a WAV file with duet-dsp (the decoder and resampler `duet predict` uses).
-pub fn wav_to_16k(bytes: &[u8]) -> Result<(Vec<f32>, u32, u16), DspError> {
-    let audio = duet_dsp::decode_wav(bytes)?;
-    let samples = duet_dsp::resample(&audio.samples, audio.sample_rate, SAMPLE_RATE)?;
-    if samples.is_empty() {
-        return Err(DspError::NoSamples);
-    }
-    Ok((samples, audio.sample_rate, audio.channels))
-}
-
-/// Resamples mono samples at `rate` to 16 kHz with duet-dsp's resampler.
-pub fn pcm_to_16k(mono: &[f32], rate: u32) -> Result<Vec<f32>, DspError> {
-    if mono.is_empty() {
-        return Err(DspError::NoSamples);
-    }
-    duet_dsp::resample(mono, rate, SAMPLE_RATE)
-}
-
 impl Loaded {
     /// Features of the whole signal and, when `timeline` is Some, of its windows.
     pub fn prepare(
@@ -260,10 +242,14 @@ impl Loaded {
         })
     }
 
-    /// Assembles the result of a job from its predictions (whole utterance first, then windows).
-    pub fn finish(&self, job: &Job, mut predictions: Vec<Prediction>, timeline: bool) -> Analysis {
-        let rate = self.plan.config().sample_rate as f32;
-        let whole = predictions.remove(0);
+    /// Assembles the result of a job: the whole utterance's prediction and, with a timeline, its
+    /// segments.
+    pub fn finish(
+        &self,
+        job: &Job,
+        whole: Prediction,
+        segments: Option<Vec<timeline::Segment>>,
+    ) -> Analysis {
         let config = self.predictor.config();
         Analysis {
             duration_s: job.duration_s,
@@ -277,14 +263,13 @@ impl Loaded {
                 .map(|(b, p)| (b.name().to_string(), p.clone()))
                 .collect(),
             logits: whole.logits.clone(),
-            timeline: timeline.then(|| {
-                job.windows
+            timeline: segments.map(|segments| {
+                segments
                     .iter()
-                    .zip(&predictions)
-                    .map(|((span, _), p)| TimelineSegment {
-                        start_s: span.start as f32 / rate,
-                        end_s: span.end as f32 / rate,
-                        scores: Scores::from(p),
+                    .map(|s| TimelineSegment {
+                        start_s: s.start_s,
+                        end_s: s.end_s,
+                        scores: Scores::from(&s.prediction),
                     })
                     .collect()
             }),
@@ -354,7 +339,7 @@ mod tests {
         wav.extend_from_slice(b"data");
         wav.extend_from_slice(&8u32.to_le_bytes());
         wav.extend_from_slice(&[0; 8]);
-        let e = AnalysisError::from(wav_to_16k(&wav).unwrap_err());
+        let e = AnalysisError::from(duet_dsp::decode_wav_16k(&wav).unwrap_err());
         assert_eq!(e.kind(), "unsupported-wav", "{e}");
     }
 }

@@ -3,4 +3,5 @@
 mod bundled_model;
 mod features_cli;
 mod reference_forward;
+mod reference_training;
 mod train_cli;

@@ -57,14 +57,43 @@ pub const SAMPLE_RATE: u32 = 16_000;
 /// `BufReader`, which only serves the header).
 const FILE_BLOCK_FRAMES: usize = 1 << 14;
 
-/// Decodes WAV bytes, mixes to mono, resamples to 16 kHz and checks the samples (finite, at least one).
-pub fn load_audio_16k(bytes: &[u8]) -> Result<Vec<f32>, DspError> {
+/// A recording decoded to 16 kHz mono, with the rate and channel count it had.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Audio16k {
+    /// Mono samples at [`SAMPLE_RATE`].
+    pub samples: Vec<f32>,
+    /// The source's sample rate in Hz.
+    pub source_rate: u32,
+    /// The source's channel count (mixed down by averaging).
+    pub source_channels: u16,
+}
+
+/// Decodes WAV bytes, mixes to mono and resamples to 16 kHz (the samples `duet predict`, `train`
+/// and the page analyse).
+pub fn decode_wav_16k(bytes: &[u8]) -> Result<Audio16k, DspError> {
     let audio = decode_wav(bytes)?;
-    let out = resample(&audio.samples, audio.sample_rate, SAMPLE_RATE)?;
+    Ok(Audio16k {
+        samples: to_16k(&audio.samples, audio.sample_rate)?,
+        source_rate: audio.sample_rate,
+        source_channels: audio.channels,
+    })
+}
+
+/// Mono samples at `rate` resampled to 16 kHz; no samples (before or after) is an error.
+pub fn to_16k(mono: &[f32], rate: u32) -> Result<Vec<f32>, DspError> {
+    if mono.is_empty() {
+        return Err(DspError::NoSamples);
+    }
+    let out = resample(mono, rate, SAMPLE_RATE)?;
     if out.is_empty() {
         return Err(DspError::NoSamples);
     }
     Ok(out)
+}
+
+/// [`decode_wav_16k`]'s samples alone.
+pub fn load_audio_16k(bytes: &[u8]) -> Result<Vec<f32>, DspError> {
+    Ok(decode_wav_16k(bytes)?.samples)
 }
 
 /// Features of a WAV file, streaming: the file is read, mixed down, resampled and analysed in blocks, so

@@ -104,34 +104,58 @@ pub fn prepare(
         .collect()
 }
 
-fn assemble(rate: u32, spans: &[Span], predictions: Vec<Prediction>) -> Vec<Segment> {
-    spans
-        .iter()
-        .zip(predictions)
-        .map(|(span, prediction)| Segment {
-            start_s: span.start as f32 / rate as f32,
-            end_s: span.end as f32 / rate as f32,
-            prediction,
-        })
-        .collect()
+/// The segment of `span` (samples at `rate`) with its prediction.
+fn segment(rate: u32, span: &Span, prediction: Prediction) -> Segment {
+    Segment {
+        start_s: span.start as f32 / rate as f32,
+        end_s: span.end as f32 / rate as f32,
+        prediction,
+    }
 }
 
-/// The timeline of `samples_16k` without blocking (the browser).
-pub async fn timeline_async(
+/// Classifies prepared windows (from [`prepare`]) in batches of `batch`, one device call and
+/// read-back each, without blocking (the page: [`prepare`] needs the feature plan, this only the
+/// shared predictor, so no borrow of the plan is held across the awaits). `rate`: the samples' rate, for the times.
+pub async fn predict_async(
     predictor: &Predictor,
-    plan: &mut FeaturePlan,
-    samples_16k: &[f32],
-    config: &TimelineConfig,
+    windows: &[(Span, Prepared)],
+    rate: u32,
+    batch: usize,
 ) -> Result<Vec<Segment>, ModelError> {
-    let rate = plan.config().sample_rate;
-    let items = prepare(predictor, plan, samples_16k, config)?;
-    let mut predictions = Vec::with_capacity(items.len());
-    for chunk in items.chunks(config.batch.max(1)) {
+    let mut out = Vec::with_capacity(windows.len());
+    for chunk in windows.chunks(batch.max(1)) {
         let refs: Vec<&Prepared> = chunk.iter().map(|(_, p)| p).collect();
-        predictions.extend(predictor.predict_prepared_async(&refs).await?);
+        let predictions = predictor.predict_prepared_async(&refs).await?;
+        out.extend(
+            chunk
+                .iter()
+                .zip(predictions)
+                .map(|((s, _), p)| segment(rate, s, p)),
+        );
     }
-    let spans: Vec<Span> = items.iter().map(|(s, _)| *s).collect();
-    Ok(assemble(rate, &spans, predictions))
+    Ok(out)
+}
+
+/// [`predict_async`], blocking on the device (native).
+#[cfg(not(target_family = "wasm"))]
+pub fn predict(
+    predictor: &Predictor,
+    windows: &[(Span, Prepared)],
+    rate: u32,
+    batch: usize,
+) -> Result<Vec<Segment>, ModelError> {
+    let mut out = Vec::with_capacity(windows.len());
+    for chunk in windows.chunks(batch.max(1)) {
+        let refs: Vec<&Prepared> = chunk.iter().map(|(_, p)| p).collect();
+        let predictions = predictor.predict_prepared(&refs)?;
+        out.extend(
+            chunk
+                .iter()
+                .zip(predictions)
+                .map(|((s, _), p)| segment(rate, s, p)),
+        );
+    }
+    Ok(out)
 }
 
 /// The timeline of `samples_16k` (native; blocks on the device).
@@ -143,14 +167,8 @@ pub fn timeline(
     config: &TimelineConfig,
 ) -> Result<Vec<Segment>, ModelError> {
     let rate = plan.config().sample_rate;
-    let items = prepare(predictor, plan, samples_16k, config)?;
-    let mut predictions = Vec::with_capacity(items.len());
-    for chunk in items.chunks(config.batch.max(1)) {
-        let refs: Vec<&Prepared> = chunk.iter().map(|(_, p)| p).collect();
-        predictions.extend(predictor.predict_prepared(&refs)?);
-    }
-    let spans: Vec<Span> = items.iter().map(|(s, _)| *s).collect();
-    Ok(assemble(rate, &spans, predictions))
+    let windows = prepare(predictor, plan, samples_16k, config)?;
+    predict(predictor, &windows, rate, config.batch)
 }
 
 #[cfg(test)]

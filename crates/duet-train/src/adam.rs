@@ -104,8 +104,10 @@ impl Adam {
         module.map(&mut mapper)
     }
 
-    /// The state as named flat tensors (`m.<pos>`, `v.<pos>`) for a checkpoint.
-    pub fn export(&self) -> Vec<(String, Vec<f32>)> {
+    /// The state as named flat tensors (`m.<pos>`, `v.<pos>`) for a checkpoint. A moment that
+    /// cannot be read back from the device is an error (a checkpoint without it would resume
+    /// differently).
+    pub fn export(&self) -> Result<Vec<(String, Vec<f32>)>, String> {
         let mut out = Vec::new();
         for (pos, (m, v)) in &self.moments {
             for (name, t) in [("m", m), ("v", v)] {
@@ -114,11 +116,11 @@ impl Adam {
                     .into_data()
                     .convert::<f32>()
                     .try_to_vec::<f32>()
-                    .unwrap_or_default();
+                    .map_err(|e| format!("reading Adam's {name}.{pos}: {e:?}"))?;
                 out.push((format!("{name}.{pos}"), data));
             }
         }
-        out
+        Ok(out)
     }
 
     /// Restores a state written by [`Adam::export`].

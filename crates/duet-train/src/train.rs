@@ -372,6 +372,36 @@ fn one_hot(labels: &[usize], classes: usize, device: &Device) -> Tensor<2> {
     Tensor::from_data(TensorData::new(data, [labels.len(), classes]), device)
 }
 
+/// One optimisation step on one batch: the training-mode forward (batch statistics; running
+/// statistics updated with the configuration's momentum), the fused loss of docs/weights.md §6,
+/// backward, one Adam update at learning rate `lr`. Returns the updated model and the batch's loss
+/// (before the update; the caller decides what a non-finite one means). `device`: an autodiff one.
+pub fn train_step(
+    model: DuetModel,
+    adam: &mut Adam,
+    batch: &[&Prepared],
+    labels: &[usize],
+    lr: f64,
+    device: &Device,
+) -> Result<(DuetModel, f64), DataError> {
+    let config = &model.config;
+    let input = ModelInput::batch(batch, config, device);
+    let out = model.forward(
+        &input,
+        Mode::Train {
+            momentum: config.bn_momentum,
+        },
+    );
+    let loss = out.loss(config, one_hot(labels, config.n_classes(), device));
+    let grads = loss.backward();
+    let loss_value: f64 = loss
+        .into_data()
+        .convert::<f64>()
+        .try_to_vec::<f64>()
+        .map_err(|e| DataError::Training(format!("reading the loss: {e:?}")))?[0];
+    Ok((adam.step(model, &grads, lr), loss_value))
+}
+
 /// The first of a row's maxima, as burn's argmax.
 fn argmax(row: &[f32]) -> usize {
     row.iter()
@@ -523,7 +553,7 @@ fn save_checkpoint(
     if let Some(b) = best {
         std::fs::write(tmp.join("best.safetensors"), b).map_err(|e| DataError::io(&tmp, e))?;
     }
-    let adam_tensors = adam.export();
+    let adam_tensors = adam.export().map_err(DataError::Training)?;
     let mut bytes = Vec::new();
     // Optimizer moments: a small safetensors file of flat f32 tensors.
     let flat: Vec<(String, Vec<u8>, Vec<usize>)> = adam_tensors
@@ -833,23 +863,9 @@ pub fn run(
                     .iter()
                     .map(|&i| corpus.utterances[i % n_utt].label)
                     .collect();
-                let input = ModelInput::batch(&refs, &data.config, &ad_device);
-                let out = model.forward(
-                    &input,
-                    Mode::Train {
-                        momentum: data.config.bn_momentum,
-                    },
-                );
-                let loss = out.loss(
-                    &data.config,
-                    one_hot(&labels, data.config.n_classes(), &ad_device),
-                );
-                let grads = loss.backward();
-                let loss_value: f64 = loss
-                    .into_data()
-                    .convert::<f64>()
-                    .try_to_vec::<f64>()
-                    .map_err(|e| DataError::Training(format!("{e:?}")))?[0];
+                let (stepped, loss_value) =
+                    train_step(model, &mut adam, &refs, &labels, lr, &ad_device)?;
+                model = stepped;
                 if !loss_value.is_finite() {
                     return Err(DataError::Training(format!(
                         "fold {}, epoch {}, batch {}: the loss is {loss_value}; try a smaller --lr",
@@ -858,7 +874,6 @@ pub fn run(
                         state.batch + 1
                     )));
                 }
-                model = adam.step(model, &grads, lr);
                 state.loss_sum += loss_value;
                 state.loss_count += 1;
                 state.batch += 1;

@@ -130,7 +130,8 @@ pub fn run(args: &[String]) -> Result<()> {
             setup::ensure_components(&["rustfmt", "clippy"])?;
             setup::ensure_apt_packages()?;
             let bindgen = setup::ensure_page_tools()?;
-            let python = setup::ensure_venv(&[])?;
+            // torch: the training-mode reference (tests/reference/torch_model.py --train-steps).
+            let python = setup::ensure_venv(&["tests/reference/requirements-bench.txt"])?;
             setup::ensure_node_packages()?;
             Ok((bindgen, python))
         })?
