@@ -98,6 +98,10 @@ pub struct Args {
     /// No progress bars (log lines instead).
     #[arg(long)]
     pub quiet: bool,
+    /// Stop after N batches of this invocation as Ctrl-C would (a checkpoint, exit code 130;
+    /// continue with `--resume`): a run in slices of a time-limited job.
+    #[arg(long, value_name = "N")]
+    pub stop_after_batches: Option<usize>,
 }
 
 fn parse_protocol(s: &str) -> Result<Protocol, String> {
@@ -135,7 +139,7 @@ fn parse_note(s: &str) -> Result<(String, String), String> {
 struct RunSpec {
     corpus: Vec<String>,
     label_map: Option<String>,
-    backend: String,
+    backend: Backend,
 }
 
 struct Bars {
@@ -301,7 +305,7 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
                     args.corpus.clone()
                 },
                 label_map: args.label_map.clone(),
-                backend: format!("{:?}", args.backend).to_lowercase(),
+                backend: args.backend,
             };
             (out, o, spec)
         }
@@ -320,12 +324,7 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
 
     let corpus = open_corpora(&spec.corpus, spec.label_map.as_deref())
         .with_context(|| format!("corpus {}", spec.corpus.join(" ")))?;
-    let backend = match spec.backend.as_str() {
-        "cpu" => Backend::Cpu,
-        "wgpu" => Backend::Wgpu,
-        _ => Backend::Auto,
-    };
-    let (device, info) = backend.device();
+    let (device, info) = spec.backend.device();
     let quiet = args.quiet;
     let bars = Bars {
         multi: MultiProgress::new(),
@@ -363,10 +362,7 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
             );
         });
     }
-    // Tests interrupt a run deterministically after N batches.
-    let stop_after: Option<usize> = std::env::var("DUET_STOP_AFTER_BATCHES")
-        .ok()
-        .and_then(|v| v.parse().ok());
+    let stop_after = args.stop_after_batches;
     let counting = CountingObserver {
         inner: &bars,
         stop: stop.clone(),

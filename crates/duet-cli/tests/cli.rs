@@ -1,6 +1,7 @@
 //! duet-cli's integration tests, one binary (each test binary links the whole burn stack).
 
 mod bundled_model;
+mod common;
 mod features_cli;
 mod reference_forward;
 mod reference_training;

@@ -9,36 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const DUET: &str = env!("CARGO_BIN_EXE_duet");
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("DUET_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let p = root().join("target/venv/bin/python");
-    assert!(
-        p.is_file(),
-        "no Python for the reference checks: run `cargo xtask test` (it creates target/venv), or set \
-         DUET_PYTHON to a python with numpy and safetensors"
-    );
-    p
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().expect("starting a command");
-    assert!(
-        out.status.success(),
-        "{:?} failed: {}\n{}",
-        cmd,
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+use crate::common::{DUET, python, root, run};
 
 fn fixture(name: &str) -> PathBuf {
     root().join("tests/fixtures/dsp").join(name)

@@ -10,7 +10,6 @@
 //! both set up by `cargo xtask test`).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use duet_dsp::{FeaturePlan, Preset, features_from_file};
@@ -21,36 +20,7 @@ use duet_model::{DuetModel, ModelConfig, ModelKind};
 use duet_train::adam::{Adam, AdamConfig};
 use duet_train::train::train_step;
 
-const DUET: &str = env!("CARGO_BIN_EXE_duet");
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("DUET_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let p = root().join("target/venv/bin/python");
-    assert!(
-        p.is_file(),
-        "no Python for the reference checks: run `cargo xtask test` (it creates target/venv), or set \
-         DUET_PYTHON to a python with numpy, safetensors and torch"
-    );
-    p
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().expect("starting a command");
-    assert!(
-        out.status.success(),
-        "{:?} failed: {}\n{}",
-        cmd,
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+use crate::common::{DUET, python, root, run};
 
 #[test]
 fn training_steps_match_torch() {

@@ -166,7 +166,7 @@ fn interrupted_and_resumed_run_ends_with_the_same_weights() {
     ok(&mut args(&a));
     let b = tmp.path().join("interrupted");
     // Interrupt in the middle of the first fold's first epoch, then twice more later on.
-    let out = run(args(&b).env("DUET_STOP_AFTER_BATCHES", "2"));
+    let out = run(args(&b).args(["--stop-after-batches", "2"]));
     assert_eq!(
         out.status.code(),
         Some(130),
@@ -179,9 +179,8 @@ fn interrupted_and_resumed_run_ends_with_the_same_weights() {
         "an interrupted run must not leave a model"
     );
     let out = run(Command::new(TRAIN)
-        .args(["--quiet", "--resume"])
-        .arg(&b)
-        .env("DUET_STOP_AFTER_BATCHES", "5"));
+        .args(["--quiet", "--stop-after-batches", "5", "--resume"])
+        .arg(&b));
     assert_eq!(
         out.status.code(),
         Some(130),

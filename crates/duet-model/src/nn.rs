@@ -126,7 +126,7 @@ impl BatchNorm {
 
     /// `x`: [N, C], normalised per column C (the rows are the batch, and time or space).
     ///
-    /// The statistics are computed as matrix products (`1ᵀx / N`, `1ᵀx² / N`) rather than with
+    /// The statistics are computed as matrix products (`1ᵀx / N`, then `1ᵀ(x − mean)² / N`) rather than with
     /// burn's `batch_norm_train`, which transposes the whole activation twice: column sums on the
     /// GEMM path are several times faster on the CPU, and autodiff derives the same gradient.
     /// `offset` is a per-column constant already contained in `x`'s definition but not added to it

@@ -46,8 +46,11 @@ pub fn parse_preset(s: &str) -> Result<Preset, String> {
     s.parse::<Preset>().map_err(|e| e.to_string())
 }
 
-/// Where to compute.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+/// Where to compute (`run.json` stores it as `auto`, `wgpu` or `cpu`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Backend {
     /// A GPU through wgpu when there is one, else the CPU.
     Auto,
