@@ -23,8 +23,10 @@ use crate::config::MfccConfig;
 use crate::plan::Features;
 
 /// The largest gain applied, in dB either way: beyond it the input is silence or clipping, and
-/// amplifying noise by more would only invent a level.
-pub const MAX_GAIN_DB: f32 = 40.0;
+/// amplifying noise by more would only invent a level. 60 dB: a calm RAVDESS utterance sits at
+/// about -42 dBFS (its 90th-percentile frame), the same recorded 20 dB quieter needs 42 dB to
+/// reach -20 dBFS, and a 16-bit recording's own floor (-96 dBFS) stays far below the range.
+pub const MAX_GAIN_DB: f32 = 60.0;
 
 /// Level normalisation parameters (a named field of the feature configuration, stored in the model
 /// file so that `duet predict`, the page and `train` normalise alike).

@@ -223,4 +223,17 @@ fn level_normalisation_removes_the_recording_gain() {
     // Without it, 25 dB apart.
     let (q0, l0) = (off.compute(&quiet).unwrap(), off.compute(&loud).unwrap());
     assert!(max_db(&q0.mel_wide, &l0.mel_wide) > 20.0);
+    // A copy 45 dB below the loud one (a far laptop microphone) needs more than 40 dB of gain to
+    // reach the target; within the gain limit, it too gives the loud one's features.
+    let far = on.compute(&scaled(0.9 * 10f32.powf(-45.0 / 20.0))).unwrap();
+    assert!(
+        max_db(&far.mel_wide, &l.mel_wide) < 0.01,
+        "{}",
+        max_db(&far.mel_wide, &l.mel_wide)
+    );
+    assert!(
+        max_abs(&far.mfcc, &l.mfcc) < 2e-3,
+        "{}",
+        max_abs(&far.mfcc, &l.mfcc)
+    );
 }
