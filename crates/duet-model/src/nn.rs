@@ -146,43 +146,41 @@ impl BatchNorm {
         valid: Option<(Tensor<2>, usize)>,
     ) -> Tensor<2> {
         let [rows, c] = x.dims();
-        let (scale, shift) = match mode {
-            Mode::Infer => self.infer_affine(offset),
-            Mode::Train { momentum } => {
-                let (w, n) = valid.unwrap_or_else(|| (uniform_rows(rows, &x.device()), rows));
-                let (mean, var) = weighted_row_stats(&x, w);
-                let (mean, var) = (mean.reshape([c]), var.reshape([c]));
-                // PyTorch's convention: the running variance is the unbiased estimate.
-                let unbiased = if n > 1 {
-                    n as f64 / (n - 1) as f64
-                } else {
-                    1.0
-                };
-                let batch_mean = match &offset {
-                    Some(o) => mean.clone().detach() + o.clone().detach(),
-                    None => mean.clone().detach(),
-                };
-                let m = self.running_mean.value_sync().mul_scalar(1.0 - momentum)
-                    + batch_mean.mul_scalar(momentum);
-                let v = self.running_var.value_sync().mul_scalar(1.0 - momentum)
-                    + var.clone().detach().mul_scalar(momentum * unbiased);
-                self.running_mean.update(m.detach());
-                self.running_var.update(v.detach());
-                // Centred before scaling (not the folded `x·scale + shift`): x and the mean are
-                // both far from zero on dB images, and their difference taken first keeps the
-                // forward and, above all, the gradient reaching x free of that cancellation.
-                let scale = self.weight.val() / (var + self.eps).sqrt();
-                return (x - mean.reshape([1, c])) * scale.reshape([1, c])
-                    + self.bias.val().reshape([1, c]);
-            }
+        let Mode::Train { momentum } = mode else {
+            let (scale, shift) = self.infer_affine(offset);
+            return x * scale.reshape([1, c]) + shift.reshape([1, c]);
         };
-        x * scale.reshape([1, c]) + shift.reshape([1, c])
+        let (w, n) = valid.unwrap_or_else(|| (uniform_rows(rows, &x.device()), rows));
+        let (mean, dev, var) = centred_row_stats(x, w);
+        let (mean, var) = (mean.reshape([c]), var.reshape([c]));
+        // PyTorch's convention: the running variance is the unbiased estimate.
+        let unbiased = if n > 1 {
+            n as f64 / (n - 1) as f64
+        } else {
+            1.0
+        };
+        let batch_mean = match &offset {
+            Some(o) => mean.detach() + o.clone().detach(),
+            None => mean.detach(),
+        };
+        let m = self.running_mean.value_sync().mul_scalar(1.0 - momentum)
+            + batch_mean.mul_scalar(momentum);
+        let v = self.running_var.value_sync().mul_scalar(1.0 - momentum)
+            + var.clone().detach().mul_scalar(momentum * unbiased);
+        self.running_mean.update(m.detach());
+        self.running_var.update(v.detach());
+        // The centred x scaled (not the folded `x·scale + shift`): x and the mean are both far
+        // from zero on dB images, and their difference taken first keeps the forward and, above
+        // all, the gradient reaching x free of that cancellation.
+        let scale = self.weight.val() / (var + self.eps).sqrt();
+        dev * scale.reshape([1, c]) + self.bias.val().reshape([1, c])
     }
 }
 
 /// Mean and biased variance of each column of `x` [N, C], as [1, C] rows (GEMM column sums).
 pub fn row_stats(x: &Tensor<2>) -> (Tensor<2>, Tensor<2>) {
-    weighted_row_stats(x, uniform_rows(x.dims()[0], &x.device()))
+    let (mean, _, var) = centred_row_stats(x.clone(), uniform_rows(x.dims()[0], &x.device()));
+    (mean, var)
 }
 
 /// Row weights [1, n], each 1/n.
@@ -190,17 +188,17 @@ fn uniform_rows(n: usize, device: &Device) -> Tensor<2> {
     Tensor::<2>::ones([1, n], device).div_scalar(n as f64)
 }
 
-/// Weighted mean and variance of each column of `x` [N, C] with row weights `w` [1, N] summing
-/// to 1.
+/// Weighted mean [1, C], deviations `x − mean` [N, C] and variance [1, C] of the columns of `x`
+/// [N, C] with row weights `w` [1, N] summing to 1.
 ///
 /// Two passes (the mean, then the mean square deviation from it) rather than `E[x²] − E[x]²`: the
 /// CNNs' inputs are log-mel images in dB, whose columns sit far from zero (|mean| ≈ 70·std), and
 /// in f32 the one-pass form cancels away about 3e-4 of the variance there.
-fn weighted_row_stats(x: &Tensor<2>, w: Tensor<2>) -> (Tensor<2>, Tensor<2>) {
+fn centred_row_stats(x: Tensor<2>, w: Tensor<2>) -> (Tensor<2>, Tensor<2>, Tensor<2>) {
     let mean = w.clone().matmul(x.clone());
-    let dev = x.clone() - mean.clone();
-    let var = w.matmul(dev.clone() * dev);
-    (mean, var)
+    let dev = x - mean.clone();
+    let var = w.matmul(dev.clone() * dev.clone());
+    (mean, dev, var)
 }
 
 /// `x [N, in] · W[out, in]ᵀ` for a 3-D input `[B, T, in]`, as one matmul over all B·T rows.

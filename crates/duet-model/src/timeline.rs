@@ -104,13 +104,25 @@ pub fn prepare(
         .collect()
 }
 
-/// The segment of `span` (samples at `rate`) with its prediction.
-fn segment(rate: u32, span: &Span, prediction: Prediction) -> Segment {
-    Segment {
-        start_s: span.start as f32 / rate as f32,
-        end_s: span.end as f32 / rate as f32,
-        prediction,
-    }
+/// The model inputs of a batch of windows.
+fn inputs(chunk: &[(Span, Prepared)]) -> Vec<&Prepared> {
+    chunk.iter().map(|(_, p)| p).collect()
+}
+
+/// The segments of a batch of windows (samples at `rate`) with their predictions.
+fn segments(
+    rate: u32,
+    chunk: &[(Span, Prepared)],
+    predictions: Vec<Prediction>,
+) -> impl Iterator<Item = Segment> + '_ {
+    chunk
+        .iter()
+        .zip(predictions)
+        .map(move |((span, _), prediction)| Segment {
+            start_s: span.start as f32 / rate as f32,
+            end_s: span.end as f32 / rate as f32,
+            prediction,
+        })
 }
 
 /// Classifies prepared windows (from [`prepare`]) in batches of `batch`, one device call and
@@ -124,14 +136,8 @@ pub async fn predict_async(
 ) -> Result<Vec<Segment>, ModelError> {
     let mut out = Vec::with_capacity(windows.len());
     for chunk in windows.chunks(batch.max(1)) {
-        let refs: Vec<&Prepared> = chunk.iter().map(|(_, p)| p).collect();
-        let predictions = predictor.predict_prepared_async(&refs).await?;
-        out.extend(
-            chunk
-                .iter()
-                .zip(predictions)
-                .map(|((s, _), p)| segment(rate, s, p)),
-        );
+        let predictions = predictor.predict_prepared_async(&inputs(chunk)).await?;
+        out.extend(segments(rate, chunk, predictions));
     }
     Ok(out)
 }
@@ -146,14 +152,11 @@ pub fn predict(
 ) -> Result<Vec<Segment>, ModelError> {
     let mut out = Vec::with_capacity(windows.len());
     for chunk in windows.chunks(batch.max(1)) {
-        let refs: Vec<&Prepared> = chunk.iter().map(|(_, p)| p).collect();
-        let predictions = predictor.predict_prepared(&refs)?;
-        out.extend(
-            chunk
-                .iter()
-                .zip(predictions)
-                .map(|((s, _), p)| segment(rate, s, p)),
-        );
+        out.extend(segments(
+            rate,
+            chunk,
+            predictor.predict_prepared(&inputs(chunk))?,
+        ));
     }
     Ok(out)
 }
