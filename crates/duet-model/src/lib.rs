@@ -17,6 +17,7 @@ pub mod input;
 pub mod model;
 pub mod nn;
 pub mod predict;
+pub mod recurrence;
 pub mod rng;
 pub mod store;
 pub mod timeline;

@@ -290,28 +290,10 @@ impl LstmLayer {
 
     /// `x`: [B, T, in] -> h: [B, T, H], zero initial state.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let [b, t, _] = x.dims();
         let h4 = self.weight_hh.dims()[0];
-        let hd = h4 / 4;
-        let device = x.device();
         let bias = (self.bias_ih.val() + self.bias_hh.val()).reshape([1, 1, h4]);
         let pre = project(x, self.weight_ih.val().transpose()) + bias;
-        let w_hh_t = self.weight_hh.val().transpose();
-        let mut h = Tensor::<2>::zeros([b, hd], &device);
-        let mut c = Tensor::<2>::zeros([b, hd], &device);
-        let mut outs = Vec::with_capacity(t);
-        for step in split_steps(pre) {
-            let z = step + h.matmul(w_hh_t.clone());
-            let s = sigmoid(z.clone());
-            let i = s.clone().narrow(1, 0, hd);
-            let f = s.clone().narrow(1, hd, hd);
-            let o = s.narrow(1, 3 * hd, hd);
-            let g = tanh(z.narrow(1, 2 * hd, hd));
-            c = f * c + i * g;
-            h = o * tanh(c.clone());
-            outs.push(h.clone());
-        }
-        Tensor::stack(outs, 1)
+        crate::recurrence::lstm_recurrence(pre, self.weight_hh.val().transpose())
     }
 }
 
