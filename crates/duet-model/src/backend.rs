@@ -97,19 +97,25 @@ pub fn smoke_matmul(device: &Device) -> Tensor<1> {
 pub const SMOKE_MATMUL_EXPECTED: f32 = 480.0;
 
 /// The backends this machine can run, for the crate's tests: the CPU, and a GPU through wgpu when
-/// there is an adapter (a real GPU, or a software Vulkan driver such as Mesa's lavapipe).
+/// there is an adapter (a real GPU, or a software Vulkan driver such as Mesa's lavapipe). Found once
+/// per process: wgpu's runtime registers only once, so a second search would find no adapter.
 #[cfg(all(test, not(target_family = "wasm")))]
 pub(crate) fn available_devices() -> Vec<Device> {
-    let mut devices = vec![cpu_device()];
-    let (gpu, info) = init_native(true);
-    match info.fallback_reason {
-        None => {
-            println!("backends: cpu, wgpu on {}", info.adapter);
-            devices.push(gpu);
-        }
-        Some(why) => println!("backends: cpu only ({why})"),
-    }
-    devices
+    static DEVICES: std::sync::OnceLock<Vec<Device>> = std::sync::OnceLock::new();
+    DEVICES
+        .get_or_init(|| {
+            let mut devices = vec![cpu_device()];
+            let (gpu, info) = init_native(true);
+            match info.fallback_reason {
+                None => {
+                    println!("backends: cpu, wgpu on {}", info.adapter);
+                    devices.push(gpu);
+                }
+                Some(why) => println!("backends: cpu only ({why})"),
+            }
+            devices
+        })
+        .clone()
 }
 
 #[cfg(test)]

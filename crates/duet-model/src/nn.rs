@@ -655,22 +655,15 @@ impl Rbn {
         )
     }
 
-    /// Inference: per-step `(scale, shift)` rows so each step costs one multiply-add. A step beyond
-    /// the stored ones uses the last row.
-    fn affine_per_step(&self, steps: usize) -> Vec<(Tensor<2>, Tensor<2>)> {
+    /// Inference: the per-step statistics as `(scale, shift)` rows [S, 4H], so each step costs one
+    /// multiply-add (a step beyond the stored ones uses the last row).
+    fn affine_table(&self) -> (Tensor<2>, Tensor<2>) {
         let mean = self.running_mean.value_sync();
         let var = self.running_var.value_sync();
-        let [s, n] = mean.dims();
+        let n = mean.dims()[1];
         let scale = self.weight.val().reshape([1, n]) / (var + self.eps).sqrt();
         let shift = self.bias.val().reshape([1, n]) - mean * scale.clone();
-        let scales = scale.chunk(s, 0);
-        let shifts = shift.chunk(s, 0);
-        (0..steps)
-            .map(|t| {
-                let i = t.min(s - 1);
-                (scales[i].clone(), shifts[i].clone())
-            })
-            .collect()
+        (scale, shift)
     }
 }
 
@@ -773,7 +766,6 @@ impl DsLstmLayer {
     pub fn forward(&self, x: Tensor<3>, y: Tensor<3>, mode: Mode) -> Tensor<3> {
         let [xd, yd, hd] = self.dims;
         let [b, t, _] = x.dims();
-        let device = x.device();
         let gw = self.gates_weight.val();
         let tw = self.cand_t_weight.val();
         let fw = self.cand_f_weight.val();
@@ -796,58 +788,59 @@ impl DsLstmLayer {
             0,
         )
         .transpose();
-        let affine = match mode {
-            Mode::Infer => Some(self.rbn.affine_per_step(t)),
-            Mode::Train { .. } => None,
+        let hs: Tensor<3> = match mode {
+            Mode::Infer => {
+                let (scale, shift) = self.rbn.affine_table();
+                crate::recurrence::ds_lstm_recurrence(pre, w_h, scale, shift)
+            }
+            Mode::Train { momentum } => {
+                let (hs, stats) = self.train_steps(pre, w_h);
+                self.update_rbn_stats(stats, momentum);
+                hs
+            }
         };
-        let mut stats = Vec::new();
-        let mut h = Tensor::<2>::zeros([b, hd], &device);
-        let mut c = Tensor::<2>::zeros([b, hd], &device);
-        let mut outs = Vec::with_capacity(t);
-        for (step, p) in split_steps(pre).into_iter().enumerate() {
-            let z = p + h.matmul(w_h.clone());
-            // (1)-(4): sigmoid, then recurrent batch norm.
-            let g = sigmoid(z.clone().narrow(1, 0, 4 * hd));
-            let g = match &affine {
-                Some(a) => g * a[step].0.clone() + a[step].1.clone(),
-                None => {
-                    let (mean, var) = row_stats(&g);
-                    // Running variance: the unbiased estimate over the batch (PyTorch's convention).
-                    let unbiased = if b > 1 {
-                        b as f64 / (b - 1) as f64
-                    } else {
-                        1.0
-                    };
-                    stats.push((
-                        mean.clone().detach().reshape([4 * hd]),
-                        var.clone().detach().reshape([4 * hd]).mul_scalar(unbiased),
-                    ));
-                    let scale =
-                        self.rbn.weight.val().reshape([1, 4 * hd]) / (var + self.rbn.eps).sqrt();
-                    let shift = self.rbn.bias.val().reshape([1, 4 * hd]) - mean * scale.clone();
-                    g * scale + shift
-                }
-            };
-            let f = g.clone().narrow(1, 0, hd);
-            let i_t = g.clone().narrow(1, hd, hd);
-            let i_f = g.clone().narrow(1, 2 * hd, hd);
-            let o = g.narrow(1, 3 * hd, hd);
-            // (5), (6): candidates from [x, h] and [y, h].
-            let ct = tanh(z.clone().narrow(1, 4 * hd, hd));
-            let cf = tanh(z.narrow(1, 5 * hd, hd));
-            // (7), (8).
-            c = f * c + i_t * ct + i_f * cf;
-            h = o * tanh(c.clone());
-            outs.push(h.clone());
-        }
-        if let Mode::Train { momentum } = mode {
-            self.update_rbn_stats(stats, momentum);
-        }
-        let hs: Tensor<3> = Tensor::stack(outs, 1); // [B, T, H]
         // The layer's output: BatchNorm1d over H, statistics over batch and time.
         self.out_bn
             .forward_rows(hs.reshape([b * t, hd]), mode, None)
             .reshape([b, t, hd])
+    }
+
+    /// The training recurrence: each step's gates normalised by that step's batch statistics
+    /// (recurrent batch norm, paper §2.3.4), which are returned for the running statistics.
+    /// `pre` [B, T, 6H], `w_h` [H, 6H] → (h [B, T, H], per-step (mean, unbiased var)).
+    fn train_steps(
+        &self,
+        pre: Tensor<3>,
+        w_h: Tensor<2>,
+    ) -> (Tensor<3>, Vec<(Tensor<1>, Tensor<1>)>) {
+        let [b, t, _] = pre.dims();
+        let hd = self.dims[2];
+        let device = pre.device();
+        // Running variance: the unbiased estimate over the batch (PyTorch's convention).
+        let unbiased = if b > 1 {
+            b as f64 / (b - 1) as f64
+        } else {
+            1.0
+        };
+        let mut stats = Vec::with_capacity(t);
+        let mut h = Tensor::<2>::zeros([b, hd], &device);
+        let mut c = Tensor::<2>::zeros([b, hd], &device);
+        let mut outs = Vec::with_capacity(t);
+        for p in split_steps(pre) {
+            let z = p + h.matmul(w_h.clone());
+            // (1)-(4): sigmoid, then recurrent batch norm with this step's statistics.
+            let g = sigmoid(z.clone().narrow(1, 0, 4 * hd));
+            let (mean, var) = row_stats(&g);
+            stats.push((
+                mean.clone().detach().reshape([4 * hd]),
+                var.clone().detach().reshape([4 * hd]).mul_scalar(unbiased),
+            ));
+            let scale = self.rbn.weight.val().reshape([1, 4 * hd]) / (var + self.rbn.eps).sqrt();
+            let shift = self.rbn.bias.val().reshape([1, 4 * hd]) - mean * scale.clone();
+            (c, h) = crate::recurrence::ds_lstm_cell(z, g * scale + shift, c);
+            outs.push(h.clone());
+        }
+        (Tensor::stack(outs, 1), stats)
     }
 
     /// Running statistics per step: rows `0..min(T, S)` move towards this batch's step statistics.
