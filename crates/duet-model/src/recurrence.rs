@@ -48,12 +48,11 @@ fn output_shape(pre: &burn::tensor::Shape, w_t: &burn::tensor::Shape) -> burn::t
     burn::tensor::Shape::new([pre[0], pre[1], w_t[0]])
 }
 
-/// Whether the fused implementations apply: not on an autodiff device (training differentiates
-/// the step loop), f32 only, and a non-empty input.
-fn fused(pre: &Tensor<3>) -> bool {
-    let device = pre.device();
+/// Whether the fused implementations apply: no input on an autodiff device (training
+/// differentiates the step loop), f32, and a non-empty input.
+fn fused(pre: &Tensor<3>, w_t: &Tensor<2>) -> bool {
     let [b, t, _] = pre.dims();
-    device.clone().without_autodiff() == device && pre.dtype() == DType::F32 && b > 0 && t > 0
+    !pre.is_autodiff() && !w_t.is_autodiff() && pre.dtype() == DType::F32 && b > 0 && t > 0
 }
 
 /// Every step's hidden state of an LSTM layer with zero initial state: `pre` [B, T, 4H] holds the
@@ -63,7 +62,7 @@ fn fused(pre: &Tensor<3>) -> bool {
 /// Runs fused on the CPU and GPU backends in inference, and as [`lstm_recurrence_steps`] on an
 /// autodiff device (training) or for a dtype other than f32.
 pub fn lstm_recurrence(pre: Tensor<3>, w_hh_t: Tensor<2>) -> Tensor<3> {
-    if !fused(&pre) {
+    if !fused(&pre, &w_hh_t) {
         return lstm_recurrence_steps(pre, w_hh_t);
     }
     let h4 = pre.dims()[2];
@@ -112,7 +111,7 @@ pub fn ds_lstm_recurrence(
     scale: Tensor<2>,
     shift: Tensor<2>,
 ) -> Tensor<3> {
-    if !fused(&pre) {
+    if !fused(&pre, &w_h_t) {
         return ds_lstm_recurrence_steps(pre, w_h_t, scale, shift);
     }
     let out = <burn::backend::Dispatch as RecurrenceOps>::ds_lstm_recurrence(
@@ -726,5 +725,27 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// On an autodiff device (training) both entry points take the step loop, so gradients flow.
+    #[cfg(feature = "train")]
+    #[test]
+    fn autodiff_inputs_take_the_differentiable_path() {
+        let device = crate::backend::cpu_device().autodiff();
+        let mut rng = SplitMix64::new(9);
+        let pre = random([2, 5, 12], 1.0, &mut rng, &device).require_grad();
+        let w = random([3, 12], 0.5, &mut rng, &device).require_grad();
+        let grads = lstm_recurrence(pre.clone(), w.clone()).sum().backward();
+        let g = w
+            .grad(&grads)
+            .expect("a gradient for the recurrent weights");
+        let g_abs: f32 = g.abs().sum().into_scalar();
+        assert!(g_abs > 0.0);
+        let pre = random([2, 5, 18], 1.0, &mut rng, &device).require_grad();
+        let w = random([3, 18], 0.5, &mut rng, &device).require_grad();
+        let table = Tensor::<2>::ones([2, 12], &device);
+        let out = ds_lstm_recurrence(pre, w.clone(), table.clone(), table.zeros_like());
+        let grads = out.sum().backward();
+        assert!(w.grad(&grads).is_some());
     }
 }
