@@ -19,7 +19,7 @@ class Engine {
     this.pending = new Map();
     this.nextId = 1;
     this.onBackendChange = onBackendChange;
-    this.preferGpu = true;
+    this.choice = { preferGpu: true, measure: true };
     this.customModel = null; // {name, bytes}
   }
 
@@ -61,12 +61,13 @@ class Engine {
     });
   }
 
-  async start(preferGpu) {
-    this.preferGpu = preferGpu;
+  /** `choice`: {preferGpu, measure} — measure: time both backends and keep the faster. */
+  async start(choice) {
+    this.choice = choice;
     if (this.worker) this.worker.terminate();
     this.spawn();
     return this.send("init", {
-      preferGpu,
+      ...choice,
       modelBytes: this.customModel ? this.customModel.bytes : null,
     });
   }
@@ -77,7 +78,7 @@ class Engine {
       return await this.send(type, payload);
     } catch (err) {
       if (!err.fatal) throw err;
-      const init = await this.start(this.preferGpu);
+      const init = await this.start(this.choice);
       this.onBackendChange({ backend: init.backend, model: init.model, warmupMs: init.warmupMs, restarted: true });
       return this.send(type, payload);
     }
@@ -159,6 +160,19 @@ function renderBackend(b) {
   } else {
     $("fallback-reason").hidden = true;
   }
+}
+
+// The two backends' times on the same clip, when the page measured them to choose.
+function renderSpeed(speed) {
+  if (!speed) {
+    $("speed").textContent = "not compared (backend chosen in the address)";
+    return;
+  }
+  const mark = (kind) => (speed.chosen === kind ? " ✓" : "");
+  $("speed").textContent =
+    `${speed.clipS} s clip: WebGPU ${Math.round(speed.webgpuMs)} ms${mark("webgpu")} · ` +
+    `CPU ${Math.round(speed.cpuMs)} ms${mark("cpu")}`;
+  document.body.dataset.speedChosen = speed.chosen;
 }
 
 function onBackendChange(msg) {
@@ -750,17 +764,19 @@ window.duet = {
 
 async function main() {
   wire();
-  // ?backend=cpu forces the CPU backend (for comparisons and for browsers with a broken GPU).
-  const params = new URLSearchParams(location.search);
-  const preferGpu = params.get("backend") !== "cpu";
+  // By default the page times WebGPU and the CPU and keeps the faster; ?backend=cpu forces the CPU
+  // (for comparisons and for browsers with a broken GPU), ?backend=webgpu forces the GPU.
+  const forced = new URLSearchParams(location.search).get("backend");
+  const choice = { preferGpu: forced !== "cpu", measure: forced !== "cpu" && forced !== "webgpu" };
   // The microphone's worklet module loads now, with the page, so recording later fetches nothing.
   const recorderReady = recorder.prepare().catch((err) => {
     console.warn(`audio input unavailable: ${err.message}`);
     return err;
   });
   try {
-    const init = await engine.start(preferGpu);
+    const init = await engine.start(choice);
     renderBackend(init.backend);
+    renderSpeed(init.speed);
     const ok = init.smoke === 480;
     $("selftest").textContent = ok ? `ok (4×4 matmul = ${init.smoke})` : `WRONG: ${init.smoke} (expected 480)`;
     $("warmup").textContent = `${Math.round(init.warmupMs)} ms`;

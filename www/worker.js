@@ -65,7 +65,38 @@ async function loadModel(bytes) {
   return { info, warmupMs };
 }
 
-async function start({ preferGpu, modelBytes: custom }) {
+// The clip the page times each backend on when it chooses between them: one analysis window.
+const SPEED_CLIP_S = 4;
+
+// With WebGPU up and warm, times one analysis on it and on the CPU and keeps the faster engine: a
+// small recurrent model on a weak or software GPU can be slower than the CPU.
+async function keepFaster(bytes) {
+  const webgpuMs = await engine.timeForward(SPEED_CLIP_S);
+  const cpu = await duet.Engine.create(false);
+  let cpuMs;
+  try {
+    cpu.loadModel(bytes);
+    await cpu.warmUp();
+    cpuMs = await cpu.timeForward(SPEED_CLIP_S);
+  } catch (err) {
+    cpu.free();
+    throw err;
+  }
+  const speed = { clipS: SPEED_CLIP_S, webgpuMs, cpuMs, chosen: webgpuMs <= cpuMs ? "webgpu" : "cpu" };
+  if (speed.chosen === "webgpu") {
+    cpu.free();
+  } else {
+    const adapter = backend.adapter;
+    gpu.device = null; // dropped on purpose: its loss is not news
+    useEngine(cpu);
+    backend.fallbackReason =
+      `the CPU analysed a ${SPEED_CLIP_S} s clip faster than WebGPU on ${adapter} ` +
+      `(${Math.round(cpuMs)} ms against ${Math.round(webgpuMs)} ms); add ?backend=webgpu to the address to use the GPU anyway`;
+  }
+  return speed;
+}
+
+async function start({ preferGpu, measure, modelBytes: custom }) {
   const t0 = performance.now();
   if (!started) {
     watchWebGpu();
@@ -80,9 +111,11 @@ async function start({ preferGpu, modelBytes: custom }) {
   if (!demoBytes && !custom) demoBytes = await fetchDemoModel();
   const bytes = custom ? new Uint8Array(custom) : demoBytes;
   const { info, warmupMs } = await loadModel(bytes);
+  const speed = measure && backend.kind === "webgpu" ? await keepFaster(bytes) : null;
   return {
     backend,
     smoke,
+    speed,
     model: info,
     custom: Boolean(custom),
     warmupMs,

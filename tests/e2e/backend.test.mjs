@@ -1,6 +1,6 @@
 // The page starts its engine on WebGPU when the browser offers it, and on the CPU otherwise; either
 // way the self-test passes, the bundled model is loaded and described, and the page is locked to
-// its own origin by its Content-Security-Policy.
+// its own origin by its Content-Security-Policy. Offered both, it times them and keeps the faster.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { launch, openReady, URL as PAGE_URL } from "./lib.mjs";
@@ -14,10 +14,36 @@ async function modelCard(page) {
   };
 }
 
-test("with WebGPU the page runs on WebGPU, names the adapter, and its self-test passes", async () => {
+test("offered WebGPU, the page times both backends on the same clip and keeps the faster", async () => {
   const b = await launch({ webgpu: true });
   try {
     const backend = await openReady(b.page);
+    const speed = await b.page.$eval("#speed", (e) => e.textContent);
+    console.log(`backend: ${backend.label} (${backend.adapter}); speed: ${speed}`);
+    const m = speed.match(/^4 s clip: WebGPU (\d+) ms( ✓)? · CPU (\d+) ms( ✓)?$/);
+    assert.ok(m, speed);
+    const [webgpuMs, cpuMs] = [Number(m[1]), Number(m[3])];
+    const chosen = webgpuMs <= cpuMs ? "webgpu" : "cpu";
+    assert.equal(backend.kind, chosen);
+    assert.equal(Boolean(m[2]), chosen === "webgpu");
+    assert.equal(Boolean(m[4]), chosen === "cpu");
+    if (chosen === "cpu") {
+      const why = await b.page.$eval("#fallback-reason", (e) => e.textContent);
+      assert.match(why, /faster than WebGPU/);
+    }
+    const selftest = await b.page.evaluate(() => document.getElementById("selftest").innerText);
+    assert.match(selftest, /^ok/);
+    assert.deepEqual(b.consoleErrors, []);
+  } finally {
+    await b.close();
+  }
+});
+
+test("with ?backend=webgpu the page runs on WebGPU, names the adapter, and its self-test passes", async () => {
+  const b = await launch({ webgpu: true });
+  try {
+    const backend = await openReady(b.page, "?backend=webgpu");
+    assert.match(await b.page.$eval("#speed", (e) => e.textContent), /not compared/);
     console.log(`backend: ${backend.label} (${backend.adapter})`);
     assert.equal(backend.kind, "webgpu");
     assert.equal(backend.label, "WebGPU");

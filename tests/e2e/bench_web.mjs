@@ -30,7 +30,7 @@ async function measure(webgpu, file) {
   const runs = webgpu ? RUNS_WEBGPU : RUNS;
   const b = await launch({ webgpu });
   try {
-    const backend = await openReady(b.page);
+    const backend = await openReady(b.page, webgpu ? "?backend=webgpu" : "");
     const readyS = (await b.page.evaluate(() => window.duet.readyMs)) / 1000;
     log(`${backend.label} (${backend.adapter}): ready in ${readyS.toFixed(2)} s`);
     const times = [];

@@ -13,7 +13,7 @@ test("a lost GPU device falls back to the CPU and the page says so", async () =>
   const good = fx.drop[0];
   const b = await launch({ webgpu: true });
   try {
-    const backend = await openReady(b.page);
+    const backend = await openReady(b.page, "?backend=webgpu");
     assert.equal(backend.kind, "webgpu");
     assert.equal(await b.page.evaluate(() => window.duet.loseGpuDevice()), true);
     await b.page.waitForFunction(() => document.body.dataset.backend === "cpu", null, { timeout: 120_000 });
@@ -33,7 +33,7 @@ test("a non-finite result on WebGPU is retried on the CPU, and never shown", asy
   const good = fx.drop[0];
   const b = await launch({ webgpu: true });
   try {
-    assert.equal((await openReady(b.page)).kind, "webgpu");
+    assert.equal((await openReady(b.page, "?backend=webgpu")).kind, "webgpu");
     // A model whose logits overflow (its head's weights are 3e38): NaN on every backend.
     await b.page.setInputFiles("#model-input", [fx.overflowModel]);
     await b.page.waitForFunction(() => /overflow\.safetensors/.test(document.getElementById("model-name").textContent));

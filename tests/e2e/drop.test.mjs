@@ -18,7 +18,7 @@ test("real recordings dropped on WebGPU: finite, and the same probabilities as d
   const cli = predictCli(real);
   const b = await launch({ webgpu: true });
   try {
-    const backend = await openReady(b.page);
+    const backend = await openReady(b.page, "?backend=webgpu");
     const readyAt = Date.now();
     assert.equal(backend.kind, "webgpu");
     assert.equal(backend.label, "WebGPU");

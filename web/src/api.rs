@@ -173,12 +173,27 @@ impl Engine {
     /// time it took, in ms.
     #[wasm_bindgen(js_name = warmUp)]
     pub fn warm_up(&self) -> js_sys::Promise {
+        self.time_chirp(0.5)
+    }
+
+    /// Milliseconds one analysis of a `seconds`-long synthetic clip takes on this engine (decode
+    /// excluded): how the page compares its backends once both have warmed up.
+    #[wasm_bindgen(js_name = timeForward)]
+    pub fn time_forward(&self, seconds: f64) -> js_sys::Promise {
+        self.time_chirp(seconds)
+    }
+}
+
+impl Engine {
+    /// Analyses a chirp of `seconds` (0.1 to 60) and resolves to the milliseconds it took.
+    fn time_chirp(&self, seconds: f64) -> js_sys::Promise {
         let loaded = self.loaded();
         future_to_promise(async move {
             let loaded = loaded?;
             let t0 = js_sys::Date::now();
             let rate = duet_dsp::SAMPLE_RATE;
-            let samples: Vec<f32> = (0..rate as usize / 2)
+            let n = (seconds.clamp(0.1, 60.0) * f64::from(rate)) as usize;
+            let samples: Vec<f32> = (0..n)
                 .map(|i| {
                     let t = i as f32 / rate as f32;
                     0.2 * (std::f32::consts::TAU * (140.0 + 60.0 * t) * t).sin()
@@ -195,9 +210,7 @@ impl Engine {
             Ok(JsValue::from_f64(js_sys::Date::now() - t0))
         })
     }
-}
 
-impl Engine {
     fn loaded(&self) -> Result<Rc<RefCell<Loaded>>, JsValue> {
         self.model
             .borrow()

@@ -96,6 +96,27 @@ pub fn smoke_matmul(device: &Device) -> Tensor<1> {
 /// Exact value of [`smoke_matmul`].
 pub const SMOKE_MATMUL_EXPECTED: f32 = 480.0;
 
+/// Runs `work` and counts the GPU kernels it launched (cubecl's launch observer; fusion's merged
+/// kernels count once, the CPU backend launches none): the dispatch figure of the benchmarks.
+#[cfg(not(target_family = "wasm"))]
+pub fn count_dispatches<T>(work: impl FnOnce() -> T) -> (T, usize) {
+    use cubecl::logging::{LaunchObservation, LaunchObserver};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    struct Count(AtomicUsize);
+    impl LaunchObserver for Count {
+        fn launched(&self, _kernel: &'static str) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    let count = Arc::new(Count(AtomicUsize::new(0)));
+    let watching = LaunchObservation::new(count.clone());
+    let out = work();
+    drop(watching);
+    (out, count.0.load(Ordering::Relaxed))
+}
+
 /// The backends this machine can run, for the crate's tests: the CPU, and a GPU through wgpu when
 /// there is an adapter (a real GPU, or a software Vulkan driver such as Mesa's lavapipe). Found once
 /// per process: wgpu's runtime registers only once, so a second search would find no adapter.

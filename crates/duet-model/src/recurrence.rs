@@ -48,11 +48,27 @@ fn output_shape(pre: &burn::tensor::Shape, w_t: &burn::tensor::Shape) -> burn::t
     burn::tensor::Shape::new([pre[0], pre[1], w_t[0]])
 }
 
+static STEP_LOOP_ONLY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Makes every recurrence of this process run as the step loop (`true`) or fused where it
+/// applies (`false`, the default): how the benchmarks measure the fused op against what it
+/// replaced, in one run.
+pub fn set_step_loop_only(step_loop_only: bool) {
+    STEP_LOOP_ONLY.store(step_loop_only, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Whether the fused implementations apply: no input on an autodiff device (training
-/// differentiates the step loop), f32, and a non-empty input.
+/// differentiates the step loop), f32, a non-empty input, and a hidden size whose state fits the
+/// GPU kernel's workgroup memory (the same rule on every backend, so results do not depend on it).
 fn fused(pre: &Tensor<3>, w_t: &Tensor<2>) -> bool {
     let [b, t, _] = pre.dims();
-    !pre.is_autodiff() && !w_t.is_autodiff() && pre.dtype() == DType::F32 && b > 0 && t > 0
+    !STEP_LOOP_ONLY.load(std::sync::atomic::Ordering::Relaxed)
+        && !pre.is_autodiff()
+        && !w_t.is_autodiff()
+        && pre.dtype() == DType::F32
+        && b > 0
+        && t > 0
+        && w_t.dims()[0] <= gpu::MAX_HIDDEN
 }
 
 /// Every step's hidden state of an LSTM layer with zero initial state: `pre` [B, T, 4H] holds the
@@ -388,88 +404,16 @@ mod gpu {
         F::tanh(F::clamp(x, F::new(0.0) - saturation, saturation))
     }
 
-    /// One workgroup per sequence (`CUBE_POS_X` = batch index); invocation `u` owns hidden units
-    /// u, u + dim, …; `state` = [h (even steps) | h (odd steps) | c], each `capacity` long. Loop
-    /// bounds are kernel arguments (uniform), and the barrier is outside the unit loop, as WGSL's
-    /// uniformity rules require.
-    #[cube(launch)]
-    fn lstm_kernel<F: Float>(
-        pre: &Tensor<F>,
-        w: &Tensor<F>,
-        out: &mut Tensor<F>,
-        steps: u32,
-        hidden: u32,
-        #[comptime] capacity: u32,
-        #[define(F)] _dtype: ElemType,
-    ) {
-        let seq = CUBE_POS_X as usize;
-        let dim = CUBE_DIM_X as usize;
-        let t_len = steps as usize;
-        let hd = hidden as usize;
-        let h4 = 4 * hd;
-        let cap = capacity as usize;
-        let saturation = F::new(10.0);
-        let mut state = Shared::new_slice(3 * cap);
-        let mut j = UNIT_POS_X as usize;
-        while j < hd {
-            state[j] = F::new(0.0);
-            state[2 * cap + j] = F::new(0.0);
-            j += dim;
-        }
-        sync_cube();
-        for t in 0..t_len {
-            let read = (t % 2) * cap;
-            let write = cap - read;
-            let row = (seq * t_len + t) * h4;
-            let mut j = UNIT_POS_X as usize;
-            while j < hd {
-                let mut zi = pre[row + j];
-                let mut zf = pre[row + hd + j];
-                let mut zg = pre[row + 2 * hd + j];
-                let mut zo = pre[row + 3 * hd + j];
-                // h_{t−1} · W in runs of UNROLL: fewer loop iterations (Mesa's lavapipe ends a loop
-                // after 65535 iterations counted over the whole invocation, which a plain loop over
-                // k reaches at T·H ≈ 65536).
-                let mut k = 0;
-                while k + UNROLL <= hd {
-                    #[unroll]
-                    for u in 0..UNROLL {
-                        let hk = state[read + k + u];
-                        let wk = (k + u) * h4 + j;
-                        zi += hk * w[wk];
-                        zf += hk * w[wk + hd];
-                        zg += hk * w[wk + 2 * hd];
-                        zo += hk * w[wk + 3 * hd];
-                    }
-                    k += UNROLL;
-                }
-                while k < hd {
-                    let hk = state[read + k];
-                    let wk = k * h4 + j;
-                    zi += hk * w[wk];
-                    zf += hk * w[wk + hd];
-                    zg += hk * w[wk + 2 * hd];
-                    zo += hk * w[wk + 3 * hd];
-                    k += 1;
-                }
-                let c = sigmoid_cube::<F>(zf) * state[2 * cap + j]
-                    + sigmoid_cube::<F>(zi) * tanh_cube::<F>(zg, saturation);
-                state[2 * cap + j] = c;
-                let h = sigmoid_cube::<F>(zo) * tanh_cube::<F>(c, saturation);
-                state[write + j] = h;
-                out[(seq * t_len + t) * hd + j] = h;
-                j += dim;
-            }
-            sync_cube();
-        }
-    }
-
-    /// The DS-LSTM's counterpart of [`lstm_kernel`]: six pre-activations per unit (gates `f, iT,
-    /// iF, o`, candidates `C~T, C~F`), the gates normalised by row min(t, rows − 1) of `scale` and
-    /// `shift` (paper §2.3.4, equations (1)-(8)).
+    /// Both cells in one kernel, `ds` chosen at compile time. One workgroup per sequence
+    /// (`CUBE_POS_X` = batch index); invocation `u` owns hidden units u, u + dim, …, each with all
+    /// of its pre-activations (LSTM: gates `i, f, g, o`; DS-LSTM: gates `f, iT, iF, o` and
+    /// candidates `C~T, C~F`, the gates normalised by row min(t, rows − 1) of `scale`, `shift`);
+    /// `state` = [h (even steps) | h (odd steps) | c], each `capacity` long. Loop bounds are
+    /// kernel arguments (uniform) and the barrier is outside the unit loop, as WGSL's uniformity
+    /// rules require.
     #[allow(clippy::too_many_arguments)]
     #[cube(launch)]
-    fn ds_lstm_kernel<F: Float>(
+    fn recurrence_kernel<F: Float>(
         pre: &Tensor<F>,
         w: &Tensor<F>,
         scale: &Tensor<F>,
@@ -479,13 +423,15 @@ mod gpu {
         hidden: u32,
         rows: u32,
         #[comptime] capacity: u32,
+        #[comptime] ds: bool,
         #[define(F)] _dtype: ElemType,
     ) {
+        let blocks = comptime![if ds { 6usize } else { 4usize }];
         let seq = CUBE_POS_X as usize;
         let dim = CUBE_DIM_X as usize;
         let t_len = steps as usize;
         let hd = hidden as usize;
-        let h6 = 6 * hd;
+        let width = blocks * hd;
         let last = rows as usize - 1;
         let cap = capacity as usize;
         let saturation = F::new(10.0);
@@ -500,50 +446,57 @@ mod gpu {
         for t in 0..t_len {
             let read = (t % 2) * cap;
             let write = cap - read;
-            let row = (seq * t_len + t) * h6;
-            let bn = (if t < last { t } else { last }) * 4 * hd;
+            let row = (seq * t_len + t) * width;
             let mut j = UNIT_POS_X as usize;
             while j < hd {
-                let mut zf = pre[row + j];
-                let mut zit = pre[row + hd + j];
-                let mut zif = pre[row + 2 * hd + j];
-                let mut zo = pre[row + 3 * hd + j];
-                let mut zct = pre[row + 4 * hd + j];
-                let mut zcf = pre[row + 5 * hd + j];
-                // In runs of UNROLL, as in lstm_kernel.
+                let mut z = Array::<F>::new(blocks);
+                #[unroll]
+                for g in 0..blocks {
+                    z[g] = pre[row + g * hd + j];
+                }
+                // h_{t−1} · W in runs of UNROLL: fewer loop iterations (Mesa's lavapipe ends a loop
+                // after 65535 iterations counted over the whole invocation, which a plain loop over
+                // k reaches at T·H ≈ 65536).
                 let mut k = 0;
                 while k + UNROLL <= hd {
                     #[unroll]
                     for u in 0..UNROLL {
                         let hk = state[read + k + u];
-                        let wk = (k + u) * h6 + j;
-                        zf += hk * w[wk];
-                        zit += hk * w[wk + hd];
-                        zif += hk * w[wk + 2 * hd];
-                        zo += hk * w[wk + 3 * hd];
-                        zct += hk * w[wk + 4 * hd];
-                        zcf += hk * w[wk + 5 * hd];
+                        let wk = (k + u) * width + j;
+                        #[unroll]
+                        for g in 0..blocks {
+                            z[g] += hk * w[wk + g * hd];
+                        }
                     }
                     k += UNROLL;
                 }
                 while k < hd {
                     let hk = state[read + k];
-                    let wk = k * h6 + j;
-                    zf += hk * w[wk];
-                    zit += hk * w[wk + hd];
-                    zif += hk * w[wk + 2 * hd];
-                    zo += hk * w[wk + 3 * hd];
-                    zct += hk * w[wk + 4 * hd];
-                    zcf += hk * w[wk + 5 * hd];
+                    let wk = k * width + j;
+                    #[unroll]
+                    for g in 0..blocks {
+                        z[g] += hk * w[wk + g * hd];
+                    }
                     k += 1;
                 }
-                let f = sigmoid_cube::<F>(zf) * scale[bn + j] + shift[bn + j];
-                let it = sigmoid_cube::<F>(zit) * scale[bn + hd + j] + shift[bn + hd + j];
-                let i_f = sigmoid_cube::<F>(zif) * scale[bn + 2 * hd + j] + shift[bn + 2 * hd + j];
-                let o = sigmoid_cube::<F>(zo) * scale[bn + 3 * hd + j] + shift[bn + 3 * hd + j];
-                let c = f * state[2 * cap + j]
-                    + it * tanh_cube::<F>(zct, saturation)
-                    + i_f * tanh_cube::<F>(zcf, saturation);
+                let c_prev = state[2 * cap + j];
+                let (c, o) = if comptime![ds] {
+                    let bn = (if t < last { t } else { last }) * 4 * hd;
+                    let f = sigmoid_cube::<F>(z[0]) * scale[bn + j] + shift[bn + j];
+                    let it = sigmoid_cube::<F>(z[1]) * scale[bn + hd + j] + shift[bn + hd + j];
+                    let i_f =
+                        sigmoid_cube::<F>(z[2]) * scale[bn + 2 * hd + j] + shift[bn + 2 * hd + j];
+                    let o =
+                        sigmoid_cube::<F>(z[3]) * scale[bn + 3 * hd + j] + shift[bn + 3 * hd + j];
+                    let c = f * c_prev
+                        + it * tanh_cube::<F>(z[4], saturation)
+                        + i_f * tanh_cube::<F>(z[5], saturation);
+                    (c, o)
+                } else {
+                    let c = sigmoid_cube::<F>(z[1]) * c_prev
+                        + sigmoid_cube::<F>(z[0]) * tanh_cube::<F>(z[2], saturation);
+                    (c, sigmoid_cube::<F>(z[3]))
+                };
                 state[2 * cap + j] = c;
                 let h = o * tanh_cube::<F>(c, saturation);
                 state[write + j] = h;
@@ -556,23 +509,7 @@ mod gpu {
 
     impl RecurrenceOps for CubeBackend {
         fn lstm_recurrence(pre: CubeTensor, w_hh_t: CubeTensor) -> CubeTensor {
-            let pre = into_contiguous(pre);
-            let w = into_contiguous(w_hh_t);
-            let (b, t, hd, launch) = launch_shape(&pre, 4);
-            let out = output(&pre, [b, t, hd]);
-            lstm_kernel::launch(
-                &pre.client.clone(),
-                launch.0,
-                launch.1,
-                pre.clone().into_tensor_arg(),
-                w.into_tensor_arg(),
-                out.clone().into_tensor_arg(),
-                t as u32,
-                hd as u32,
-                hd.max(1) as u32,
-                burn::backend::cubecl::dtype_to_storage_type(pre.dtype),
-            );
-            out
+            launch(pre, w_hh_t, None)
         }
 
         fn ds_lstm_recurrence(
@@ -581,61 +518,59 @@ mod gpu {
             scale: CubeTensor,
             shift: CubeTensor,
         ) -> CubeTensor {
-            let pre = into_contiguous(pre);
-            let w = into_contiguous(w_h_t);
-            let scale = into_contiguous(scale);
-            let shift = into_contiguous(shift);
-            let rows = scale.shape().dims::<2>()[0];
-            assert!(rows > 0, "ds_lstm_recurrence: an empty batch-norm table");
-            let (b, t, hd, launch) = launch_shape(&pre, 6);
-            let out = output(&pre, [b, t, hd]);
-            ds_lstm_kernel::launch(
-                &pre.client.clone(),
-                launch.0,
-                launch.1,
-                pre.clone().into_tensor_arg(),
-                w.into_tensor_arg(),
-                scale.into_tensor_arg(),
-                shift.into_tensor_arg(),
-                out.clone().into_tensor_arg(),
-                t as u32,
-                hd as u32,
-                rows as u32,
-                hd.max(1) as u32,
-                burn::backend::cubecl::dtype_to_storage_type(pre.dtype),
-            );
-            out
+            launch(pre, w_h_t, Some((scale, shift)))
         }
     }
 
-    /// (B, T, H, (workgroups, workgroup size)) for a `pre` of `blocks` pre-activations per unit:
-    /// one workgroup per sequence, one invocation per unit up to [`MAX_WORKGROUP`].
-    fn launch_shape(
-        pre: &CubeTensor,
-        blocks: usize,
-    ) -> (usize, usize, usize, (CubeCount, CubeDim)) {
+    /// One launch of [`recurrence_kernel`]: the DS-LSTM when its batch-norm table is given, else the
+    /// LSTM (which reads no table: the recurrent weights stand in for the two unused bindings).
+    fn launch(
+        pre: CubeTensor,
+        w_t: CubeTensor,
+        table: Option<(CubeTensor, CubeTensor)>,
+    ) -> CubeTensor {
+        let ds = table.is_some();
+        let pre = into_contiguous(pre);
+        let w = into_contiguous(w_t);
+        let (scale, shift) = match table {
+            Some((scale, shift)) => (into_contiguous(scale), into_contiguous(shift)),
+            None => (w.clone(), w.clone()),
+        };
+        let rows = if ds { scale.shape().dims::<2>()[0] } else { 1 };
+        assert!(rows > 0, "ds_lstm_recurrence: an empty batch-norm table");
         let [b, t, width] = pre.shape().dims::<3>();
-        let hd = width / blocks;
+        let hd = width / if ds { 6 } else { 4 };
         assert!(
             hd <= MAX_HIDDEN,
             "recurrence: hidden size {hd} exceeds the GPU kernel's {MAX_HIDDEN}"
         );
-        let hw_max = pre.client.properties().hardware.max_cube_dim.0 as usize;
+        let client = pre.client.clone();
+        let hw_max = client.properties().hardware.max_cube_dim.0 as usize;
         let dim = hd.clamp(1, MAX_WORKGROUP.min(hw_max));
-        let launch = (
+        let out = empty_device_dtype(
+            client.clone(),
+            pre.device.clone(),
+            burn::tensor::Shape::new([b, t, hd]),
+            pre.dtype,
+        );
+        let dtype = burn::backend::cubecl::dtype_to_storage_type(pre.dtype);
+        recurrence_kernel::launch(
+            &client,
             CubeCount::Static(b as u32, 1, 1),
             CubeDim::new_1d(dim as u32),
+            pre.into_tensor_arg(),
+            w.into_tensor_arg(),
+            scale.into_tensor_arg(),
+            shift.into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            t as u32,
+            hd as u32,
+            rows as u32,
+            hd.max(1) as u32,
+            ds,
+            dtype,
         );
-        (b, t, hd, launch)
-    }
-
-    fn output(like: &CubeTensor, shape: [usize; 3]) -> CubeTensor {
-        empty_device_dtype(
-            like.client.clone(),
-            like.device.clone(),
-            burn::tensor::Shape::new(shape),
-            like.dtype,
-        )
+        out
     }
 }
 

@@ -3,6 +3,7 @@
 //! `tests/reference/torch_model.py --bench-forward|--bench-train`.
 //!
 //! cargo run --release -p duet-train --example bench_model -- --mode forward --batch 1 --seconds 4
+//! (`--recurrence steps` times the step loop in place of the fused recurrences)
 //! Prints one JSON line: {"median_s", "runs_s", "peak_rss_mb", ...}.
 
 use std::time::Instant;
@@ -52,6 +53,13 @@ fn main() {
         .expect("preset");
     let config = ModelConfig::new(kind, preset);
     let backend: String = arg(&args, "--backend", "cpu".to_string());
+    // `--recurrence steps`: the step loop the fused recurrences replaced, for before/after figures.
+    let recurrence: String = arg(&args, "--recurrence", "fused".to_string());
+    match recurrence.as_str() {
+        "fused" => {}
+        "steps" => duet_model::recurrence::set_step_loop_only(true),
+        other => panic!("--recurrence fused|steps, not {other}"),
+    }
     let (device, info) = match backend.as_str() {
         "cpu" => duet_model::backend::init_native(false),
         "wgpu" => duet_model::backend::init_native(true),
@@ -89,18 +97,24 @@ fn main() {
     let labels: Vec<usize> = (0..batch).map(|i| i % config.n_classes()).collect();
 
     let mut times = Vec::new();
+    let mut dispatches: Option<usize> = None;
     match mode.as_str() {
         "forward" => {
             let model = weights::init(config.clone(), 0, &device).expect("model");
-            for i in 0..warmup + runs {
-                let t = Instant::now();
+            let forward = || {
                 let input = ModelInput::batch(&refs, &config, &device);
                 let p = model.forward(&input, Mode::Infer).probabilities();
                 let _ = p.into_data();
+            };
+            for i in 0..warmup + runs {
+                let t = Instant::now();
+                forward();
                 if i >= warmup {
                     times.push(t.elapsed().as_secs_f64());
                 }
             }
+            // Counted on a run of its own, after the timed ones (observing costs a little).
+            dispatches = Some(duet_model::backend::count_dispatches(forward).1);
         }
         "train" => {
             let ad = device.clone().autodiff();
@@ -167,6 +181,7 @@ fn main() {
             "impl": format!("duet (burn, {})", info.adapter),
             "mode": mode, "kind": kind.name(), "preset": preset.name(), "batch": batch, "seconds": seconds,
             "median_s": median, "runs_s": times, "peak_rss_mb": peak_rss_mb(),
+            "dispatches": dispatches,
         })
     );
 }

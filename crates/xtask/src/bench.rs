@@ -1,4 +1,4 @@
-//! `cargo xtask bench [dsp|model|train|web|all]`: Duet's figures side by side with its peers, run in
+//! `cargo xtask bench [dsp|model|gpu|train|web|all]`: Duet's figures side by side with its peers, run in
 //! the same invocation (machines are noisy: we claim ratios measured together, not absolute times),
 //! printed as one table and written to docs/benchmarks.md with the machine and the date.
 //!
@@ -182,6 +182,30 @@ fn bench_forward(
             ]),
         1,
     ))?)?;
+    let steps = json_of(&output(threads_env(
+        cmd(bench_model).args([
+            "--mode",
+            "forward",
+            "--batch",
+            &b,
+            "--seconds",
+            "4",
+            "--recurrence",
+            "steps",
+        ]),
+        1,
+    ))?)?;
+    rows.push(Row {
+        figure: format!(
+            "`dual` forward, batch {batch}, CPU: fused recurrences vs the step loop they replaced"
+        ),
+        duet: spread(&duet),
+        peer: format!("step loop {}", spread(&steps)),
+        ratio: format!(
+            "{:.2}x faster",
+            f(&steps, "median_s") / f(&duet, "median_s")
+        ),
+    });
     rows.push(Row {
         figure: format!("`dual` forward, 4 s utterance, batch {batch}, CPU, 1 thread"),
         duet: spread(&duet),
@@ -192,6 +216,60 @@ fn bench_forward(
         ),
     });
     Ok(f(&duet, "median_s"))
+}
+
+/// Native wgpu (a GPU, or lavapipe where there is none): `dual` forward with the fused recurrences,
+/// with the step loop they replaced, and on the CPU backend, in one run. Fewer runs than the CPU
+/// rows: on lavapipe one step-loop forward takes seconds.
+fn bench_gpu(bench_model: &Path, rows: &mut Vec<Row>) -> Result<()> {
+    for batch in [1usize, 32] {
+        let b = batch.to_string();
+        let run = |backend: &str, recurrence: &str| -> Result<serde_json::Value> {
+            json_of(&output(threads_env(
+                cmd(bench_model).args([
+                    "--mode",
+                    "forward",
+                    "--batch",
+                    &b,
+                    "--seconds",
+                    "4",
+                    "--backend",
+                    backend,
+                    "--recurrence",
+                    recurrence,
+                    "--runs",
+                    "3",
+                    "--warmup",
+                    "1",
+                ]),
+                1,
+            ))?)
+        };
+        let fused = run("wgpu", "fused")?;
+        let steps = run("wgpu", "steps")?;
+        let cpu = run("cpu", "fused")?;
+        let adapter = fused["impl"].as_str().unwrap_or("wgpu").to_string();
+        let dispatches = |v: &serde_json::Value| v["dispatches"].as_u64().unwrap_or(0);
+        rows.push(Row {
+            figure: format!(
+                "`dual` forward, 4 s utterance, batch {batch}, native wgpu: {adapter}; kernel dispatches per forward: fused {}, step loop {}",
+                dispatches(&fused),
+                dispatches(&steps)
+            ),
+            duet: spread(&fused),
+            peer: format!(
+                "step loop on wgpu {}; CPU backend {}",
+                spread(&steps),
+                spread(&cpu)
+            ),
+            ratio: format!(
+                "{:.1}x faster than the step loop; {:.2}x the CPU's time",
+                f(&steps, "median_s") / f(&fused, "median_s"),
+                f(&fused, "median_s") / f(&cpu, "median_s")
+            ),
+        });
+    }
+    Ok(())
 }
 
 fn bench_train(python: &Path, bench_model: &Path, rows: &mut Vec<Row>) -> Result<()> {
@@ -386,9 +464,9 @@ fn today() -> String {
 pub fn run(args: &[String]) -> Result<()> {
     let what = args.first().map(String::as_str).unwrap_or("all");
     let all = what == "all";
-    if !["dsp", "model", "train", "web", "all"].contains(&what) {
+    if !["dsp", "model", "gpu", "train", "web", "all"].contains(&what) {
         return Err(format!(
-            "bench: unknown part `{what}` (dsp, model, train, web, all)"
+            "bench: unknown part `{what}` (dsp, model, gpu, train, web, all)"
         ));
     }
     let python = step(
@@ -421,6 +499,12 @@ pub fn run(args: &[String]) -> Result<()> {
             bench_flops(&bench_model_bin, t32, &mut rows)
         });
         record("model", r);
+    }
+    if all || what == "gpu" {
+        let r = step("bench gpu (native wgpu)", || {
+            bench_gpu(&bench_model_bin, &mut rows)
+        });
+        record("gpu", r);
     }
     if all || what == "train" {
         let r = step("bench train", || {

@@ -3,7 +3,7 @@
 //! - `cargo xtask serve [--port N]`: install what is missing, build the page in release, serve it.
 //! - `cargo xtask test`: install what is missing, then every check CI relies on, ending with one
 //!   `N passed, N failed` line.
-//! - `cargo xtask bench [dsp|model|train|web|all]`: figures side by side with the peers.
+//! - `cargo xtask bench [dsp|model|gpu|train|web|all]`: figures side by side with the peers.
 //! - `cargo xtask demo-model`: retrain the page's bundled demo model.
 //!
 //! Std and serde_json only, so it compiles in seconds on a fresh machine before anything else is
@@ -26,7 +26,7 @@ commands:
   test [--no-install]             install what is missing, run fmt, clippy (native + wasm32), cargo test,
                                   build the page and run the browser end-to-end tests; ends with
                                   'N passed, N failed'
-  bench [dsp|model|train|web|all] measure Duet against its peers (librosa + openSMILE, PyTorch, real time)
+  bench [dsp|model|gpu|train|web|all] measure Duet against its peers (librosa + openSMILE, PyTorch, real time)
                                   and rewrite docs/benchmarks.md
   demo-model --corpus manifest:P  retrain the bundled model on your copy of RAVDESS (www/models/; --help)
 ";
