@@ -3,6 +3,8 @@
 //!
 //! - [`config`]: `ModelConfig` — kind, preset, sizes, resize targets, classes, provenance.
 //! - [`nn`]: LSTM, CNN block, recurrent batch norm, DS-LSTM layer (docs/weights.md §3-4).
+//! - [`recurrence`]: the LSTM and DS-LSTM recurrences as one fused operation per layer (a GPU
+//!   kernel, a CPU loop; the step loop for training).
 //! - [`model`]: the branches and their fusion (§5-6).
 //! - [`input`]: features -> model input tensors.
 //! - [`weights`]: the safetensors weights file.

@@ -220,9 +220,28 @@ fn bench_forward(
 
 /// Native wgpu (a GPU, or lavapipe where there is none): `dual` forward with the fused recurrences,
 /// with the step loop they replaced, and on the CPU backend, in one run. Fewer runs than the CPU
-/// rows: on lavapipe one step-loop forward takes seconds.
+/// rows: on lavapipe one step-loop forward takes seconds. A batch the adapter cannot hold (lavapipe
+/// refuses the 235 MB CNN activation of batch 32) gets a row saying so.
 fn bench_gpu(bench_model: &Path, rows: &mut Vec<Row>) -> Result<()> {
-    for batch in [1usize, 32] {
+    for batch in [1usize, 8, 32] {
+        if let Err(e) = bench_gpu_batch(bench_model, batch, rows) {
+            let why = e
+                .lines()
+                .find(|l| l.contains("allocate"))
+                .unwrap_or("failed");
+            rows.push(Row {
+                figure: format!("`dual` forward, 4 s utterance, batch {batch}, native wgpu"),
+                duet: format!("not measured: {}", why.trim()),
+                peer: "—".into(),
+                ratio: "—".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn bench_gpu_batch(bench_model: &Path, batch: usize, rows: &mut Vec<Row>) -> Result<()> {
+    {
         let b = batch.to_string();
         let run = |backend: &str, recurrence: &str| -> Result<serde_json::Value> {
             json_of(&output(threads_env(
