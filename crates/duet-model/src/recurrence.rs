@@ -43,7 +43,9 @@ pub trait RecurrenceOps: Backend {
     ) -> FloatTensor<Self>;
 }
 
-/// The shape of the recurrences' output: [B, T, H] (H from the recurrent weights' rows).
+/// The shape of the recurrences' output: [B, T, H] (H from the recurrent weights' rows), for
+/// fusion (native builds only).
+#[cfg(not(target_family = "wasm"))]
 fn output_shape(pre: &burn::tensor::Shape, w_t: &burn::tensor::Shape) -> burn::tensor::Shape {
     burn::tensor::Shape::new([pre[0], pre[1], w_t[0]])
 }
