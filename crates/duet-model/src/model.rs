@@ -363,9 +363,9 @@ mod tests {
     use crate::rng::SplitMix64;
     use duet_dsp::Preset;
 
-    /// Every kind and preset gives the same logits (fused and per branch) on wgpu (lavapipe in CI: the fused
-    /// recurrence kernel and the GPU CNN path) as on the CPU backend, within 1e-4, on random
-    /// features of a 1.2 s utterance (two of them: batch 2), within 1e-5.
+    /// Every kind and preset gives the same logits (fused and per branch) on wgpu — lavapipe in CI:
+    /// the fused recurrence kernel and the GPU CNN path — as on the CPU backend, within 1e-5, on
+    /// random features of two 1.2 s utterances.
     #[test]
     fn every_model_agrees_between_the_cpu_and_wgpu() {
         let devices = crate::backend::available_devices();
