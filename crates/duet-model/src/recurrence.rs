@@ -1,16 +1,19 @@
-//! The LSTM recurrence as one operation per layer (docs/weights.md §4.1), so that a GPU runs it as one
-//! dispatch instead of several per time step, and the CPU runs it without a tensor per step.
+//! The LSTM and DS-LSTM recurrences as one operation per layer (docs/weights.md §4.1, §4.4), so
+//! that a GPU runs each as one dispatch instead of several per time step, and the CPU runs it without
+//! a tensor per step.
 //!
-//! [`lstm_recurrence`] is the only entry point. It takes the input projections of all steps (biases
-//! included) and the transposed recurrent weights, and returns every step's hidden state:
+//! [`lstm_recurrence`] and [`ds_lstm_recurrence`] (inference) are the entry points. They take the
+//! input projections of all steps (biases included) and the transposed recurrent weights (and the
+//! DS-LSTM its recurrent batch norm as a per-step table), and return every step's hidden state:
 //!
-//! - **GPU** (wgpu: WebGPU in the page, Vulkan/Metal natively): a cubecl kernel, one workgroup per
-//!   sequence, each invocation owning hidden units (all four gates of each), the cell state and the
-//!   previous hidden state in workgroup memory, one barrier per step.
+//! - **GPU** (wgpu: WebGPU in the page, Vulkan/Metal natively): one cubecl kernel for both cells,
+//!   one workgroup per sequence, each invocation owning hidden units (all the pre-activations of
+//!   each), the cell state and the previous hidden state in workgroup memory, one barrier per step.
 //! - **CPU** (flex): per step one matrix product into a preallocated buffer, then one pass over the
 //!   gates.
-//! - **Training** (an autodiff device): [`lstm_recurrence_steps`], the step loop of tensor operations,
-//!   whose gradient burn derives. It is also the reference the fused paths are tested against.
+//! - **Training** (an autodiff input): [`lstm_recurrence_steps`] / [`ds_lstm_recurrence_steps`], the
+//!   step loops of tensor operations, whose gradient burn derives. They are also the reference the
+//!   fused paths are tested against.
 //!
 //! The backend extension is burn 0.22.1's `#[backend_extension]`: the trait is implemented for each
 //! backend and the macro generates the routing of a dispatch tensor to the right implementation.
@@ -23,7 +26,7 @@ use burn::tensor::activation::sigmoid;
 
 use crate::nn::{TANH_SATURATION, split_steps, tanh};
 
-/// The fused LSTM recurrence, implemented by each backend (see the module documentation).
+/// The fused recurrences, implemented by each backend (see the module documentation).
 #[backend_extension(Cube, Flex, Fusion: cfg(not(target_family = "wasm")))]
 pub trait RecurrenceOps: Backend {
     /// `pre` [B, T, 4H] (gates `i, f, g, o`, both biases added), `w_hh_t` [H, 4H] → h [B, T, H],
