@@ -21,6 +21,30 @@ pub struct Prepared {
     pub wide: Vec<f32>,
 }
 
+impl Prepared {
+    /// Random inputs of the shapes an utterance of `samples` at 16 kHz gives a model of `config`
+    /// (MFCC ~ N(0, 1), spectrograms ~ N(−50, 15) dB): for benchmarks and backend comparisons.
+    pub fn random(config: &ModelConfig, samples: usize, rng: &mut crate::rng::SplitMix64) -> Self {
+        // 25 ms frames every 10 ms (paper §2.2).
+        let frames = 1 + samples.saturating_sub(400) / 160;
+        let (n1, f1) = config.spectrogram_shape(false);
+        let (n2, f2) = config.spectrogram_shape(true);
+        let mfcc = (0..frames * config.mfcc_dim)
+            .map(|_| rng.normal() as f32)
+            .collect();
+        let mut db =
+            |n: usize| -> Vec<f32> { (0..n).map(|_| -50.0 + 15.0 * rng.normal() as f32).collect() };
+        let narrow = db(n1 * f1);
+        let wide = db(n2 * f2);
+        Prepared {
+            mfcc,
+            mfcc_frames: frames,
+            narrow,
+            wide,
+        }
+    }
+}
+
 /// Resizes and logs the spectrograms of `features` for a model of `config`.
 pub fn prepare(features: &Features, config: &ModelConfig) -> Result<Prepared, ModelError> {
     let f = &config.features;

@@ -378,22 +378,8 @@ mod tests {
             for kind in crate::ModelKind::ALL {
                 let config = crate::ModelConfig::new(kind, preset);
                 let mut rng = SplitMix64::new(11);
-                let frames = 1 + (19_200 - 400) / 160;
-                let (n1, f1) = config.spectrogram_shape(false);
-                let (n2, f2) = config.spectrogram_shape(true);
                 let items: Vec<Prepared> = (0..2)
-                    .map(|_| Prepared {
-                        mfcc: (0..frames * config.mfcc_dim)
-                            .map(|_| rng.normal() as f32)
-                            .collect(),
-                        mfcc_frames: frames,
-                        narrow: (0..n1 * f1)
-                            .map(|_| -50.0 + 15.0 * rng.normal() as f32)
-                            .collect(),
-                        wide: (0..n2 * f2)
-                            .map(|_| -50.0 + 15.0 * rng.normal() as f32)
-                            .collect(),
-                    })
+                    .map(|_| Prepared::random(&config, 19_200, &mut rng))
                     .collect();
                 let refs: Vec<&Prepared> = items.iter().collect();
                 // The fused logits and every branch's, as one list.

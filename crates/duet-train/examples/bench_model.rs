@@ -76,22 +76,10 @@ fn main() {
 
     // Random inputs of the shapes an S-second utterance gives.
     let mut rng = SplitMix64::new(1);
-    let frames = 1 + ((seconds * 16000.0) as usize - 400) / 160;
-    let (n1, f1) = config.spectrogram_shape(false);
-    let (n2, f2) = config.spectrogram_shape(true);
+    let samples = (seconds * 16000.0) as usize;
+    let frames = 1 + samples.saturating_sub(400) / 160;
     let items: Vec<Prepared> = (0..batch)
-        .map(|_| Prepared {
-            mfcc: (0..frames * config.mfcc_dim)
-                .map(|_| rng.normal() as f32)
-                .collect(),
-            mfcc_frames: frames,
-            narrow: (0..n1 * f1)
-                .map(|_| -50.0 + 15.0 * rng.normal() as f32)
-                .collect(),
-            wide: (0..n2 * f2)
-                .map(|_| -50.0 + 15.0 * rng.normal() as f32)
-                .collect(),
-        })
+        .map(|_| Prepared::random(&config, samples, &mut rng))
         .collect();
     let refs: Vec<&Prepared> = items.iter().collect();
     let labels: Vec<usize> = (0..batch).map(|i| i % config.n_classes()).collect();
