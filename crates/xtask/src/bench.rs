@@ -154,6 +154,15 @@ fn model_file() -> Result<PathBuf> {
     Ok(m)
 }
 
+/// `bench_model --mode forward` of a 4 s utterance at `batch`, one thread, plus `extra` arguments.
+fn forward_json(bench_model: &Path, batch: usize, extra: &[&str]) -> Result<serde_json::Value> {
+    let b = batch.to_string();
+    let mut c = cmd(bench_model);
+    c.args(["--mode", "forward", "--batch", &b, "--seconds", "4"])
+        .args(extra);
+    json_of(&output(threads_env(&mut c, 1))?)
+}
+
 fn bench_forward(
     python: &Path,
     bench_model: &Path,
@@ -162,10 +171,7 @@ fn bench_forward(
 ) -> Result<f64> {
     let model = model_file()?;
     let b = batch.to_string();
-    let duet = json_of(&output(threads_env(
-        cmd(bench_model).args(["--mode", "forward", "--batch", &b, "--seconds", "4"]),
-        1,
-    ))?)?;
+    let duet = forward_json(bench_model, batch, &[])?;
     let peer = json_of(&output(threads_env(
         cmd(python)
             .arg(root().join("tests/reference/torch_model.py"))
@@ -182,19 +188,7 @@ fn bench_forward(
             ]),
         1,
     ))?)?;
-    let steps = json_of(&output(threads_env(
-        cmd(bench_model).args([
-            "--mode",
-            "forward",
-            "--batch",
-            &b,
-            "--seconds",
-            "4",
-            "--recurrence",
-            "steps",
-        ]),
-        1,
-    ))?)?;
+    let steps = forward_json(bench_model, batch, &["--recurrence", "steps"])?;
     rows.push(Row {
         figure: format!(
             "`dual` forward, batch {batch}, CPU: fused recurrences vs the step loop they replaced"
@@ -241,53 +235,45 @@ fn bench_gpu(bench_model: &Path, rows: &mut Vec<Row>) -> Result<()> {
 }
 
 fn bench_gpu_batch(bench_model: &Path, batch: usize, rows: &mut Vec<Row>) -> Result<()> {
-    {
-        let b = batch.to_string();
-        let run = |backend: &str, recurrence: &str| -> Result<serde_json::Value> {
-            json_of(&output(threads_env(
-                cmd(bench_model).args([
-                    "--mode",
-                    "forward",
-                    "--batch",
-                    &b,
-                    "--seconds",
-                    "4",
-                    "--backend",
-                    backend,
-                    "--recurrence",
-                    recurrence,
-                    "--runs",
-                    "3",
-                    "--warmup",
-                    "1",
-                ]),
-                1,
-            ))?)
-        };
-        let fused = run("wgpu", "fused")?;
-        let steps = run("wgpu", "steps")?;
-        let cpu = run("cpu", "fused")?;
-        let adapter = fused["impl"].as_str().unwrap_or("wgpu").to_string();
-        let dispatches = |v: &serde_json::Value| v["dispatches"].as_u64().unwrap_or(0);
-        rows.push(Row {
-            figure: format!(
-                "`dual` forward, 4 s utterance, batch {batch}, native wgpu: {adapter}; kernel dispatches per forward: fused {}, step loop {}",
-                dispatches(&fused),
-                dispatches(&steps)
-            ),
-            duet: spread(&fused),
-            peer: format!(
-                "step loop on wgpu {}; CPU backend {}",
-                spread(&steps),
-                spread(&cpu)
-            ),
-            ratio: format!(
-                "{:.1}x faster than the step loop; {:.2}x the CPU's time",
-                f(&steps, "median_s") / f(&fused, "median_s"),
-                f(&fused, "median_s") / f(&cpu, "median_s")
-            ),
-        });
-    }
+    let run = |backend: &str, recurrence: &str| {
+        forward_json(
+            bench_model,
+            batch,
+            &[
+                "--backend",
+                backend,
+                "--recurrence",
+                recurrence,
+                "--runs",
+                "3",
+                "--warmup",
+                "1",
+            ],
+        )
+    };
+    let fused = run("wgpu", "fused")?;
+    let steps = run("wgpu", "steps")?;
+    let cpu = run("cpu", "fused")?;
+    let adapter = fused["impl"].as_str().unwrap_or("wgpu").to_string();
+    let dispatches = |v: &serde_json::Value| v["dispatches"].as_u64().unwrap_or(0);
+    rows.push(Row {
+        figure: format!(
+            "`dual` forward, 4 s utterance, batch {batch}, native wgpu: {adapter}; kernel dispatches per forward: fused {}, step loop {}",
+            dispatches(&fused),
+            dispatches(&steps)
+        ),
+        duet: spread(&fused),
+        peer: format!(
+            "step loop on wgpu {}; CPU backend {}",
+            spread(&steps),
+            spread(&cpu)
+        ),
+        ratio: format!(
+            "{:.1}x faster than the step loop; {:.2}x the CPU's time",
+            f(&steps, "median_s") / f(&fused, "median_s"),
+            f(&fused, "median_s") / f(&cpu, "median_s")
+        ),
+    });
     Ok(())
 }
 
