@@ -351,6 +351,19 @@ pub struct CnnBlock {
     pub padding: [usize; 2],
     #[module(skip)]
     pub pool: usize,
+    /// The convs with their batch norms folded in, made once for GPU inference by
+    /// [`CnnBlock::fold_for_inference`] (folding on every forward was a third of the dispatches).
+    #[module(skip)]
+    pub folded: Option<FoldedConvs>,
+}
+
+/// Conv weights and biases with the following inference batch norm folded in.
+#[derive(Debug, Clone)]
+pub struct FoldedConvs {
+    w0: Tensor<4>,
+    b0: Tensor<1>,
+    w1: Tensor<4>,
+    b1: Tensor<1>,
 }
 
 impl CnnBlock {
@@ -402,6 +415,7 @@ impl CnnBlock {
             bn1: BatchNorm::build(src, &format!("{prefix}.bn1"), channels[1], eps, device)?,
             padding,
             pool,
+            folded: None,
         })
     }
 
@@ -460,19 +474,35 @@ impl CnnBlock {
     fn forward_gpu_infer(&self, image: Tensor<4>) -> Tensor<3> {
         let opts = ConvOptions::new([1, 1], self.padding, [1, 1], 1);
         let pool = MaxPoolOptions::new([self.pool, self.pool]);
+        let FoldedConvs { w0, b0, w1, b1 } = match &self.folded {
+            Some(f) => f.clone(),
+            None => self.folded_convs(),
+        };
+        let y = relu(max_pool2d(
+            conv2d(image, w0, Some(b0), opts.clone()),
+            pool.clone(),
+        ));
+        let y = relu(max_pool2d(conv2d(y, w1, Some(b1), opts), pool));
+        let [b, c, f, t] = y.dims();
+        y.permute([0, 3, 1, 2]).reshape([b, t, c * f])
+    }
+
+    fn folded_convs(&self) -> FoldedConvs {
         let folded = |bn: &BatchNorm, w: Tensor<4>, bias: Tensor<1>| {
             let (scale, shift) = bn.infer_affine(Some(bias));
             (w * scale.reshape([bn.channels(), 1, 1, 1]), shift)
         };
         let (w0, b0) = folded(&self.bn0, self.conv0_weight.val(), self.conv0_bias.val());
-        let y = relu(max_pool2d(
-            conv2d(image, w0, Some(b0), opts.clone()),
-            pool.clone(),
-        ));
         let (w1, b1) = folded(&self.bn1, self.conv1_weight.val(), self.conv1_bias.val());
-        let y = relu(max_pool2d(conv2d(y, w1, Some(b1), opts), pool));
-        let [b, c, f, t] = y.dims();
-        y.permute([0, 3, 1, 2]).reshape([b, t, c * f])
+        FoldedConvs { w0, b0, w1, b1 }
+    }
+
+    /// Folds the batch norms into the convs once, for a block that will only run inference on a
+    /// GPU from now on (a [`crate::Predictor`]'s). Training the block afterwards would leave the
+    /// folded copy stale: [`CnnBlock::forward`] in [`Mode::Train`] ignores it, but inference
+    /// would not, so only inference-only owners call this.
+    pub fn fold_for_inference(&mut self) {
+        self.folded = Some(self.folded_convs());
     }
 }
 

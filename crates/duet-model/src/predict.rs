@@ -56,13 +56,15 @@ pub struct Predictor {
 impl Predictor {
     /// Loads a weights file's bytes onto `device`.
     pub fn from_bytes(bytes: &[u8], device: &Device) -> Result<Self, ModelError> {
-        Ok(Predictor {
-            model: weights::load(bytes, device)?,
-            device: device.clone(),
-        })
+        Ok(Self::from_model(weights::load(bytes, device)?, device))
     }
 
-    pub fn from_model(model: DuetModel, device: &Device) -> Self {
+    /// A predictor of `model` (on `device`); on a GPU its batch norms are folded into the convs
+    /// once here rather than on every forward (the CPU path folds them into its own products).
+    pub fn from_model(mut model: DuetModel, device: &Device) -> Self {
+        if crate::backend::kind_of(device) != "cpu" {
+            model.fold_for_inference();
+        }
         Predictor {
             model,
             device: device.clone(),

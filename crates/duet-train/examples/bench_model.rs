@@ -88,7 +88,12 @@ fn main() {
     let mut dispatches: Option<usize> = None;
     match mode.as_str() {
         "forward" => {
-            let model = weights::init(config.clone(), 0, &device).expect("model");
+            // Loaded as the page and `duet predict` load it (on a GPU, batch norms folded once).
+            let predictor = duet_model::Predictor::from_model(
+                weights::init(config.clone(), 0, &device).expect("model"),
+                &device,
+            );
+            let model = predictor.model();
             let forward = || {
                 let input = ModelInput::batch(&refs, &config, &device);
                 let p = model.forward(&input, Mode::Infer).probabilities();
