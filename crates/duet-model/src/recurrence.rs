@@ -11,9 +11,14 @@
 //!   each), the cell state and the previous hidden state in workgroup memory, one barrier per step.
 //! - **CPU** (flex): per step one matrix product into a preallocated buffer, then one pass over the
 //!   gates.
-//! - **Training** (an autodiff input): [`lstm_recurrence_steps`] / [`ds_lstm_recurrence_steps`], the
-//!   step loops of tensor operations, whose gradient burn derives. They are also the reference the
-//!   fused paths are tested against.
+//! - **Training** (an autodiff input): the LSTM runs the same fused op, with its own backward
+//!   ([`lstm_backward`]: one product rebuilds every step's pre-activations, a backward-through-time
+//!   op — one kernel on the GPU, one product per step on the CPU — gives their gradient, one more
+//!   product the recurrent weights'). The DS-LSTM trains through its step loop (its recurrent
+//!   batch norm uses each batch's statistics there, `crate::nn::DsLstmLayer`).
+//! - [`lstm_recurrence_steps`] / [`ds_lstm_recurrence_steps`], the step loops of tensor operations
+//!   whose gradient burn derives, are the reference the fused paths (and the LSTM's backward) are
+//!   tested against.
 //!
 //! The backend extension is burn 0.22.1's `#[backend_extension]`: the trait is implemented for each
 //! backend and the macro generates the routing of a dispatch tensor to the right implementation.

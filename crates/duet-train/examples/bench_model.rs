@@ -12,7 +12,7 @@ use duet_dsp::Preset;
 use duet_model::input::{ModelInput, Prepared};
 use duet_model::nn::Mode;
 use duet_model::rng::SplitMix64;
-use duet_model::{ModelConfig, ModelKind, weights};
+use duet_model::{DuetModel, ModelConfig, ModelKind, weights};
 use duet_train::adam::{Adam, AdamConfig};
 
 fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
@@ -85,7 +85,8 @@ fn main() {
     let labels: Vec<usize> = (0..batch).map(|i| i % config.n_classes()).collect();
 
     let mut times = Vec::new();
-    let mut dispatches: Option<usize> = None;
+    // Kernel launches of one forward or training step (0 on the CPU backend).
+    let dispatches: usize;
     match mode.as_str() {
         "forward" => {
             // Loaded as the page and `duet predict` load it (on a GPU, batch norms folded once).
@@ -107,7 +108,7 @@ fn main() {
                 }
             }
             // Counted on a run of its own, after the timed ones (observing costs a little).
-            dispatches = Some(duet_model::backend::count_dispatches(forward).1);
+            dispatches = duet_model::backend::count_dispatches(forward).1;
         }
         "train" => {
             let ad = device.clone().autodiff();
@@ -118,8 +119,7 @@ fn main() {
             for (i, &l) in labels.iter().enumerate() {
                 onehot[i * c + l] = 1.0;
             }
-            for i in 0..warmup + runs {
-                let t = Instant::now();
+            let mut train_step = |model: DuetModel| -> DuetModel {
                 let input = ModelInput::batch(&refs, &config, &ad);
                 let out = model.forward(&input, Mode::Train { momentum: 0.1 });
                 let targets = burn::tensor::Tensor::<2>::from_data(
@@ -128,12 +128,18 @@ fn main() {
                 );
                 let loss = out.loss(&config, targets);
                 let grads = loss.backward();
-                model = adam.step(model, &grads, 1e-4);
+                let model = adam.step(model, &grads, 1e-4);
                 let _ = loss.into_data();
+                model
+            };
+            for i in 0..warmup + runs {
+                let t = Instant::now();
+                model = train_step(model);
                 if i >= warmup {
                     times.push(t.elapsed().as_secs_f64());
                 }
             }
+            dispatches = duet_model::backend::count_dispatches(|| train_step(model)).1;
         }
         "sgemm" => {
             // The machine's single-thread matmul peak on this backend: 1024³ f32.

@@ -279,21 +279,29 @@ fn bench_gpu_batch(bench_model: &Path, batch: usize, rows: &mut Vec<Row>) -> Res
 
 fn bench_train(python: &Path, bench_model: &Path, rows: &mut Vec<Row>) -> Result<()> {
     let model = model_file()?;
-    let duet = json_of(&output(threads_env(
-        cmd(bench_model).args([
-            "--mode",
-            "train",
-            "--batch",
-            "32",
-            "--seconds",
-            "4",
-            "--runs",
-            "5",
-            "--warmup",
-            "1",
-        ]),
-        1,
-    ))?)?;
+    // `recurrence`: `fused` (what ships) or `steps` (burn differentiating the LSTM's step loop,
+    // what the fused op's backward replaced).
+    let train = |recurrence: &str| -> Result<serde_json::Value> {
+        json_of(&output(threads_env(
+            cmd(bench_model).args([
+                "--mode",
+                "train",
+                "--batch",
+                "32",
+                "--seconds",
+                "4",
+                "--runs",
+                "5",
+                "--warmup",
+                "1",
+                "--recurrence",
+                recurrence,
+            ]),
+            1,
+        ))?)
+    };
+    let duet = train("fused")?;
+    let steps = train("steps")?;
     let peer = json_of(&output(threads_env(
         cmd(python)
             .arg(root().join("tests/reference/torch_model.py"))
@@ -329,6 +337,16 @@ fn bench_train(python: &Path, bench_model: &Path, rows: &mut Vec<Row>) -> Result
         ratio: format!(
             "{:.2}x PyTorch's time (goal ≤ 1x)",
             f(&duet, "median_s") / f(&peer, "median_s")
+        ),
+    });
+    rows.push(Row {
+        figure: "the same training step with the LSTM's step loop (before its fused backward)"
+            .into(),
+        duet: format!("{} (fused: {})", spread(&steps), spread(&duet)),
+        peer: String::new(),
+        ratio: format!(
+            "fused {:.2}x faster",
+            f(&steps, "median_s") / f(&duet, "median_s")
         ),
     });
     rows.push(Row {
