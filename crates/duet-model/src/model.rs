@@ -381,8 +381,7 @@ mod tests {
 
     /// Every kind and preset gives the same logits (fused and per branch) on wgpu — lavapipe in CI:
     /// the fused recurrence kernel and the GPU CNN path with its batch norms folded once — as on
-    /// the CPU backend, within 1e-5, on
-    /// random features of two 1.2 s utterances.
+    /// the CPU backend, within 1e-5, on random features of two 1.2 s utterances.
     #[test]
     fn every_model_agrees_between_the_cpu_and_wgpu() {
         let devices = crate::backend::available_devices();

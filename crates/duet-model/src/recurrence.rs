@@ -448,6 +448,58 @@ mod cpu {
         }
     }
 
+    /// dst[m, n] += lhs[m, k] · rhs[k, n] for strided matrices read in place, no allocation: `dst`
+    /// with row stride `dst_rs`, `lhs` from `offset` with row stride `lhs_rs`, `rhs` with
+    /// column stride `rhs_cs` (along n) and row stride `rhs_rs` (along k); all columns of `dst` and
+    /// `lhs` contiguous. Panics if a matrix does not lie inside its slice.
+    pub(super) fn add_product(
+        (m, n, k): (usize, usize, usize),
+        (dst, dst_rs): (&mut [f32], usize),
+        (lhs, offset, lhs_rs): (&[f32], usize, usize),
+        (rhs, rhs_cs, rhs_rs): (&[f32], usize, usize),
+    ) {
+        if m == 0 || n == 0 || k == 0 {
+            return;
+        }
+        assert!(
+            (m - 1) * dst_rs + n <= dst.len(),
+            "add_product: dst out of bounds"
+        );
+        assert!(
+            offset + (m - 1) * lhs_rs + k <= lhs.len(),
+            "add_product: lhs out of bounds"
+        );
+        assert!(
+            (n - 1) * rhs_cs + (k - 1) * rhs_rs < rhs.len(),
+            "add_product: rhs out of bounds"
+        );
+        // SAFETY: the asserts keep every element read or written inside its slice, and `dst` is a
+        // unique borrow, so it aliases neither operand.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                dst.as_mut_ptr(),
+                1,
+                dst_rs as isize,
+                true,
+                lhs.as_ptr().add(offset),
+                1,
+                lhs_rs as isize,
+                rhs.as_ptr(),
+                rhs_cs as isize,
+                rhs_rs as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+    }
+
     /// The derivative of [`tanh_f32`] at `x`, given y = tanh_f32(x): 1 − y² inside the clamp, 0
     /// outside (where the clamp holds it constant).
     #[inline]
@@ -502,33 +554,12 @@ mod cpu {
             if step + 1 < t && hd > 0 {
                 // dh[B, H] += dz_{t+1}[B, 4H] · Wᵀ[4H, H]; dz_{t+1} is read in place (row stride
                 // T·4H), Wᵀ as W with its strides swapped.
-                // SAFETY: `dh` is B×H (row stride H); dz from (step+1)·4H holds B rows of 4H with
-                // stride T·4H, the last ending at ((B−1)·T + step + 2)·4H ≤ B·T·4H; Wᵀ's element
-                // (m, j) is w[j·4H + m], inside `w`. `dh` aliases neither; the rows of `dz` read are
-                // not the ones this step writes.
-                unsafe {
-                    gemm::gemm(
-                        b,
-                        hd,
-                        width,
-                        dh.as_mut_ptr(),
-                        1,
-                        hd as isize,
-                        true,
-                        dz.as_ptr().add((step + 1) * width),
-                        1,
-                        (t * width) as isize,
-                        w.as_ptr(),
-                        width as isize,
-                        1,
-                        1.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
-                    );
-                }
+                add_product(
+                    (b, hd, width),
+                    (&mut dh, hd),
+                    (dz, (step + 1) * width, t * width),
+                    (w, width, 1),
+                );
             }
             for s in 0..b {
                 let r = (s * t + step) * width;
@@ -642,32 +673,12 @@ mod cpu {
             if step > 0 && hd > 0 {
                 // z[B, kH] += h_{t−1}[B, H] · W[H, kH]; h_{t−1} is read in place from `out`
                 // (row stride T·H).
-                // SAFETY: the three matrices lie inside their slices with the strides given: `z` is
-                // B×kH (row stride kH), `out` from (step−1)·H holds B rows of H with stride T·H (the
-                // last row ends at ((B−1)·T + step)·H ≤ B·T·H), `w` is H×kH. `z` does not alias them.
-                unsafe {
-                    gemm::gemm(
-                        b,
-                        width,
-                        hd,
-                        z.as_mut_ptr(),
-                        1,
-                        width as isize,
-                        true,
-                        out.as_ptr().add((step - 1) * hd),
-                        1,
-                        (t * hd) as isize,
-                        w.as_ptr(),
-                        1,
-                        width as isize,
-                        1.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
-                    );
-                }
+                add_product(
+                    (b, width, hd),
+                    (&mut z, width),
+                    (out, (step - 1) * hd, t * hd),
+                    (w, 1, width),
+                );
             }
             for s in 0..b {
                 let zs = &z[s * width..(s + 1) * width];
@@ -992,23 +1003,13 @@ mod gpu {
                 "lstm_recurrence_backward: hidden size {hd} exceeds the GPU kernel's {MAX_HIDDEN_BACKWARD}"
             );
             let client = z.client.clone();
-            let hw_max = client.properties().hardware.max_cube_dim.0 as usize;
-            let dim = hd.clamp(1, MAX_WORKGROUP.min(hw_max));
-            let alloc = |shape: [usize; 3]| {
-                empty_device_dtype(
-                    client.clone(),
-                    z.device.clone(),
-                    burn::tensor::Shape::new(shape),
-                    z.dtype,
-                )
-            };
-            let cells = alloc([b, t, hd]);
-            let dz = alloc([b, t, width]);
+            let cells = empty_like(&z, [b, t, hd]);
+            let dz = empty_like(&z, [b, t, width]);
             let dtype = burn::backend::cubecl::dtype_to_storage_type(z.dtype);
             lstm_backward_kernel::launch(
                 &client,
                 CubeCount::Static(b as u32, 1, 1),
-                CubeDim::new_1d(dim as u32),
+                workgroup(&z, hd),
                 z.into_tensor_arg(),
                 w.into_tensor_arg(),
                 grad.into_tensor_arg(),
@@ -1021,6 +1022,23 @@ mod gpu {
             );
             dz
         }
+    }
+
+    /// The workgroup of both kernels: one invocation per hidden unit, at most 256 (WebGPU's
+    /// guarantee) or what `x`'s device allows.
+    fn workgroup(x: &CubeTensor, hidden: usize) -> CubeDim {
+        let hw_max = x.client.properties().hardware.max_cube_dim.0 as usize;
+        CubeDim::new_1d(hidden.clamp(1, MAX_WORKGROUP.min(hw_max)) as u32)
+    }
+
+    /// An uninitialised tensor of `shape` on `x`'s device, of its dtype (every element is written).
+    fn empty_like(x: &CubeTensor, shape: [usize; 3]) -> CubeTensor {
+        empty_device_dtype(
+            x.client.clone(),
+            x.device.clone(),
+            burn::tensor::Shape::new(shape),
+            x.dtype,
+        )
     }
 
     /// One launch of [`recurrence_kernel`]: the DS-LSTM when its batch-norm table is given, else the
@@ -1046,19 +1064,12 @@ mod gpu {
             "recurrence: hidden size {hd} exceeds the GPU kernel's {MAX_HIDDEN}"
         );
         let client = pre.client.clone();
-        let hw_max = client.properties().hardware.max_cube_dim.0 as usize;
-        let dim = hd.clamp(1, MAX_WORKGROUP.min(hw_max));
-        let out = empty_device_dtype(
-            client.clone(),
-            pre.device.clone(),
-            burn::tensor::Shape::new([b, t, hd]),
-            pre.dtype,
-        );
+        let out = empty_like(&pre, [b, t, hd]);
         let dtype = burn::backend::cubecl::dtype_to_storage_type(pre.dtype);
         recurrence_kernel::launch(
             &client,
             CubeCount::Static(b as u32, 1, 1),
-            CubeDim::new_1d(dim as u32),
+            workgroup(&pre, hd),
             pre.into_tensor_arg(),
             w.into_tensor_arg(),
             scale.into_tensor_arg(),
