@@ -3,6 +3,7 @@
 mod bundled_model;
 mod common;
 mod features_cli;
+mod hostile_input;
 mod reference_forward;
 mod reference_training;
 mod train_cli;

@@ -9,6 +9,15 @@ use crate::level::LevelNorm;
 
 use crate::{DspError, SAMPLE_RATE};
 
+/// The most filterbank bands a configuration may ask for, mel or MFCC. The paper's are 26 (MFCC) and
+/// 64 / 128 (mel, section 2.2); the filterbank is computed band by band over every FFT bin, so a
+/// model file claiming millions of bands would hang the front end and exhaust memory.
+pub const MAX_BANDS: usize = 1024;
+
+/// The widest delta regression window W a configuration may ask for (openSMILE's MFCC12_E_D_A uses 2,
+/// paper section 2.2); each frame's deltas sum over 2W + 1 frames.
+pub const MAX_DELTA_WINDOW: usize = 64;
+
 /// Which set of spectrogram sizes to use (docs/reference.md §1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -236,9 +245,15 @@ impl FeatureConfig {
                 m.frame_length, m.frame_step, m.n_fft
             ));
         }
-        if m.n_bands < 2 || m.n_ceps == 0 || m.n_ceps >= m.n_bands || m.delta_window == 0 {
+        if m.n_bands < 2
+            || m.n_bands > MAX_BANDS
+            || m.n_ceps == 0
+            || m.n_ceps >= m.n_bands
+            || m.delta_window == 0
+            || m.delta_window > MAX_DELTA_WINDOW
+        {
             return bad(format!(
-                "mfcc: n_bands {} / n_ceps {} / delta_window {} are inconsistent",
+                "mfcc: n_bands {} / n_ceps {} / delta_window {} are inconsistent (need 0 < n_ceps < n_bands <= {MAX_BANDS}, 1 <= delta_window <= {MAX_DELTA_WINDOW})",
                 m.n_bands, m.n_ceps, m.delta_window
             ));
         }
@@ -257,9 +272,10 @@ impl FeatureConfig {
                 || c.n_fft > 1 << 16
                 || c.hop_length == 0
                 || c.n_mels == 0
+                || c.n_mels > MAX_BANDS
             {
                 return bad(format!(
-                    "{name}: n_fft {} (must be even, 2..=65536), hop_length {}, n_mels {} are not usable",
+                    "{name}: n_fft {} (must be even, 2..=65536), hop_length {}, n_mels {} (1..={MAX_BANDS}) are not usable",
                     c.n_fft, c.hop_length, c.n_mels
                 ));
             }

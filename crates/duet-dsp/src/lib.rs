@@ -41,7 +41,7 @@ use std::fs::File;
 use std::io::BufReader;
 use std::path::Path;
 
-pub use config::{FeatureConfig, MelConfig, MfccConfig, Preset};
+pub use config::{FeatureConfig, MAX_BANDS, MAX_DELTA_WINDOW, MelConfig, MfccConfig, Preset};
 pub use error::DspError;
 pub use level::LevelNorm;
 pub use mel::{Mel, hz_to_mel_slaney, mel_to_hz_slaney};

@@ -181,6 +181,13 @@ pub struct CnnConfig {
     pub pool: usize,
 }
 
+/// The longest resize target a model file may ask for, in frames: the spectrograms are resized to it
+/// before the CNN whatever the clip's length, so it sets the memory of every analysis (the CNN's
+/// first activation is 64 channels x bands x frames). The paper's targets are the corpus medians,
+/// a few hundred frames (460 / 230 for IEMOCAP's ~3.7 s, §2.2); 8192 narrow frames are 65 s at the
+/// paper's 8 ms hop.
+pub const MAX_RESIZE_FRAMES: usize = 8192;
+
 /// Nearest-neighbour resize targets along time (§2.2): the training corpus's median frame counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResizeConfig {
@@ -438,6 +445,11 @@ impl ModelConfig {
         if self.cnn.pool == 0 || self.cnn.channels.contains(&0) {
             return bad("cnn", "pool and channels must be positive".into());
         }
+        // The front end is planned from these numbers for every analysis: checked here, at load,
+        // so that a bad file is refused before anything is computed or allocated from them.
+        if let Err(e) = self.features.validate() {
+            return bad("features", e.to_string());
+        }
         if self.mfcc_dim != self.features.mfcc.n_features() {
             return bad(
                 "mfcc_dim",
@@ -476,6 +488,19 @@ impl ModelConfig {
                         .collect::<Vec<_>>()
                 ),
             );
+        }
+        for (field, frames) in [
+            ("resize.narrow_frames", self.resize.narrow_frames),
+            ("resize.wide_frames", self.resize.wide_frames),
+        ] {
+            if frames > MAX_RESIZE_FRAMES {
+                return bad(
+                    field,
+                    format!(
+                        "{frames} frames is more than the {MAX_RESIZE_FRAMES} a model may resize to"
+                    ),
+                );
+            }
         }
         for wide in [false, true] {
             let needed = match wide {
@@ -535,6 +560,32 @@ mod tests {
             assert!((w - 1.0).abs() < 1e-6);
         }
         assert!("base7".parse::<ModelKind>().is_err());
+    }
+
+    #[test]
+    fn sizes_that_would_exhaust_memory_are_refused() {
+        let mut c = ModelConfig::new(ModelKind::Base1, Preset::Paper);
+        c.resize.narrow_frames = 1_000_000_000;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("resize.narrow_frames"), "{e}");
+        let mut c = ModelConfig::new(ModelKind::Base1, Preset::Paper);
+        c.features.narrow.n_mels = 10_000_000;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("n_mels 10000000"), "{e}");
+        let mut c = ModelConfig::new(ModelKind::Base1, Preset::Paper);
+        c.features.mfcc.delta_window = 1_000_000;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("delta_window"), "{e}");
+        let mut c = ModelConfig::new(ModelKind::Base1, Preset::Paper);
+        c.features.sample_rate = 8000;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("features") && e.contains("8000 Hz"), "{e}");
+        // The presets themselves stay valid at the limits' side.
+        for preset in [Preset::Paper, Preset::Authors] {
+            ModelConfig::new(ModelKind::Dual, preset)
+                .validate()
+                .unwrap();
+        }
     }
 
     #[test]
