@@ -777,9 +777,9 @@ mod gpu {
 
     #[cube]
     fn sigmoid_cube<F: Float>(x: F) -> F {
-        let e = F::exp(F::new(0.0) - F::abs(x));
-        let one = F::new(1.0);
-        if x >= F::new(0.0) {
+        let e = F::exp(F::new(0.0f32) - F::abs(x));
+        let one = F::new(1.0f32);
+        if x >= F::new(0.0f32) {
             one / (one + e)
         } else {
             e / (one + e)
@@ -788,7 +788,7 @@ mod gpu {
 
     #[cube]
     fn tanh_cube<F: Float>(x: F, saturation: F) -> F {
-        F::tanh(F::clamp(x, F::new(0.0) - saturation, saturation))
+        F::tanh(F::clamp(x, F::new(0.0f32) - saturation, saturation))
     }
 
     /// Both cells in one kernel, `ds` chosen at compile time. One workgroup per sequence
@@ -821,12 +821,12 @@ mod gpu {
         let width = blocks * hd;
         let last = rows as usize - 1;
         let cap = capacity as usize;
-        let saturation = F::new(10.0);
+        let saturation = F::new(10.0f32);
         let mut state = Shared::new_slice(3 * cap);
         let mut j = UNIT_POS_X as usize;
         while j < hd {
-            state[j] = F::new(0.0);
-            state[2 * cap + j] = F::new(0.0);
+            state[j] = F::new(0.0f32);
+            state[2 * cap + j] = F::new(0.0f32);
             j += dim;
         }
         sync_cube();
@@ -898,9 +898,9 @@ mod gpu {
     #[cube]
     fn tanh_grad_cube<F: Float>(x: F, y: F, saturation: F) -> F {
         if F::abs(x) <= saturation {
-            F::new(1.0) - y * y
+            F::new(1.0f32) - y * y
         } else {
-            F::new(0.0)
+            F::new(0.0f32)
         }
     }
 
@@ -930,12 +930,12 @@ mod gpu {
         let width = 4 * hd;
         let cap = capacity as usize;
         let carry = 8 * cap;
-        let saturation = F::new(10.0);
-        let one = F::new(1.0);
+        let saturation = F::new(10.0f32);
+        let one = F::new(1.0f32);
         let mut state = Shared::new_slice(9 * cap);
         let mut j = UNIT_POS_X as usize;
         while j < hd {
-            let mut c = F::new(0.0);
+            let mut c = F::new(0.0f32);
             for t in 0..t_len {
                 let row = (seq * t_len + t) * width;
                 c = sigmoid_cube::<F>(z[row + hd + j]) * c
@@ -943,7 +943,7 @@ mod gpu {
                         * tanh_cube::<F>(z[row + 2 * hd + j], saturation);
                 cells[(seq * t_len + t) * hd + j] = c;
             }
-            state[carry + j] = F::new(0.0);
+            state[carry + j] = F::new(0.0f32);
             j += dim;
         }
         sync_cube();
@@ -958,7 +958,7 @@ mod gpu {
                 if pass > 0 {
                     // W_j · dz_{t+1}: row j of W [H, 4H] against the previous pass's dz.
                     let wr = j * width;
-                    let mut acc = F::new(0.0);
+                    let mut acc = F::new(0.0f32);
                     let mut m = 0;
                     while m + UNROLL_BACKWARD <= width {
                         #[unroll]
@@ -982,7 +982,7 @@ mod gpu {
                 let c_prev = if t > 0 {
                     cells[(seq * t_len + t - 1) * hd + j]
                 } else {
-                    F::new(0.0)
+                    F::new(0.0f32)
                 };
                 let tc = tanh_cube::<F>(c, saturation);
                 let dc = dh * o * tanh_grad_cube::<F>(c, tc, saturation) + state[carry + j];
