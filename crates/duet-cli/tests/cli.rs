@@ -3,6 +3,7 @@
 mod bundled_model;
 mod common;
 mod features_cli;
+mod fuzz_regressions;
 mod hostile_input;
 mod reference_forward;
 mod reference_training;

@@ -5,12 +5,14 @@
 //!   `N passed, N failed` line.
 //! - `cargo xtask bench [dsp|model|gpu|train|web|all]`: figures side by side with the peers.
 //! - `cargo xtask demo-model`: retrain the page's bundled demo model.
+//! - `cargo xtask fuzz [TARGET...] [--runs N]`: libFuzzer on the parsers of outside bytes.
 //!
 //! Std and serde_json only, so it compiles in seconds on a fresh machine before anything else is
 //! installed.
 
 mod bench;
 mod demo;
+mod fuzz;
 mod serve;
 mod setup;
 mod test;
@@ -29,6 +31,8 @@ commands:
   bench [dsp|model|gpu|train|web|all] measure Duet against its peers (librosa + openSMILE, PyTorch, real time)
                                   and rewrite docs/benchmarks.md
   demo-model --corpus manifest:P  retrain the bundled model on your copy of RAVDESS (www/models/; --help)
+  fuzz [TARGET...] [--runs N]     fuzz the parsers of outside bytes (WAV, weights, manifests, IEMOCAP
+                                  labels) with libFuzzer; installs nightly and cargo-fuzz (--help)
 ";
 
 fn main() -> ExitCode {
@@ -43,6 +47,7 @@ fn main() -> ExitCode {
         "test" => test::run(rest),
         "bench" => bench::run(rest),
         "demo-model" => demo::run(rest),
+        "fuzz" => fuzz::run(rest),
         "-h" | "--help" | "help" => {
             print!("{USAGE}");
             Ok(())

@@ -162,6 +162,40 @@ pub fn ensure_wasm_bindgen() -> Result<PathBuf> {
     tool("wasm-bindgen").ok_or_else(|| "wasm-bindgen was installed but cannot be found".into())
 }
 
+/// A second rustup toolchain (`nightly` for the fuzz targets), installed with the minimal profile
+/// when missing. The workspace itself never needs it.
+pub fn ensure_toolchain(name: &str, why: &str) -> Result<()> {
+    if which("rustup").is_none() {
+        return Err(format!(
+            "rustup is not installed: the {name} toolchain ({why}) cannot be installed"
+        ));
+    }
+    let installed = output(cmd("rustup").args(["toolchain", "list"]))?;
+    if installed.lines().any(|l| {
+        l.split_whitespace()
+            .next()
+            .is_some_and(|t| t.starts_with(&format!("{name}-")))
+    }) {
+        return Ok(());
+    }
+    installing(
+        &format!("the {name} toolchain"),
+        &format!("rustup; {why}"),
+        || run(cmd("rustup").args(["toolchain", "install", name, "--profile", "minimal"])),
+    )
+}
+
+/// A cargo subcommand or tool from crates.io (`cargo install --locked`); returns its path.
+pub fn ensure_cargo_tool(name: &str, why: &str) -> Result<PathBuf> {
+    if let Some(p) = tool(name) {
+        return Ok(p);
+    }
+    installing(name, why, || {
+        run(cargo().args(["install", "--locked", name]))
+    })?;
+    tool(name).ok_or_else(|| format!("{name} was installed but cannot be found"))
+}
+
 fn apt_get(args: &[&str]) -> Result<()> {
     let is_root = output(cmd("id").arg("-u"))
         .map(|s| s.trim() == "0")

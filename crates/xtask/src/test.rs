@@ -3,12 +3,14 @@
 //! Steps (each timed): install what is missing; `cargo fmt --check`; the test build, linted by
 //! clippy as it compiles (native, all targets); `cargo test --workspace`; the Python reference
 //! scripts' self-tests; the page build, linted the same way (wasm32, `wasm-release`, then
-//! wasm-bindgen); the browser end-to-end tests in headless Chromium (WebGPU and CPU fallback).
+//! wasm-bindgen); the browser end-to-end tests in headless Chromium (WebGPU and CPU fallback); a
+//! short bounded pass of each fuzz target (nightly, libFuzzer).
 //! Every step runs even when an earlier one failed (unless it depends on it), and the last line is
 //! `N passed, N failed` over all tests and checks.
 
 use std::path::PathBuf;
 
+use crate::fuzz;
 use crate::serve::Server;
 use crate::setup;
 use crate::util::{
@@ -224,6 +226,8 @@ pub fn run(args: &[String]) -> Result<()> {
         }
     }
 
+    fuzz_pass(install, &mut tally);
+
     println!("\nstep times:");
     for (name, secs, ok) in crate::util::step_times() {
         println!(
@@ -244,6 +248,44 @@ pub fn run(args: &[String]) -> Result<()> {
         return Err(format!("{} failed", tally.failed));
     }
     Ok(())
+}
+
+/// Inputs per fuzz target in the test run, and the seconds each may take at most: a short bounded
+/// pass that catches a parser made fragile since the last long run (`cargo xtask fuzz`, outside CI).
+const FUZZ_RUNS: u64 = 20_000;
+const FUZZ_SECONDS: u64 = 15;
+
+/// Builds the fuzz targets (nightly, libFuzzer) and runs each briefly; one check per target.
+fn fuzz_pass(install: bool, tally: &mut Tally) {
+    let tools = if install {
+        step(
+            "install the fuzzing tools (nightly, cargo-fuzz)",
+            fuzz::ensure_tools,
+        )
+    } else {
+        setup::tool("cargo-fuzz").ok_or_else(|| "--no-install: cargo-fuzz is not installed".into())
+    };
+    let built = tools.and_then(|t| {
+        step(
+            "build the fuzz targets (nightly, libFuzzer, AddressSanitizer)",
+            || fuzz::build(&t),
+        )
+        .map(|()| t)
+    });
+    let limits = fuzz::Limits {
+        runs: FUZZ_RUNS,
+        seconds: Some(FUZZ_SECONDS),
+    };
+    for (target, _) in fuzz::TARGETS {
+        let name = format!("fuzz {target} (at most {FUZZ_RUNS} inputs / {FUZZ_SECONDS} s)");
+        let ok = match &built {
+            Ok(t) => step(&name, || fuzz::fuzz(t, target, &limits))
+                .map(|runs| println!("fuzz {target}: {runs} inputs, no finding"))
+                .is_ok(),
+            Err(_) => false,
+        };
+        tally.check(&name, ok);
+    }
 }
 
 fn duet_bin() -> PathBuf {
