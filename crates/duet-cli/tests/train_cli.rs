@@ -123,45 +123,48 @@ fn dual_loso_learns_on_held_out_voices() {
     );
 }
 
+/// The run both resume tests compare: 2 sessions x 2 epochs of `dual` on 48 utterances, with level
+/// normalisation and augmented copies (resumed == uninterrupted must hold for them too).
+fn resumable_run(manifest: &Path, out: &Path) -> Command {
+    let mut c = Command::new(TRAIN);
+    c.args([
+        "--corpus",
+        &manifest_spec(manifest),
+        "--model",
+        "dual",
+        "--protocol",
+        "loso",
+    ])
+    .args([
+        "--epochs",
+        "2",
+        "--batch",
+        "8",
+        "--lr",
+        "1e-3",
+        "--hidden",
+        "16",
+        "--backend",
+        "cpu",
+        "--quiet",
+        "--level-norm=-20",
+        "--augment",
+        "1",
+        "--note",
+        "license=test license",
+    ])
+    .arg("--out")
+    .arg(out);
+    c
+}
+
 /// Ctrl-C (here: the stop flag raised after N batches) writes a checkpoint; `--resume` continues;
 /// on the CPU the result equals an uninterrupted run bit for bit.
 #[test]
 fn interrupted_and_resumed_run_ends_with_the_same_weights() {
     let tmp = tempfile::tempdir().unwrap();
     let manifest = corpus(tmp.path(), 4, 3); // 48 utterances, 2 sessions
-    let args = |out: &Path| {
-        let mut c = Command::new(TRAIN);
-        c.args([
-            "--corpus",
-            &manifest_spec(&manifest),
-            "--model",
-            "dual",
-            "--protocol",
-            "loso",
-        ])
-        .args([
-            "--epochs",
-            "2",
-            "--batch",
-            "8",
-            "--lr",
-            "1e-3",
-            "--hidden",
-            "16",
-            "--backend",
-            "cpu",
-            "--quiet",
-            // Resumed == uninterrupted also with level normalisation and augmented copies.
-            "--level-norm=-20",
-            "--augment",
-            "1",
-            "--note",
-            "license=test license",
-        ])
-        .arg("--out")
-        .arg(out);
-        c
-    };
+    let args = |out: &Path| resumable_run(&manifest, out);
     let a = tmp.path().join("straight");
     ok(&mut args(&a));
     let b = tmp.path().join("interrupted");
@@ -381,4 +384,59 @@ fn two_corpora_cross_corpus() {
     }
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(md.contains("test speakers synth-4x3-2/"), "{md}");
+}
+
+/// `kill -9` at arbitrary moments (during an epoch, a checkpoint's write or the export, wherever the
+/// signal lands), then `--resume`, until the run ends: the weights equal an uninterrupted run's bit
+/// for bit, and at no kill is a model file left that does not load.
+#[test]
+fn killed_runs_resume_to_the_same_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let manifest = corpus(tmp.path(), 4, 3);
+    let a = tmp.path().join("straight");
+    let t = std::time::Instant::now();
+    ok(&mut resumable_run(&manifest, &a));
+    let straight = t.elapsed();
+    let b = tmp.path().join("killed");
+    // Kill points spread over the run's length, each a little later than the last: the first lands
+    // in the first epoch, later ones in later epochs, checkpoints or the export.
+    let mut kills = 0;
+    for k in 1..=6u32 {
+        let mut cmd = if k == 1 {
+            resumable_run(&manifest, &b)
+        } else {
+            let mut c = Command::new(TRAIN);
+            c.args(["--quiet", "--resume"]).arg(&b);
+            c
+        };
+        let mut child = cmd
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(straight.mul_f64(0.15 * k as f64));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL
+            kills += 1;
+        }
+        child.wait().unwrap();
+        let model = b.join("model.safetensors");
+        if model.exists() {
+            ok(Command::new(DUET).args(["info"]).arg(&model));
+        }
+        if b.join("report.json").exists() && model.exists() {
+            break;
+        }
+    }
+    println!("{kills} kills (the uninterrupted run took {straight:.1?})");
+    assert!(kills >= 2, "only {kills} kills landed before the run ended");
+    if !b.join("model.safetensors").exists() {
+        ok(Command::new(TRAIN).args(["--quiet", "--resume"]).arg(&b));
+    }
+    let wa = std::fs::read(a.join("model.safetensors")).unwrap();
+    let wb = std::fs::read(b.join("model.safetensors")).unwrap();
+    assert!(
+        wa == wb,
+        "after {kills} kills the resumed run's weights differ from the uninterrupted run's"
+    );
 }
