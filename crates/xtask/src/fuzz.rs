@@ -52,6 +52,34 @@ pub struct Limits {
     pub seconds: Option<u64>,
 }
 
+/// How the targets are built. Both are optimised with debug assertions and overflow checks, and use
+/// 16 codegen units (cargo-fuzz's default of one makes burn's crates take half an hour on 2 cores).
+#[derive(Clone, Copy)]
+pub enum Build {
+    /// With AddressSanitizer (cargo-fuzz's default): what `cargo xtask fuzz` runs.
+    Sanitized,
+    /// Without a sanitizer, about half the compile time: the short pass of `cargo xtask test`. The
+    /// code under test is safe Rust but for a few audited kernels; overflow checks stay on.
+    Quick,
+}
+
+impl Build {
+    fn flags(self) -> [&'static str; 4] {
+        let sanitizer = match self {
+            Build::Sanitized => "address",
+            Build::Quick => "none",
+        };
+        ["--codegen-units", "16", "--sanitizer", sanitizer]
+    }
+
+    fn dir(self) -> PathBuf {
+        root().join(match self {
+            Build::Sanitized => "target/fuzz/build",
+            Build::Quick => "target/fuzz/build-quick",
+        })
+    }
+}
+
 pub fn run(args: &[String]) -> Result<()> {
     let mut targets: Vec<String> = Vec::new();
     let mut limits = Limits {
@@ -89,11 +117,13 @@ pub fn run(args: &[String]) -> Result<()> {
     )?;
     step(
         "build the fuzz targets (nightly, libFuzzer, AddressSanitizer)",
-        || build(&cargo_fuzz),
+        || build(&cargo_fuzz, Build::Sanitized),
     )?;
     let mut failed = Vec::new();
     for t in &targets {
-        let r = step(&format!("fuzz {t}"), || fuzz(&cargo_fuzz, t, &limits));
+        let r = step(&format!("fuzz {t}"), || {
+            fuzz(&cargo_fuzz, Build::Sanitized, t, &limits)
+        });
         match r {
             Ok(runs) => println!("fuzz {t}: {runs} runs, no finding"),
             Err(e) => failed.push(format!("{t}: {e}")),
@@ -135,16 +165,14 @@ fn cargo_fuzz(cargo_fuzz: &Path) -> std::process::Command {
     c
 }
 
-fn build_dir() -> PathBuf {
-    root().join("target/fuzz/build")
-}
-
 /// Builds every target in one cargo invocation (they share their dependencies).
-pub fn build(cargo_fuzz_path: &Path) -> Result<()> {
+pub fn build(cargo_fuzz_path: &Path, how: Build) -> Result<()> {
     let (ok, _) = run_tee(
         cargo_fuzz(cargo_fuzz_path)
-            .args(["build", "--target-dir"])
-            .arg(build_dir()),
+            .arg("build")
+            .args(how.flags())
+            .arg("--target-dir")
+            .arg(how.dir()),
     )?;
     if ok {
         Ok(())
@@ -191,14 +219,16 @@ fn seed(target: &str) -> Result<PathBuf> {
 }
 
 /// Runs one target within `limits`; returns the number of inputs run.
-pub fn fuzz(cargo_fuzz_path: &Path, target: &str, limits: &Limits) -> Result<u64> {
+pub fn fuzz(cargo_fuzz_path: &Path, how: Build, target: &str, limits: &Limits) -> Result<u64> {
     let corpus = seed(target)?;
     let artifacts = root().join("target/fuzz/artifacts").join(target);
     std::fs::create_dir_all(&artifacts)
         .map_err(|e| format!("creating {}: {e}", artifacts.display()))?;
     let mut c = cargo_fuzz(cargo_fuzz_path);
-    c.args(["run", "--target-dir"])
-        .arg(build_dir())
+    c.arg("run")
+        .args(how.flags())
+        .arg("--target-dir")
+        .arg(how.dir())
         .arg(target)
         .arg(&corpus)
         .arg("--")

@@ -267,8 +267,8 @@ fn fuzz_pass(install: bool, tally: &mut Tally) {
     };
     let built = tools.and_then(|t| {
         step(
-            "build the fuzz targets (nightly, libFuzzer, AddressSanitizer)",
-            || fuzz::build(&t),
+            "build the fuzz targets (nightly, libFuzzer, no sanitizer)",
+            || fuzz::build(&t, fuzz::Build::Quick),
         )
         .map(|()| t)
     });
@@ -279,7 +279,7 @@ fn fuzz_pass(install: bool, tally: &mut Tally) {
     for (target, _) in fuzz::TARGETS {
         let name = format!("fuzz {target} (at most {FUZZ_RUNS} inputs / {FUZZ_SECONDS} s)");
         let ok = match &built {
-            Ok(t) => step(&name, || fuzz::fuzz(t, target, &limits))
+            Ok(t) => step(&name, || fuzz::fuzz(t, fuzz::Build::Quick, target, &limits))
                 .map(|runs| println!("fuzz {target}: {runs} inputs, no finding"))
                 .is_ok(),
             Err(_) => false,
