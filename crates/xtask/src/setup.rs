@@ -6,8 +6,9 @@
 //! install prints one line saying what and why, and how long it took.
 //!
 //! The workspace builds with whatever toolchain runs `cargo xtask` (the machine's default stable;
-//! the minimum is `rust-version` in Cargo.toml): nothing here needs a second toolchain, so a machine
-//! whose rustup does not install toolchains by itself (`RUSTUP_AUTO_INSTALL=0`) works as it is.
+//! the minimum is `rust-version` in Cargo.toml), so a machine whose rustup does not install
+//! toolchains by itself (`RUSTUP_AUTO_INSTALL=0`) works as it is. Only the fuzz targets need a
+//! second toolchain (nightly), which [`ensure_toolchain`] installs explicitly when it is missing.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
