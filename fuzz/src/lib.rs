@@ -128,8 +128,11 @@ impl Drop for Scratch {
     }
 }
 
+/// A fuzz target's body.
+pub type Target = fn(&[u8]);
+
 /// The targets by name, for replaying saved inputs.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("wav", wav),
     ("weights", weights),
     ("manifest", manifest),

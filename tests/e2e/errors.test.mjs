@@ -4,9 +4,12 @@
 // assets (the worker's wasm and model included) while it loads, and nothing afterwards.
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
 import {
   launch, openReady, fixtures, predictCli, dropFiles, waitResults, errorText,
-  assertSameProbabilities, requestsAfter,
+  assertSameProbabilities, requestsAfter, DEMO_MODEL,
 } from "./lib.mjs";
 
 test("errors are shown in the page and the page still analyses a good file afterwards", async () => {
@@ -74,5 +77,94 @@ test("errors are shown in the page and the page still analyses a good file after
     assert.deepEqual(requestsAfter(b.requests, readyAt), []);
   } finally {
     await b.close();
+  }
+});
+
+/** The bundled model with its `duet.config` edited by `edit`, as safetensors bytes. */
+function withConfig(edit) {
+  const model = fs.readFileSync(DEMO_MODEL);
+  const n = Number(model.readBigUInt64LE(0));
+  const header = JSON.parse(model.subarray(8, 8 + n).toString("utf8"));
+  const config = JSON.parse(header.__metadata__["duet.config"]);
+  edit(config);
+  header.__metadata__["duet.config"] = JSON.stringify(config);
+  const h = Buffer.from(JSON.stringify(header), "utf8");
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(h.length));
+  return Buffer.concat([len, h, model.subarray(8 + n)]);
+}
+
+/** A PCM WAV header claiming `dataBytes` of samples, followed by `frames` frames of silence. */
+function wavHeader({ channels, bits, rate, dataBytes, frames }) {
+  const block = (bits / 8) * channels;
+  const h = Buffer.alloc(44);
+  h.write("RIFF", 0);
+  h.writeUInt32LE((36 + dataBytes) >>> 0, 4);
+  h.write("WAVEfmt ", 8);
+  h.writeUInt32LE(16, 16);
+  h.writeUInt16LE(1, 20);
+  h.writeUInt16LE(channels, 22);
+  h.writeUInt32LE(rate >>> 0, 24);
+  h.writeUInt32LE((rate * block) >>> 0, 28);
+  h.writeUInt16LE(block, 32);
+  h.writeUInt16LE(bits, 34);
+  h.write("data", 36);
+  h.writeUInt32LE(dataBytes >>> 0, 40);
+  return Buffer.concat([h, Buffer.alloc(frames * block)]);
+}
+
+// The hostile files of docs/robustness.md dropped on the page: model files whose numbers would take
+// gigabytes or hang the front end, WAV headers that claim 4 GB, 65535 channels, 4 GHz. Each gives an
+// error in the page naming the file, the bundled model stays, and a good file afterwards still
+// analyses as `duet predict` says.
+test("hostile model and audio files are refused in the page, which keeps working", async () => {
+  const fx = fixtures();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "duet-hostile-"));
+  const write = (name, bytes) => {
+    const p = path.join(dir, name);
+    fs.writeFileSync(p, bytes);
+    return p;
+  };
+  const header63 = Buffer.from(fs.readFileSync(DEMO_MODEL));
+  header63.writeBigUInt64LE(1n << 63n, 0);
+  const models = [
+    [write("resize_1e9.safetensors", withConfig((c) => { c.resize.narrow_frames = 1e9; })), /resize\.narrow_frames/],
+    [write("bands_1e7.safetensors", withConfig((c) => { c.features.mfcc.n_bands = 1e7; })), /n_bands 10000000/],
+    [write("header_2_pow_63.safetensors", header63), /header too large/],
+  ];
+  const wavs = [
+    [write("data_4gb.wav", wavHeader({ channels: 1, bits: 16, rate: 16000, dataBytes: 0xfffffff0, frames: 16000 })), /declares 4294967280 bytes/],
+    [write("channels_65535.wav", wavHeader({ channels: 65535, bits: 8, rate: 16000, dataBytes: 65535 * 100, frames: 100 })), /audio is 0\.006 s long/],
+    [write("rate_4ghz.wav", wavHeader({ channels: 1, bits: 16, rate: 4e9, dataBytes: 2000, frames: 1000 })), /unsupported sample rate 4000000000 Hz/],
+  ];
+  const b = await launch({ webgpu: false });
+  try {
+    await openReady(b.page);
+    for (const [file, detail] of models) {
+      const name = path.basename(file);
+      await dropFiles(b.page, [file]);
+      await b.page.waitForFunction((name) => document.getElementById("errors").innerText.includes(`${name}: not a usable model file`), name);
+      assert.match(await errorText(b.page), detail);
+      assert.match(await b.page.$eval("#model-name", (e) => e.textContent), /demo/i);
+    }
+    let n = 0;
+    for (const [file, detail] of wavs) {
+      const name = path.basename(file);
+      await dropFiles(b.page, [file]);
+      await waitResults(b.page, ++n);
+      // The newest row is first: this file's, in the error state.
+      const row = await b.page.$eval("#results .result", (e) => [e.querySelector(".result-name").textContent, e.dataset.state]);
+      assert.deepEqual(row, [name, "error"]);
+      const errors = await errorText(b.page);
+      assert.ok(errors.includes(`${name}: `), `${name} is named in ${errors}`);
+      assert.match(errors, detail);
+    }
+    const good = fx.drop[0];
+    await dropFiles(b.page, [good]);
+    const results = await waitResults(b.page, ++n);
+    assertSameProbabilities(assert, results.at(-1), predictCli([good])["happy-16k-mono.wav"]);
+  } finally {
+    await b.close();
+    fs.rmSync(dir, { recursive: true, force: true });
   }
 });
