@@ -48,6 +48,22 @@ fn predict(args: &[&Path]) -> (i32, String, u64) {
     (code, err, usage.ru_maxrss as u64 / 1024)
 }
 
+/// `duet predict ARGS` refuses `file`: exit 1, no panic, the file and `expect` in the message, a
+/// peak memory under [`PEAK_RSS_LIMIT_MB`].
+fn refused(args: &[&Path], file: &Path, expect: &str) {
+    let name = file.file_name().unwrap().to_string_lossy();
+    let (code, err, peak) = predict(args);
+    println!("{name}: exit {code}, peak {peak} MB: {}", err.trim());
+    assert_eq!(code, 1, "{name}: exit {code}: {err}");
+    assert!(!err.contains("panicked"), "{name}: {err}");
+    assert!(
+        err.contains(&*name),
+        "{name}: the message should name the file: {err}"
+    );
+    assert!(err.contains(expect), "{name}: expected {expect:?} in {err}");
+    assert!(peak < PEAK_RSS_LIMIT_MB, "{name}: peak RSS {peak} MB");
+}
+
 /// The bundled model split into its safetensors header and data.
 fn valid_model() -> (Value, Vec<u8>) {
     let bytes = std::fs::read(root().join("www/models/demo.safetensors")).unwrap();
@@ -196,16 +212,7 @@ fn hostile_files_are_refused_with_a_clear_message_and_bounded_memory() {
     for (name, bytes, expect) in &models {
         let model = dir.join(format!("{name}.safetensors"));
         std::fs::write(&model, bytes).unwrap();
-        let (code, err, peak) = predict(&[Path::new("--model"), &model, &clip]);
-        println!("{name}: exit {code}, peak {peak} MB: {}", err.trim());
-        assert_eq!(code, 1, "{name}: exit {code}: {err}");
-        assert!(!err.contains("panicked"), "{name}: {err}");
-        assert!(
-            err.contains(&format!("{name}.safetensors")),
-            "{name}: the message should name the file: {err}"
-        );
-        assert!(err.contains(expect), "{name}: expected {expect:?} in {err}");
-        assert!(peak < PEAK_RSS_LIMIT_MB, "{name}: peak RSS {peak} MB");
+        refused(&[Path::new("--model"), &model, &clip], &model, expect);
     }
     let clips: Vec<(&str, Vec<u8>, &str)> = vec![
         (
@@ -234,16 +241,7 @@ fn hostile_files_are_refused_with_a_clear_message_and_bounded_memory() {
     for (name, bytes, expect) in &clips {
         let file = dir.join(format!("{name}.wav"));
         std::fs::write(&file, bytes).unwrap();
-        let (code, err, peak) = predict(&[&file]);
-        println!("{name}: exit {code}, peak {peak} MB: {}", err.trim());
-        assert_eq!(code, 1, "{name}: exit {code}: {err}");
-        assert!(!err.contains("panicked"), "{name}: {err}");
-        assert!(
-            err.contains(&format!("{name}.wav")),
-            "{name}: the message should name the file: {err}"
-        );
-        assert!(err.contains(expect), "{name}: expected {expect:?} in {err}");
-        assert!(peak < PEAK_RSS_LIMIT_MB, "{name}: peak RSS {peak} MB");
+        refused(&[&file], &file, expect);
     }
     std::fs::remove_dir_all(&dir).ok();
 }
