@@ -148,13 +148,17 @@ pub fn ensure_tools() -> Result<PathBuf> {
     )
 }
 
-/// `cargo fuzz` on the nightly toolchain, with nothing of the stable toolchain that runs xtask
-/// leaking into it.
-fn cargo_fuzz(cargo_fuzz: &Path) -> std::process::Command {
+/// `cargo fuzz SUBCOMMAND` with `how`'s flags and target directory, on the nightly toolchain, with
+/// nothing of the stable toolchain that runs xtask leaking into it (`build` and `run` must agree on
+/// the flags, or `run` rebuilds everything).
+fn cargo_fuzz(cargo_fuzz: &Path, subcommand: &str, how: Build) -> std::process::Command {
     let mut c = cmd("rustup");
     c.args(["run", "nightly"])
         .arg(cargo_fuzz)
-        .arg("fuzz")
+        .args(["fuzz", subcommand])
+        .args(how.flags())
+        .arg("--target-dir")
+        .arg(how.dir())
         .env_remove("RUSTUP_TOOLCHAIN")
         .env_remove("CARGO")
         .env_remove("RUSTC")
@@ -167,13 +171,7 @@ fn cargo_fuzz(cargo_fuzz: &Path) -> std::process::Command {
 
 /// Builds every target in one cargo invocation (they share their dependencies).
 pub fn build(cargo_fuzz_path: &Path, how: Build) -> Result<()> {
-    let (ok, _) = run_tee(
-        cargo_fuzz(cargo_fuzz_path)
-            .arg("build")
-            .args(how.flags())
-            .arg("--target-dir")
-            .arg(how.dir()),
-    )?;
+    let (ok, _) = run_tee(&mut cargo_fuzz(cargo_fuzz_path, "build", how))?;
     if ok {
         Ok(())
     } else {
@@ -224,12 +222,8 @@ pub fn fuzz(cargo_fuzz_path: &Path, how: Build, target: &str, limits: &Limits) -
     let artifacts = root().join("target/fuzz/artifacts").join(target);
     std::fs::create_dir_all(&artifacts)
         .map_err(|e| format!("creating {}: {e}", artifacts.display()))?;
-    let mut c = cargo_fuzz(cargo_fuzz_path);
-    c.arg("run")
-        .args(how.flags())
-        .arg("--target-dir")
-        .arg(how.dir())
-        .arg(target)
+    let mut c = cargo_fuzz(cargo_fuzz_path, "run", how);
+    c.arg(target)
         .arg(&corpus)
         .arg("--")
         .arg(format!("-runs={}", limits.runs))
