@@ -336,6 +336,8 @@ function fillRow(row, name, a, ms) {
   row.dataset.label = a.label;
   const meta = [seconds(a.durationS), `${(a.sampleRate / 1000).toFixed(a.sampleRate % 1000 ? 1 : 0)} kHz`];
   if (a.channels > 1) meta.push(`${a.channels} ch`);
+  // Over 5 min the overall answer is the mean of the timeline's windows (as in `duet predict`).
+  if (a.meanOfWindows) meta.push(`mean of ${a.meanOfWindows} windows`);
   row.querySelector(".result-meta").textContent = meta.join(" · ");
   const top = el("p", { class: `result-top c-${a.label}` },
     el("span", { class: "swatch", "aria-hidden": "true" }),
@@ -759,6 +761,7 @@ window.duet = {
   state,
   handleFiles,
   loseGpuDevice: () => engine.call("loseGpuDevice", {}),
+  wasmMemoryBytes: () => engine.call("wasmMemoryBytes", {}),
   colour: classColour,
 };
 

@@ -11,6 +11,7 @@ let backend = null; // {kind, adapter, fallbackReason?}
 let modelBytes = null; // the current model's file, kept to reload it on the CPU after a GPU loss
 let demoBytes = null; // the bundled model, fetched once
 let gpu = { adapterName: "", device: null, lost: null };
+let wasmMemory = null; // the wasm instance's linear memory: it only grows, so its size is the peak
 
 // wgpu asks the browser for an adapter and a device through these two methods: wrap them to learn
 // the adapter's real name (wgpu's adapter info has none in browsers) and to hear of device loss.
@@ -100,7 +101,7 @@ async function start({ preferGpu, measure, modelBytes: custom }) {
   const t0 = performance.now();
   if (!started) {
     watchWebGpu();
-    await init();
+    wasmMemory = (await init()).memory;
     started = true;
   }
   const tWasm = performance.now();
@@ -150,6 +151,8 @@ const handlers = {
   analyzeWav: (p) => engine.analyzeWav(new Uint8Array(p.bytes), p.timeline, p.windowS, p.hopS),
   analyzePcm: (p) =>
     engine.analyzePcm(p.planar, p.channels, p.sampleRate, p.timeline, p.windowS, p.hopS),
+  // The wasm heap's size in bytes: a linear memory never shrinks, so this is the worker's peak.
+  wasmMemoryBytes: async () => (wasmMemory ? wasmMemory.buffer.byteLength : 0),
   // For tests: lose the GPU device on purpose (the browser's own destroy()).
   loseGpuDevice: async () => {
     if (!gpu.device) return false;

@@ -241,19 +241,43 @@ async fn analyze_16k(
         .borrow_mut()
         .prepare(&samples, sample_rate, channels, want.then_some(&cfg))
         .map_err(analysis_error)?;
-    drop(samples);
-    // The whole utterance alone (its length differs), then the equal-length windows in batches
-    // (duet-model's timeline). The predictor is an Rc: no RefCell borrow is held across the awaits.
+    // The whole utterance alone (its length differs), then the equal-length windows a batch at a
+    // time: features of one batch (CPU), then its device call. The predictor is an Rc: no RefCell
+    // borrow is held across the awaits.
     let predictor = loaded.borrow().predictor.clone();
-    let whole = predictor
-        .predict_prepared_async(&[&job.whole])
-        .await
-        .map_err(|e| analysis_error(e.into()))?
-        .remove(0);
+    let whole = match &job.whole {
+        Some(prepared) => Some(
+            predictor
+                .predict_prepared_async(&[prepared])
+                .await
+                .map_err(|e| analysis_error(e.into()))?
+                .remove(0),
+        ),
+        None => None,
+    };
     let rate = duet_dsp::SAMPLE_RATE;
-    let segments = timeline::predict_async(&predictor, &job.windows, rate, cfg.batch)
-        .await
-        .map_err(|e| analysis_error(e.into()))?;
+    let mut segments = Vec::with_capacity(job.spans.len());
+    for chunk in job.spans.chunks(cfg.batch.max(1)) {
+        let windows = loaded
+            .borrow_mut()
+            .prepare_windows(&samples, chunk)
+            .map_err(analysis_error)?;
+        segments.extend(
+            timeline::predict_async(&predictor, &windows, rate, cfg.batch)
+                .await
+                .map_err(|e| analysis_error(e.into()))?,
+        );
+    }
+    drop(samples);
+    let whole = match whole {
+        Some(p) => p,
+        None => {
+            let predictions: Vec<_> = segments.iter().map(|s| s.prediction.clone()).collect();
+            predictor
+                .mean_of(&predictions)
+                .ok_or_else(|| error("analysis", "a long recording without windows"))?
+        }
+    };
     let analysis = loaded
         .borrow()
         .finish(&job, whole, want.then_some(segments));

@@ -95,6 +95,10 @@ pub struct Analysis {
     pub logits: Vec<f32>,
     /// Segments, for audio longer than the timeline threshold (or when asked).
     pub timeline: Option<Vec<TimelineSegment>>,
+    /// For audio longer than `duet_model::timeline::WHOLE_MAX_S`: the number of windows whose mean
+    /// is the whole's answer (as `duet predict` gives it); None when the whole was classified in
+    /// one call.
+    pub mean_of_windows: Option<usize>,
 }
 
 /// Why an analysis failed, by who can fix it.
@@ -195,13 +199,14 @@ impl Loaded {
 }
 
 /// A signal's features, prepared for the model (the CPU half of an analysis): the whole utterance
-/// first, then the timeline's windows if any.
+/// when it is classified in one call (up to [`timeline::WHOLE_MAX_S`]), and the timeline's windows,
+/// whose features are computed a batch at a time ([`Loaded::prepare_windows`]).
 pub struct Job {
     pub duration_s: f32,
     pub sample_rate: u32,
     pub channels: u16,
-    pub whole: Prepared,
-    pub windows: Vec<(timeline::Span, Prepared)>,
+    pub whole: Option<Prepared>,
+    pub spans: Vec<timeline::Span>,
 }
 
 /// Mixes planar channels (`channels` blocks of equal length, one after the other) to mono by
@@ -219,7 +224,9 @@ pub fn mix_planar(planar: &[f32], channels: usize) -> Vec<f32> {
 }
 
 impl Loaded {
-    /// Features of the whole signal and, when `timeline` is Some, of its windows.
+    /// Features of the whole signal (unless it is longer than [`timeline::WHOLE_MAX_S`]: then its
+    /// answer is the mean of its windows') and the windows to classify: those of `timeline`, or of
+    /// the default timeline for a long signal.
     pub fn prepare(
         &mut self,
         samples_16k: &[f32],
@@ -227,19 +234,40 @@ impl Loaded {
         channels: u16,
         timeline: Option<&TimelineConfig>,
     ) -> Result<Job, AnalysisError> {
-        let features = self.plan.compute(samples_16k)?;
-        let whole = self.predictor.prepare(&features)?;
-        let windows = match timeline {
-            Some(cfg) => timeline::prepare(&self.predictor, &mut self.plan, samples_16k, cfg)?,
-            None => Vec::new(),
+        let rate = self.plan.config().sample_rate;
+        let whole = if timeline::classified_whole(samples_16k.len() as u64, rate) {
+            let features = self.plan.compute(samples_16k)?;
+            Some(self.predictor.prepare(&features)?)
+        } else {
+            None
+        };
+        let default = TimelineConfig::default();
+        let spans = match (timeline, &whole) {
+            (Some(cfg), _) => timeline::spans(samples_16k.len(), rate, cfg),
+            (None, None) => timeline::spans(samples_16k.len(), rate, &default),
+            (None, Some(_)) => Vec::new(),
         };
         Ok(Job {
-            duration_s: features.duration_s,
+            duration_s: samples_16k.len() as f32 / rate as f32,
             sample_rate,
             channels,
             whole,
-            windows,
+            spans,
         })
+    }
+
+    /// Features of a batch of a job's windows.
+    pub fn prepare_windows(
+        &mut self,
+        samples_16k: &[f32],
+        spans: &[timeline::Span],
+    ) -> Result<Vec<(timeline::Span, Prepared)>, AnalysisError> {
+        Ok(timeline::prepare(
+            &self.predictor,
+            &mut self.plan,
+            samples_16k,
+            spans,
+        )?)
     }
 
     /// Assembles the result of a job: the whole utterance's prediction and, with a timeline, its
@@ -255,6 +283,7 @@ impl Loaded {
             duration_s: job.duration_s,
             sample_rate: job.sample_rate,
             channels: job.channels,
+            mean_of_windows: job.whole.is_none().then_some(job.spans.len()),
             classes: config.classes.clone(),
             scores: Scores::from(&whole),
             branches: whole

@@ -5,6 +5,7 @@ mod common;
 mod features_cli;
 mod fuzz_regressions;
 mod hostile_input;
+mod long_recordings;
 mod reference_forward;
 mod reference_training;
 mod train_cli;

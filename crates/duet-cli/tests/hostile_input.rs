@@ -3,11 +3,11 @@
 //! the file's size justifies (the headers claim up to 100 GB). docs/robustness.md lists them.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde_json::Value;
 
-use crate::common::{DUET, root};
+use crate::common::{DUET, measured, root};
 
 /// Peak resident memory allowed to `duet predict` on a hostile file: its own code, the bundled
 /// model and one short clip take about 30 MB; a header believed would take gigabytes.
@@ -19,33 +19,10 @@ fn tmp(name: &str) -> PathBuf {
     d
 }
 
-/// Runs `duet predict ARGS`; returns (exit code, stderr, peak RSS in MB) — the peak from the
-/// kernel's accounting of that one child (wait4), so other tests' processes do not count.
+/// Runs `duet predict ARGS`; returns (exit code, stderr, peak RSS in MB).
 fn predict(args: &[&Path]) -> (i32, String, u64) {
-    let mut child = Command::new(DUET)
-        .arg("predict")
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting duet");
-    let mut err = String::new();
-    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    // SAFETY: a zeroed rusage is a valid value; wait4 fills it for the child `pid`, which is ours
-    // and not yet reaped (std's Child is never waited on after this).
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(r, pid, "wait4 failed");
-    std::mem::forget(child);
-    let code = if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else {
-        -libc::WTERMSIG(status)
-    };
-    // ru_maxrss is in kilobytes on Linux.
-    (code, err, usage.ru_maxrss as u64 / 1024)
+    let m = measured(Command::new(DUET).arg("predict").args(args));
+    (m.code, m.stderr, m.peak_mb)
 }
 
 /// `duet predict ARGS` refuses `file`: exit 1, no panic, the file and `expect` in the message, a

@@ -96,64 +96,135 @@ pub fn load_audio_16k(bytes: &[u8]) -> Result<Vec<f32>, DspError> {
     Ok(decode_wav_16k(bytes)?.samples)
 }
 
-/// Features of a WAV file, streaming: the file is read, mixed down, resampled and analysed in blocks, so
-/// memory is the features plus a few blocks whatever the file's length. Errors name the file.
-pub fn features_from_file(path: &Path, plan: &mut FeaturePlan) -> Result<Features, DspError> {
-    let with_path = |e: DspError| match e {
+/// A WAV file read, mixed down and resampled to 16 kHz block by block: memory is a few blocks
+/// whatever the file's length. What [`features_from_file`] and a long file's timeline read. Errors name
+/// the file.
+pub struct SampleStream {
+    path: std::path::PathBuf,
+    reader: WavReader<BufReader<File>>,
+    resampler: StreamResampler,
+    file_len: u64,
+    block: Vec<f32>,
+    frames_read: u64,
+    finished: bool,
+}
+
+impl SampleStream {
+    /// Opens `path` and reads its header.
+    pub fn open(path: &Path) -> Result<Self, DspError> {
+        Self::open_with(path, None)
+    }
+
+    /// [`SampleStream::open`], reusing `resampler` when its rates fit (its FFT plans are costly to
+    /// make for every short file).
+    fn open_with(path: &Path, resampler: Option<StreamResampler>) -> Result<Self, DspError> {
+        let file = File::open(path).map_err(|source| DspError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let file_len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let reader = WavReader::new(BufReader::with_capacity(1 << 12, file))
+            .map_err(|e| with_path(path, e))?;
+        let rate = reader.format().sample_rate;
+        let resampler = match resampler {
+            Some(mut r) if r.rates() == (rate, SAMPLE_RATE) => {
+                r.reset();
+                r
+            }
+            _ => StreamResampler::new(rate, SAMPLE_RATE)?,
+        };
+        Ok(SampleStream {
+            path: path.to_path_buf(),
+            reader,
+            resampler,
+            file_len,
+            block: Vec::with_capacity(FILE_BLOCK_FRAMES),
+            frames_read: 0,
+            finished: false,
+        })
+    }
+
+    /// The header's description of the audio (rate, channels, sample format).
+    pub fn format(&self) -> &wav::WavFormat {
+        self.reader.format()
+    }
+
+    /// The number of 16 kHz samples the header promises, when that is believable (its data are not
+    /// longer than the file).
+    pub fn expected_samples(&self) -> Option<u64> {
+        let format = self.reader.format();
+        let bytes = format.data_bytes?;
+        let frames = bytes.min(self.file_len) / format.block_align() as u64;
+        Some(self.resampler.output_len(frames))
+    }
+
+    /// Replaces `out`'s contents with the next 16 kHz samples; false once the file is done (`out`
+    /// then holds the resampler's last samples, possibly none). A file without samples is
+    /// [`DspError::NoSamples`].
+    pub fn next_block(&mut self, out: &mut Vec<f32>) -> Result<bool, DspError> {
+        out.clear();
+        if self.finished {
+            return Ok(false);
+        }
+        let mut sink = |s: &[f32]| {
+            out.extend_from_slice(s);
+            Ok(())
+        };
+        self.block.clear();
+        let n = self
+            .reader
+            .read_mono(&mut self.block, FILE_BLOCK_FRAMES)
+            .map_err(|e| with_path(&self.path, e))?;
+        if n > 0 {
+            self.frames_read += n as u64;
+            self.resampler.push(&self.block, &mut sink)?;
+            return Ok(true);
+        }
+        self.finished = true;
+        if self.frames_read == 0 {
+            return Err(DspError::NoSamples);
+        }
+        self.resampler.finish(&mut sink)?;
+        Ok(false)
+    }
+}
+
+/// `e` with the file's path when it is an I/O error.
+fn with_path(path: &Path, e: DspError) -> DspError {
+    match e {
         DspError::Io { source, .. } => DspError::Io {
             path: path.to_path_buf(),
             source,
         },
         other => other,
-    };
-    let file = File::open(path).map_err(|source| DspError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let file_len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let mut reader = WavReader::new(BufReader::with_capacity(1 << 12, file)).map_err(with_path)?;
-    let rate = reader.format().sample_rate;
-    let mut resampler = match plan.resampler.take() {
-        Some(mut r) if r.rates() == (rate, SAMPLE_RATE) => {
-            r.reset();
-            r
-        }
-        _ => StreamResampler::new(rate, SAMPLE_RATE)?,
-    };
-    let result = stream_file(&mut reader, &mut resampler, plan, file_len).map_err(with_path);
-    plan.resampler = Some(resampler);
+    }
+}
+
+/// Features of a WAV file, streaming ([`SampleStream`]): memory is the features plus a few blocks
+/// whatever the file's length. Errors name the file.
+pub fn features_from_file(path: &Path, plan: &mut FeaturePlan) -> Result<Features, DspError> {
+    let mut samples = SampleStream::open_with(path, plan.resampler.take())?;
+    let result = stream_features(&mut samples, plan);
+    plan.resampler = Some(samples.resampler);
     result
 }
 
-fn stream_file<R: std::io::Read>(
-    reader: &mut WavReader<R>,
-    resampler: &mut StreamResampler,
+fn stream_features(
+    samples: &mut SampleStream,
     plan: &mut FeaturePlan,
-    file_len: u64,
 ) -> Result<Features, DspError> {
     let mut stream = plan.stream();
-    // Reserve the features' memory once when the header's length is believable (not beyond the file).
-    if let Some(bytes) = reader.format().data_bytes {
-        let frames = bytes.min(file_len) / reader.format().block_align() as u64;
-        stream.reserve(resampler.output_len(frames));
+    // Reserve the features' memory once when the header's length is believable.
+    if let Some(n) = samples.expected_samples() {
+        stream.reserve(n);
     }
-    let mut block = Vec::with_capacity(FILE_BLOCK_FRAMES);
-    let mut any = false;
-    {
-        let mut sink = |s: &[f32]| stream.push(s);
-        loop {
-            block.clear();
-            let n = reader.read_mono(&mut block, FILE_BLOCK_FRAMES)?;
-            if n == 0 {
-                break;
-            }
-            any = true;
-            resampler.push(&block, &mut sink)?;
+    let mut block = Vec::new();
+    loop {
+        let more = samples.next_block(&mut block)?;
+        stream.push(&block)?;
+        if !more {
+            break;
         }
-        resampler.finish(&mut sink)?;
-    }
-    if !any {
-        return Err(DspError::NoSamples);
     }
     stream.finish()
 }

@@ -112,31 +112,71 @@ impl Predictor {
                 let row = &data[i * n * c..(i + 1) * n * c];
                 let probabilities = row[..c].to_vec();
                 let logits = row[(n - 1) * c..n * c].to_vec();
-                let best = probabilities
+                let branches = branches
                     .iter()
                     .enumerate()
-                    .max_by(|a, b| a.1.total_cmp(b.1))
-                    .map(|(k, _)| k)
-                    .unwrap_or(0);
-                let uncertain = self
-                    .model
-                    .config
-                    .calibration
-                    .as_ref()
-                    .is_some_and(|c| (probabilities[best] as f64) < c.uncertain_below);
-                Prediction {
-                    uncertain,
-                    logits,
-                    label: self.model.config.classes[best].clone(),
-                    branches: branches
-                        .iter()
-                        .enumerate()
-                        .map(|(k, br)| (*br, row[(k + 1) * c..(k + 2) * c].to_vec()))
-                        .collect(),
-                    probabilities,
-                }
+                    .map(|(k, br)| (*br, row[(k + 1) * c..(k + 2) * c].to_vec()))
+                    .collect();
+                self.labelled(probabilities, branches, logits)
             })
             .collect())
+    }
+
+    /// A prediction with its label and uncertainty, from its probabilities.
+    fn labelled(
+        &self,
+        probabilities: Vec<f32>,
+        branches: Vec<(Branch, Vec<f32>)>,
+        logits: Vec<f32>,
+    ) -> Prediction {
+        let best = probabilities
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map(|(k, _)| k)
+            .unwrap_or(0);
+        let uncertain = self
+            .model
+            .config
+            .calibration
+            .as_ref()
+            .is_some_and(|c| (probabilities[best] as f64) < c.uncertain_below);
+        Prediction {
+            uncertain,
+            logits,
+            label: self.model.config.classes[best].clone(),
+            branches,
+            probabilities,
+        }
+    }
+
+    /// The mean of several predictions of this model (a long recording's windows): fused and branch
+    /// probabilities averaged, the logits their logarithms (so that a softmax of them gives the mean
+    /// back), label and uncertainty from the mean. None for no predictions.
+    pub fn mean_of(&self, predictions: &[Prediction]) -> Option<Prediction> {
+        let first = predictions.first()?;
+        let scale = 1.0 / predictions.len() as f32;
+        let mean = |pick: &dyn Fn(&Prediction) -> &[f32]| -> Vec<f32> {
+            let mut sum = vec![0.0f32; pick(first).len()];
+            for p in predictions {
+                for (s, v) in sum.iter_mut().zip(pick(p)) {
+                    *s += v;
+                }
+            }
+            sum.iter().map(|s| s * scale).collect()
+        };
+        let probabilities = mean(&|p| &p.probabilities);
+        let branches = first
+            .branches
+            .iter()
+            .enumerate()
+            .map(|(k, (b, _))| (*b, mean(&|p| &p.branches[k].1)))
+            .collect();
+        let logits = probabilities
+            .iter()
+            .map(|p| p.max(f32::MIN_POSITIVE).ln())
+            .collect();
+        Some(self.labelled(probabilities, branches, logits))
     }
 
     /// Resizes/logs the features for this model.

@@ -87,17 +87,178 @@ pub fn spans(n_samples: usize, sample_rate: u32, config: &TimelineConfig) -> Vec
     out
 }
 
-/// Computes and prepares the features of every window of `samples_16k` (CPU work, no device).
+/// Longest signal classified in one model call, in seconds (5 min). One call's memory grows with
+/// the signal (its features and every step of each recurrence: about 1.3 GB per hour on the CPU); a
+/// longer signal's overall answer is the mean of its timeline's windows
+/// ([`Predictor::mean_of`]), classified a batch at a time, so memory stays that of one batch
+/// whatever the length.
+pub const WHOLE_MAX_S: f32 = 300.0;
+
+/// Whether a signal of `n_samples` at `rate` is classified in one call (else: the mean of its
+/// windows, see [`WHOLE_MAX_S`]).
+pub fn classified_whole(n_samples: u64, rate: u32) -> bool {
+    n_samples as f64 <= WHOLE_MAX_S as f64 * rate as f64
+}
+
+/// Cuts a signal that arrives in pieces (a file read block by block) into the windows of
+/// [`spans`], holding only about one window of samples.
+pub struct Windower {
+    window: usize,
+    hop: usize,
+    /// Samples from `buf_start` (absolute index) to `seen`.
+    buf: Vec<f32>,
+    buf_start: usize,
+    seen: usize,
+    /// Start of the next window.
+    next: usize,
+    last: Option<Span>,
+}
+
+impl Windower {
+    /// Windows of `config` for samples at `rate`.
+    pub fn new(rate: u32, config: &TimelineConfig) -> Self {
+        let rate = rate as f64;
+        Windower {
+            window: ((config.window_s as f64 * rate).round() as usize).max(1),
+            hop: ((config.hop_s as f64 * rate).round() as usize).max(1),
+            buf: Vec::new(),
+            buf_start: 0,
+            seen: 0,
+            next: 0,
+            last: None,
+        }
+    }
+
+    /// Samples seen so far.
+    pub fn samples_seen(&self) -> usize {
+        self.seen
+    }
+
+    /// Appends `samples`; `emit` gets every window that is now complete (a window is emitted once a
+    /// sample after it has arrived: the last one ends at the signal's end, which only
+    /// [`Windower::finish`] knows).
+    pub fn push<E>(
+        &mut self,
+        samples: &[f32],
+        mut emit: impl FnMut(Span, &[f32]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        self.buf.extend_from_slice(samples);
+        self.seen += samples.len();
+        while self.next + self.window < self.seen {
+            let span = Span {
+                start: self.next,
+                end: self.next + self.window,
+            };
+            emit(
+                span,
+                &self.buf[span.start - self.buf_start..span.end - self.buf_start],
+            )?;
+            self.last = Some(span);
+            self.next += self.hop;
+        }
+        // Keep what the next window and the end-aligned last one need.
+        let keep = self.next.min(self.seen.saturating_sub(self.window));
+        if keep - self.buf_start > self.window.max(self.buf.len() / 2) {
+            self.buf.drain(..keep - self.buf_start);
+            self.buf_start = keep;
+        }
+        Ok(())
+    }
+
+    /// Ends the signal: `emit` gets the last window (ending at the signal's end) unless it was
+    /// already emitted, or the whole signal when it is shorter than a window.
+    pub fn finish<E>(self, mut emit: impl FnMut(Span, &[f32]) -> Result<(), E>) -> Result<(), E> {
+        let n = self.seen;
+        if n == 0 {
+            return Ok(());
+        }
+        let last = Span {
+            start: n.saturating_sub(self.window),
+            end: n,
+        };
+        if self.last == Some(last) {
+            return Ok(());
+        }
+        emit(last, &self.buf[last.start - self.buf_start..])
+    }
+}
+
+/// Classifies windows as they come, a batch at a time (native): memory is one batch's features
+/// and the segments, whatever the signal's length.
+#[cfg(not(target_family = "wasm"))]
+pub struct Streamed<'a> {
+    predictor: &'a Predictor,
+    rate: u32,
+    batch: usize,
+    pending: Vec<(Span, Prepared)>,
+    segments: Vec<Segment>,
+}
+
+#[cfg(not(target_family = "wasm"))]
+impl<'a> Streamed<'a> {
+    /// Windows of samples at `rate`, classified `batch` at a time.
+    pub fn new(predictor: &'a Predictor, rate: u32, batch: usize) -> Self {
+        Streamed {
+            predictor,
+            rate,
+            batch: batch.max(1),
+            pending: Vec::new(),
+            segments: Vec::new(),
+        }
+    }
+
+    /// Computes the features of one window (`samples`, at `span`) and classifies the batch once it
+    /// is full.
+    pub fn add(
+        &mut self,
+        plan: &mut FeaturePlan,
+        span: Span,
+        samples: &[f32],
+    ) -> Result<(), ModelError> {
+        let features = plan.compute(samples)?;
+        self.pending
+            .push((span, self.predictor.prepare(&features)?));
+        if self.pending.len() >= self.batch {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Segments classified so far.
+    pub fn segments(&self) -> &[Segment] {
+        &self.segments
+    }
+
+    fn flush(&mut self) -> Result<(), ModelError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let predictions = self.predictor.predict_prepared(&inputs(&self.pending))?;
+        let pending = std::mem::take(&mut self.pending);
+        self.segments
+            .extend(segments(self.rate, &pending, predictions));
+        Ok(())
+    }
+
+    /// Classifies what is left; all segments in time order.
+    pub fn finish(mut self) -> Result<Vec<Segment>, ModelError> {
+        self.flush()?;
+        Ok(self.segments)
+    }
+}
+
+/// Computes and prepares the features of the windows `spans` of `samples_16k` (CPU work, no
+/// device): a batch of the timeline at a time (the page), so that a long signal's windows never
+/// all sit in memory at once.
 pub fn prepare(
     predictor: &Predictor,
     plan: &mut FeaturePlan,
     samples_16k: &[f32],
-    config: &TimelineConfig,
+    spans: &[Span],
 ) -> Result<Vec<(Span, Prepared)>, ModelError> {
-    let rate = plan.config().sample_rate;
-    spans(samples_16k.len(), rate, config)
-        .into_iter()
-        .map(|span| {
+    spans
+        .iter()
+        .map(|&span| {
             let features = plan.compute(&samples_16k[span.start..span.end])?;
             Ok((span, predictor.prepare(&features)?))
         })
@@ -142,26 +303,8 @@ pub async fn predict_async(
     Ok(out)
 }
 
-/// [`predict_async`], blocking on the device (native).
-#[cfg(not(target_family = "wasm"))]
-pub fn predict(
-    predictor: &Predictor,
-    windows: &[(Span, Prepared)],
-    rate: u32,
-    batch: usize,
-) -> Result<Vec<Segment>, ModelError> {
-    let mut out = Vec::with_capacity(windows.len());
-    for chunk in windows.chunks(batch.max(1)) {
-        out.extend(segments(
-            rate,
-            chunk,
-            predictor.predict_prepared(&inputs(chunk))?,
-        ));
-    }
-    Ok(out)
-}
-
-/// The timeline of `samples_16k` (native; blocks on the device).
+/// The timeline of `samples_16k` (native; blocks on the device), a batch of windows at a time
+/// ([`Windower`], [`Streamed`]).
 #[cfg(not(target_family = "wasm"))]
 pub fn timeline(
     predictor: &Predictor,
@@ -170,8 +313,11 @@ pub fn timeline(
     config: &TimelineConfig,
 ) -> Result<Vec<Segment>, ModelError> {
     let rate = plan.config().sample_rate;
-    let windows = prepare(predictor, plan, samples_16k, config)?;
-    predict(predictor, &windows, rate, config.batch)
+    let mut windower = Windower::new(rate, config);
+    let mut streamed = Streamed::new(predictor, rate, config.batch);
+    windower.push(samples_16k, |span, w| streamed.add(plan, span, w))?;
+    windower.finish(|span, w| streamed.add(plan, span, w))?;
+    streamed.finish()
 }
 
 #[cfg(test)]
@@ -211,6 +357,46 @@ mod tests {
         let s = spans(900, 100, &cfg(3.0, 1.5));
         let starts: Vec<usize> = s.iter().map(|s| s.start).collect();
         assert_eq!(starts, vec![0, 150, 300, 450, 600]);
+    }
+
+    #[test]
+    fn windower_emits_the_spans_in_any_chunking() {
+        let mut rng = crate::rng::SplitMix64::new(7);
+        for &(n, window_s, hop_s) in &[
+            (0usize, 3.0f32, 1.5f32),
+            (5, 3.0, 1.5),
+            (300, 3.0, 1.0),
+            (301, 3.0, 1.0),
+            (1000, 3.0, 1.5),
+            (900, 3.0, 1.5),
+            (1234, 2.0, 0.7),
+            (5000, 3.0, 4.0),
+            (777, 0.5, 0.5),
+        ] {
+            let config = cfg(window_s, hop_s);
+            let signal: Vec<f32> = (0..n).map(|i| i as f32).collect();
+            for _ in 0..20 {
+                let mut windower = Windower::new(100, &config);
+                let mut got: Vec<Span> = Vec::new();
+                let mut check = |span: Span, w: &[f32]| -> Result<(), ()> {
+                    assert_eq!(w, &signal[span.start..span.end]);
+                    got.push(span);
+                    Ok(())
+                };
+                let mut at = 0;
+                while at < n {
+                    let len = (1 + (rng.next_u64() % 400) as usize).min(n - at);
+                    windower.push(&signal[at..at + len], &mut check).unwrap();
+                    at += len;
+                }
+                windower.finish(&mut check).unwrap();
+                assert_eq!(
+                    got,
+                    spans(n, 100, &config),
+                    "n {n}, window {window_s}, hop {hop_s}"
+                );
+            }
+        }
     }
 
     #[test]

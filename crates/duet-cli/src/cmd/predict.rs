@@ -1,11 +1,12 @@
-//! `duet predict FILE... --model M [--json] [--backend cpu|wgpu]`.
+//! `duet predict FILE... [--model M] [--json] [--timeline] [--backend cpu|wgpu]`.
 
-use std::io::Write;
-use std::path::PathBuf;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use duet_dsp::features_from_file;
-use duet_model::Predictor;
+use duet_dsp::{FeaturePlan, SAMPLE_RATE, SampleStream};
+use duet_model::timeline::{self, Segment, Streamed, TimelineConfig, Windower};
+use duet_model::{Prediction, Predictor};
 
 use crate::cmd::Backend;
 
@@ -22,6 +23,12 @@ pub struct Args {
     /// One JSON object per line instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Also classify each file in overlapping 3 s windows every 1.5 s (the page's timeline) and
+    /// print each window. Files longer than 5 min are always analysed in windows, read from disk a
+    /// block at a time (memory stays that of one batch of windows, however long the file): their
+    /// overall answer is the mean of the windows' probabilities.
+    #[arg(long)]
+    pub timeline: bool,
     /// Compute backend.
     #[arg(long, value_enum, default_value = "cpu")]
     pub backend: Backend,
@@ -51,11 +58,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         writeln!(out, "  label")?;
     }
     let mut failures = 0;
+    let mut any_mean = false;
     for file in &args.files {
-        let result = features_from_file(file, &mut plan)
-            .map_err(anyhow::Error::from)
-            .and_then(|f| Ok((f.duration_s, predictor.predict(&f)?)));
-        let (duration, p) = match result {
+        let (duration, p, how) = match analyse(&predictor, &mut plan, file, args.timeline) {
             Ok(r) => r,
             Err(e) => {
                 failures += 1;
@@ -63,39 +68,51 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 continue;
             }
         };
+        let (segments, mean) = match how {
+            How::Whole(segments) => (segments, false),
+            How::MeanOfWindows(segments) => (Some(segments), true),
+        };
+        any_mean |= mean;
+        let shown = if args.timeline {
+            segments.as_deref()
+        } else {
+            None
+        };
         if args.json {
-            let probs: serde_json::Map<String, serde_json::Value> = classes
-                .iter()
-                .zip(&p.probabilities)
-                .map(|(c, v)| (c.clone(), serde_json::json!(v)))
-                .collect();
-            let branches: serde_json::Map<String, serde_json::Value> = p
-                .branches
-                .iter()
-                .map(|(b, v)| (b.name().to_string(), serde_json::json!(v)))
-                .collect();
-            let line = serde_json::json!({
-                "file": file.display().to_string(),
-                "duration_s": duration,
-                "probabilities": probs,
-                "label": p.label,
-                "uncertain": p.uncertain,
-                "branches": branches,
-                "logits": p.logits,
-            });
+            let mut line = prediction_json(&classes, &p);
+            let obj = line.as_object_mut().expect("an object");
+            obj.insert("file".into(), file.display().to_string().into());
+            obj.insert("duration_s".into(), serde_json::json!(duration));
+            let summary = match &segments {
+                Some(s) if mean => format!("mean of {} windows", s.len()),
+                _ => "whole file".to_string(),
+            };
+            obj.insert("summary".into(), summary.into());
+            if let Some(segments) = shown {
+                let timeline: Vec<serde_json::Value> = segments
+                    .iter()
+                    .map(|s| {
+                        let mut v = prediction_json(&classes, &s.prediction);
+                        let obj = v.as_object_mut().expect("an object");
+                        obj.insert("start_s".into(), serde_json::json!(s.start_s));
+                        obj.insert("end_s".into(), serde_json::json!(s.end_s));
+                        v
+                    })
+                    .collect();
+                obj.insert("timeline".into(), timeline.into());
+            }
             writeln!(out, "{line}")?;
         } else {
             let name = file.display().to_string();
-            write!(out, "{name:<40} {duration:>8.2}")?;
-            for v in &p.probabilities {
-                write!(out, " {:>7.1}%", v * 100.0)?;
+            let mark = match &segments {
+                Some(s) if mean => format!(" (mean of {} windows)", s.len()),
+                _ => String::new(),
+            };
+            write_row(&mut out, &name, duration, &p, &mark)?;
+            for s in shown.unwrap_or_default() {
+                let span = format!("  {:.2}-{:.2} s", s.start_s, s.end_s);
+                write_row(&mut out, &span, s.end_s - s.start_s, &s.prediction, "")?;
             }
-            writeln!(
-                out,
-                "  {}{}",
-                p.label,
-                if p.uncertain { " (uncertain)" } else { "" }
-            )?;
         }
     }
     if !args.json
@@ -107,6 +124,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             100.0 * t
         )?;
     }
+    if !args.json && any_mean && !args.timeline {
+        writeln!(
+            out,
+            "(a file over {:.0} min is classified in windows; --timeline shows them)",
+            timeline::WHOLE_MAX_S / 60.0
+        )?;
+    }
     if failures > 0 {
         anyhow::bail!(
             "{failures} of {} files could not be analysed",
@@ -114,4 +138,129 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// How a file's overall answer was reached, with the timeline's segments when there is one.
+enum How {
+    /// The whole file in one model call (short files); the segments if `--timeline` asked.
+    Whole(Option<Vec<Segment>>),
+    /// The mean of the windows' answers (files over [`timeline::WHOLE_MAX_S`]).
+    MeanOfWindows(Vec<Segment>),
+}
+
+/// Classifies `file`: its duration in seconds, the overall answer and how it was reached. The file
+/// is read a block at a time; the first [`timeline::WHOLE_MAX_S`] of samples are kept, and a file
+/// that turns out longer goes through the timeline's windows as it is read, so memory never grows
+/// with the file.
+fn analyse(
+    predictor: &Predictor,
+    plan: &mut FeaturePlan,
+    file: &Path,
+    with_timeline: bool,
+) -> anyhow::Result<(f32, Prediction, How)> {
+    let rate = SAMPLE_RATE;
+    let config = TimelineConfig::default();
+    let whole_max = (timeline::WHOLE_MAX_S as f64 * rate as f64) as usize;
+    let mut stream = SampleStream::open(file)?;
+    let mut head: Vec<f32> = Vec::new();
+    if let Some(n) = stream.expected_samples() {
+        head.reserve(n.min(whole_max as u64) as usize);
+    }
+    let mut block = Vec::new();
+    let mut more = true;
+    while more {
+        more = stream.next_block(&mut block)?;
+        if head.len() + block.len() > whole_max {
+            break;
+        }
+        head.extend_from_slice(&block);
+        block.clear();
+    }
+    if head.len() + block.len() <= whole_max {
+        // The whole file is in `head`.
+        let features = plan.compute(&head)?;
+        let p = predictor.predict(&features)?;
+        let segments = if with_timeline {
+            Some(timeline::timeline(predictor, plan, &head, &config)?)
+        } else {
+            None
+        };
+        return Ok((features.duration_s, p, How::Whole(segments)));
+    }
+    // A long file: windows as it is read, a batch at a time.
+    let expected = stream.expected_samples();
+    let progress = std::io::stderr().is_terminal();
+    let name = file.display().to_string();
+    let mut windower = Windower::new(rate, &config);
+    let mut streamed = Streamed::new(predictor, rate, config.batch);
+    let mut last_shown = 0usize;
+    loop {
+        windower.push(&head, |span, w| streamed.add(plan, span, w))?;
+        windower.push(&block, |span, w| streamed.add(plan, span, w))?;
+        head.clear();
+        if progress && streamed.segments().len() >= last_shown + 16 {
+            last_shown = streamed.segments().len();
+            let done = windower.samples_seen() as f64 / rate as f64;
+            match expected {
+                Some(n) => eprint!("\r{name}: {:.0} of {:.0} s", done, n as f64 / rate as f64),
+                None => eprint!("\r{name}: {done:.0} s"),
+            }
+        }
+        if !more {
+            break;
+        }
+        more = stream.next_block(&mut block)?;
+    }
+    if progress && last_shown > 0 {
+        eprint!("\r\x1b[K");
+    }
+    let duration = windower.samples_seen() as f32 / rate as f32;
+    windower.finish(|span, w| streamed.add(plan, span, w))?;
+    let segments = streamed.finish()?;
+    let predictions: Vec<Prediction> = segments.iter().map(|s| s.prediction.clone()).collect();
+    let p = predictor
+        .mean_of(&predictions)
+        .context("a long file without windows")?;
+    Ok((duration, p, How::MeanOfWindows(segments)))
+}
+
+/// A prediction as JSON: probabilities by class, label, uncertainty, branches, logits.
+fn prediction_json(classes: &[String], p: &Prediction) -> serde_json::Value {
+    let probs: serde_json::Map<String, serde_json::Value> = classes
+        .iter()
+        .zip(&p.probabilities)
+        .map(|(c, v)| (c.clone(), serde_json::json!(v)))
+        .collect();
+    let branches: serde_json::Map<String, serde_json::Value> = p
+        .branches
+        .iter()
+        .map(|(b, v)| (b.name().to_string(), serde_json::json!(v)))
+        .collect();
+    serde_json::json!({
+        "probabilities": probs,
+        "label": p.label,
+        "uncertain": p.uncertain,
+        "branches": branches,
+        "logits": p.logits,
+    })
+}
+
+/// One row of the table.
+fn write_row(
+    out: &mut impl Write,
+    name: &str,
+    duration: f32,
+    p: &Prediction,
+    mark: &str,
+) -> std::io::Result<()> {
+    write!(out, "{name:<40} {duration:>8.2}")?;
+    for v in &p.probabilities {
+        write!(out, " {:>7.1}%", v * 100.0)?;
+    }
+    writeln!(
+        out,
+        "  {}{}{mark}",
+        p.label,
+        if p.uncertain { " (uncertain)" } else { "" }
+    )
 }
