@@ -493,11 +493,23 @@ async function analyseBuffer(name, buffer) {
   return engine.call("analyzePcm", { planar: pcm.planar, channels: pcm.channels, sampleRate: pcm.sampleRate });
 }
 
+// The largest file the page reads. Inside the worker's wasm memory (4 GB at most) a WAV becomes
+// its bytes plus its samples as 32-bit floats, up to 5 times its size (8-bit mono at 16 kHz);
+// longer recordings are for `duet predict`, which reads them from disk a block at a time.
+const MAX_FILE_BYTES = 500e6;
+
 let fileQueue = Promise.resolve();
 function handleFiles(fileList) {
   const received = performance.now();
   const files = [...fileList];
   for (const file of files) {
+    if (file.size > MAX_FILE_BYTES) {
+      // Refused before anything is read.
+      const message = `${file.name}: too large for the page (${bytesText(file.size)}; it reads files up to ${bytesText(MAX_FILE_BYTES)}, about 4 hours of 16 kHz 16-bit WAV). \`duet predict\` analyses longer recordings.`;
+      failRow(newRow(file.name), message);
+      showError(message);
+      continue;
+    }
     if (/\.safetensors$/i.test(file.name)) {
       fileQueue = fileQueue.then(async () => useModelFile(file.name, await file.arrayBuffer()));
       continue;

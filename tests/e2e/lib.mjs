@@ -120,6 +120,9 @@ export function fixtures() {
   // A long file (over 8 s: shown with a timeline) and the fake microphone's input.
   sox(wavs.angry, wavs.happy, wavs.neutral, wavs.sad, f("long-12s.wav"));
   sox(wavs.neutral, wavs.angry, wavs.happy, wavs.sad, "-b", "16", f("mic.wav"));
+  // Over 5 minutes (the long file 28 times, 5.6 min): classified as the mean of its windows.
+  sox(...Array(28).fill(f("long-12s.wav")), f("long-6min.wav"));
+  sox(f("long-6min.wav"), f("long-6min.wav"), f("long-11min.wav"));
   // A 5 s clip for the benchmark.
   sox(wavs.angry, wavs.happy, f("speech-5s.wav"), "trim", "0", "5");
   // Things that must fail with a message.
@@ -143,6 +146,8 @@ export function fixtures() {
     real: REAL_SPEECH,
     flac: f("happy.flac"),
     long: f("long-12s.wav"),
+    sixMinutes: f("long-6min.wav"),
+    elevenMinutes: f("long-11min.wav"),
     mic: f("mic.wav"),
     five: f("speech-5s.wav"),
     clip10ms: f("clip-10ms.wav"),

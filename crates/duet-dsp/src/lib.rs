@@ -72,8 +72,14 @@ pub struct Audio16k {
 /// and the page analyse).
 pub fn decode_wav_16k(bytes: &[u8]) -> Result<Audio16k, DspError> {
     let audio = decode_wav(bytes)?;
+    let samples = if audio.sample_rate == SAMPLE_RATE && !audio.samples.is_empty() {
+        // Already at 16 kHz: no second copy (a 2-hour file's samples are 460 MB).
+        audio.samples
+    } else {
+        to_16k(&audio.samples, audio.sample_rate)?
+    };
     Ok(Audio16k {
-        samples: to_16k(&audio.samples, audio.sample_rate)?,
+        samples,
         source_rate: audio.sample_rate,
         source_channels: audio.channels,
     })
