@@ -211,14 +211,26 @@ impl Observer for Bars {
         match self.epoch.lock().unwrap_or_else(|p| p.into_inner()).take() {
             Some(b) => {
                 b.finish_and_clear();
-                let _ = self.multi.println(line);
+                self.line(&line);
             }
             None => eprintln!("{line}"),
         }
     }
 
     fn message(&self, text: &str) {
-        let _ = self.multi.println(text);
+        self.line(text);
+    }
+}
+
+impl Bars {
+    /// A line above the bars; on stderr itself when the bars are not drawn (`--quiet`, or stderr is
+    /// not a terminal), where indicatif's `println` would drop it.
+    fn line(&self, text: &str) {
+        if self.quiet || self.multi.is_hidden() {
+            eprintln!("{text}");
+        } else {
+            let _ = self.multi.println(text);
+        }
     }
 }
 

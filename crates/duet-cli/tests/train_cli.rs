@@ -333,6 +333,95 @@ fn bad_input_gets_clear_errors() {
 
 /// Two corpora in one run (here the same folder twice: two corpora by name, whose speakers must not
 /// merge), tested across corpora: one fold per corpus, trained on the other.
+/// 5 % of a corpus broken in three ways (not audio, empty, NaN samples): under `--on-bad-audio
+/// skip` the run trains on the rest and its report lists exactly those files, each with the
+/// decoder's reason.
+#[test]
+fn five_percent_bad_files_are_skipped_and_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let manifest = corpus(tmp.path(), 5, 3);
+    let dir = manifest.parent().unwrap();
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect())
+        .collect();
+    assert_eq!(rows.len(), 60);
+    // Three of 60, spread over the corpus: (row, contents, what the reason says).
+    let mut nan_wav = Vec::new();
+    for chunk in [
+        &b"RIFF"[..],
+        &36u32.to_le_bytes(),
+        b"WAVEfmt ",
+        &16u32.to_le_bytes(),
+    ] {
+        nan_wav.extend_from_slice(chunk);
+    }
+    for v in [3u16, 1] {
+        nan_wav.extend_from_slice(&v.to_le_bytes()); // IEEE float, mono
+    }
+    for v in [16_000u32, 64_000] {
+        nan_wav.extend_from_slice(&v.to_le_bytes());
+    }
+    for v in [4u16, 32] {
+        nan_wav.extend_from_slice(&v.to_le_bytes());
+    }
+    nan_wav.extend_from_slice(b"data");
+    nan_wav.extend_from_slice(&(16_000u32 * 4).to_le_bytes());
+    for i in 0..16_000 {
+        let v = if i == 8_000 { f32::NAN } else { 0.1 };
+        nan_wav.extend_from_slice(&v.to_le_bytes());
+    }
+    let broken: [(usize, Vec<u8>, &str); 3] = [
+        (7, b"these are notes, not audio".to_vec(), "RIFF"),
+        (31, Vec::new(), "empty"),
+        (52, nan_wav, "NaN"),
+    ];
+    for (row, bytes, _) in &broken {
+        std::fs::write(dir.join(rows[*row][1]), bytes).unwrap();
+    }
+    let out = tmp.path().join("run");
+    let o = run(Command::new(TRAIN)
+        .args([
+            "--corpus",
+            &manifest_spec(&manifest),
+            "--model",
+            "base1",
+            "--epochs",
+            "1",
+        ])
+        .args([
+            "--batch",
+            "8",
+            "--hidden",
+            "8",
+            "--backend",
+            "cpu",
+            "--quiet",
+        ])
+        .args([
+            "--max-folds",
+            "1",
+            "--no-final",
+            "--on-bad-audio",
+            "skip",
+            "--out",
+        ])
+        .arg(&out));
+    let log = String::from_utf8_lossy(&o.stdout) + String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{log}");
+    assert!(log.contains("skipped 3 of 60 utterances"), "{log}");
+    let r = report(&out);
+    let skipped = r["bad_audio"]["skipped"].as_array().unwrap();
+    assert_eq!(skipped.len(), 3, "{skipped:?}");
+    for ((row, _, reason), s) in broken.iter().zip(skipped) {
+        assert_eq!(s["id"], rows[*row][0], "{s}");
+        assert!(s["path"].as_str().unwrap().ends_with(rows[*row][1]), "{s}");
+        assert!(s["reason"].as_str().unwrap().contains(reason), "{s}");
+    }
+}
+
 #[test]
 fn two_corpora_cross_corpus() {
     let tmp = tempfile::tempdir().unwrap();
