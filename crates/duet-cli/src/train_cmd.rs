@@ -269,7 +269,9 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
             let run = RunDir { root: dir.clone() };
             if !train::has_checkpoint(&run) {
                 bail!(
-                    "{}: no checkpoint to resume from (expected {}/checkpoint/state.json)",
+                    "{}: no checkpoint to resume from (expected {}/checkpoint/state.json; a run \
+                     writes its first at the end of its first epoch): run the original train \
+                     command again with the same --out",
                     dir.display(),
                     dir.display()
                 );

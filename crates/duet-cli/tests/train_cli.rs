@@ -534,3 +534,112 @@ fn killed_runs_resume_to_the_same_weights() {
         "after {kills} kills the resumed run's weights differ from the uninterrupted run's"
     );
 }
+
+/// A disk that fills up: the run directory on a small tmpfs (in a private mount namespace, `unshare
+/// -rm`), sized from an uninterrupted run's files so that it fills while the features are cached,
+/// during the first checkpoint and during the second. Each time the run stops with exit 1 and a message naming
+/// the path and the cause, leaves no model file that does not load, and after the disk grows,
+/// `--resume` (or, before any checkpoint, the same command again) ends with the uninterrupted run's
+/// weights bit for bit.
+#[test]
+fn a_full_disk_stops_the_run_cleanly_and_resume_finishes_it() {
+    if !Command::new("unshare")
+        .args(["-rm", "sh", "-c", "mount -t tmpfs -o size=1m tmpfs /mnt"])
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        println!("skipped: no mount namespace here (unshare -rm), so no small disk to fill");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let manifest = corpus(tmp.path(), 4, 3);
+    let straight = tmp.path().join("straight");
+    ok(&mut resumable_run(&manifest, &straight));
+    let size = |p: &Path| -> u64 {
+        std::fs::read_dir(p)
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len().div_ceil(4096) * 4096)
+            .sum()
+    };
+    let cache = size(&straight.join("cache"));
+    let checkpoint = size(&straight.join("checkpoint"));
+    // (tmpfs size, where it fills up). A checkpoint is written beside the last one and then renamed
+    // over it, so the second needs room for two.
+    let cases = [
+        (cache / 2, "the feature cache"),
+        (cache + checkpoint / 2, "the first checkpoint"),
+        (cache + checkpoint * 3 / 2, "the second checkpoint"),
+    ];
+    let want = std::fs::read(straight.join("model.safetensors")).unwrap();
+    for (k, (bytes, when)) in cases.iter().enumerate() {
+        let mnt = tmp.path().join(format!("disk{k}"));
+        std::fs::create_dir_all(&mnt).unwrap();
+        let run = mnt.join("run");
+        let first = resumable_run(&manifest, &run);
+        let mut first_cmd = format!("{:?}", first.get_program());
+        for a in first.get_args() {
+            first_cmd.push_str(&format!(" '{}'", a.to_str().unwrap()));
+        }
+        let log = tmp.path().join(format!("disk{k}.log"));
+        let saved = tmp.path().join(format!("disk{k}.safetensors"));
+        // Inside the namespace: fill the disk, look at what is left, grow the disk, finish.
+        let script = format!(
+            r#"set -u
+            mount -t tmpfs -o size={bytes} tmpfs '{mnt}'
+            {first_cmd} 2>'{log}.1'; echo $? >'{log}.code'
+            if [ -e '{run}/model.safetensors' ]; then {duet} info '{run}/model.safetensors' >/dev/null 2>&1; echo $? >'{log}.info'; fi
+            ls -R '{run}' >'{log}.ls'
+            mount -o remount,size=1g '{mnt}'
+            if [ -e '{run}/checkpoint/state.json' ]; then {train} --quiet --resume '{run}' 2>'{log}.2'
+            else {train} --quiet --resume '{run}' 2>'{log}.noresume'; {first_cmd} 2>'{log}.2'; fi
+            echo $? >'{log}.code2'
+            cp '{run}/model.safetensors' '{saved}'"#,
+            mnt = mnt.display(),
+            run = run.display(),
+            log = log.display(),
+            saved = saved.display(),
+            duet = DUET,
+            train = TRAIN,
+        );
+        let o = run_output(Command::new("unshare").args(["-rm", "sh", "-c", &script]));
+        let read = |ext: &str| {
+            std::fs::read_to_string(format!("{}.{ext}", log.display())).unwrap_or_default()
+        };
+        let err = read("1");
+        println!(
+            "disk of {bytes} B ({when}): {}",
+            err.trim().lines().last().unwrap_or("")
+        );
+        assert_eq!(read("code").trim(), "1", "{when}: {err}\n{o}");
+        assert!(!err.contains("panicked"), "{when}: {err}");
+        assert!(
+            err.contains("No space left on device") && err.contains(&run.display().to_string()),
+            "{when}: the message should name the path and the cause: {err}"
+        );
+        let info = read("info");
+        assert!(
+            info.is_empty() || info.trim() == "0",
+            "{when}: a model file that does not load"
+        );
+        if read("ls").contains("state.json") {
+            assert!(read("noresume").is_empty());
+        } else {
+            assert!(
+                read("noresume").contains("run the original train command again"),
+                "{when}"
+            );
+        }
+        assert_eq!(read("code2").trim(), "0", "{when}: {}", read("2"));
+        let got = std::fs::read(&saved).unwrap();
+        assert!(
+            got == want,
+            "{when}: the resumed run's weights differ from the uninterrupted run's"
+        );
+    }
+}
+
+/// Runs `cmd` and returns its stdout and stderr together (whatever its exit status).
+fn run_output(cmd: &mut Command) -> String {
+    let o = run(cmd);
+    String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
+}
