@@ -53,11 +53,12 @@ class Engine {
     this.worker = worker;
   }
 
-  send(type, payload) {
+  /** `transfer`: buffers moved to the worker instead of copied (detached here afterwards). */
+  send(type, payload, transfer = []) {
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
-      this.worker.postMessage({ id, type, payload });
+      this.worker.postMessage({ id, type, payload }, transfer);
     });
   }
 
@@ -72,15 +73,21 @@ class Engine {
     });
   }
 
-  /** A request; if the wasm instance trapped, a fresh worker takes over and the request runs again. */
-  async call(type, payload) {
+  /** A request; if the wasm instance trapped, a fresh worker takes over and the request runs again.
+   * `transfer`: buffers moved, not copied (gone from here afterwards); `again` then makes the
+   * payload anew for the retry: async () => ({payload, transfer}). */
+  async call(type, payload, transfer = [], again = null) {
     try {
-      return await this.send(type, payload);
+      return await this.send(type, payload, transfer);
     } catch (err) {
       if (!err.fatal) throw err;
       const init = await this.start(this.choice);
       this.onBackendChange({ backend: init.backend, model: init.model, warmupMs: init.warmupMs, restarted: true });
-      return this.send(type, payload);
+      if (transfer.length) {
+        if (!again) throw err;
+        ({ payload, transfer } = await again());
+      }
+      return this.send(type, payload, transfer);
     }
   }
 }
@@ -308,15 +315,31 @@ function barList(classes, probabilities, label) {
     }));
 }
 
+// Rows are made when the table is first opened, a few hundred per frame: a 2-hour recording has
+// 4800 windows, and building them at once blocked the page for most of a second.
+const SEGMENT_ROWS_PER_FRAME = 300;
+
 function segmentTable(classes, segments) {
-  return el("details", { class: "segments" },
+  const tbody = el("tbody", {});
+  const details = el("details", { class: "segments" },
     el("summary", { text: `Segments (${segments.length})` }),
     el("table", {},
       el("thead", {}, el("tr", {}, el("th", { text: "from" }), el("th", { text: "to" }),
         classes.map((c) => el("th", { text: c })), el("th", { text: "top" }))),
-      el("tbody", {}, segments.map((s) => el("tr", {},
-        el("td", { text: `${s.startS.toFixed(1)} s` }), el("td", { text: `${s.endS.toFixed(1)} s` }),
-        s.probabilities.map((p) => el("td", { text: pct(p) })), el("td", { text: s.label }))))));
+      tbody));
+  let made = 0;
+  const more = () => {
+    const end = Math.min(segments.length, made + SEGMENT_ROWS_PER_FRAME);
+    tbody.append(...segments.slice(made, end).map((s) => el("tr", {},
+      el("td", { text: `${s.startS.toFixed(1)} s` }), el("td", { text: `${s.endS.toFixed(1)} s` }),
+      s.probabilities.map((p) => el("td", { text: pct(p) })), el("td", { text: s.label }))));
+    made = end;
+    if (made < segments.length) requestAnimationFrame(more);
+  };
+  details.addEventListener("toggle", () => {
+    if (details.open && made === 0) more();
+  });
+  return details;
 }
 
 function newRow(name) {
@@ -472,14 +495,21 @@ function explain(name, err) {
   }
 }
 
-async function analyseBuffer(name, buffer) {
+/** `read`: the file's bytes again (a WAV's buffer is moved to the worker, not copied: a 2-hour
+ * recording is 230 MB, and copying it blocked the page). */
+async function analyseBuffer(name, buffer, read) {
   const bytes = new Uint8Array(buffer);
   if (isWav(bytes)) {
     try {
-      return await engine.call("analyzeWav", { bytes: buffer });
+      const again = async () => {
+        const b = await read();
+        return { payload: { bytes: b }, transfer: [b] };
+      };
+      return await engine.call("analyzeWav", { bytes: buffer }, [buffer], again);
     } catch (err) {
       // A WAV codec duet-dsp does not read (ADPCM, A-law…) may still be one the browser decodes.
       if (err.kind !== "unsupported-wav") throw err;
+      buffer = await read();
     }
   }
   let pcm;
@@ -525,7 +555,7 @@ function handleFiles(fileList) {
           await useModelFile(file.name, buffer);
           return;
         }
-        const a = await analyseBuffer(file.name, buffer);
+        const a = await analyseBuffer(file.name, buffer, () => file.arrayBuffer());
         fillRow(row, file.name, a, performance.now() - received);
       } catch (err) {
         const message = explain(file.name, err);

@@ -3,14 +3,14 @@
 //   long:  one long recording (DUET_HUGE_WAV, else a 2-hour one made from the test fixtures) picked
 //          at once: seconds to its result, the worker's wasm memory after it (a wasm memory never
 //          shrinks: that is its peak), and the page's main-thread long tasks meanwhile;
-//   many:  300 short files (the fixtures' clips under 300 names) dropped at once: seconds to the
+//   many:  300 short files (the fixtures' clips under 300 names) picked at once: seconds to the
 //          first and the last result, wasm memory, long tasks.
 // A long task is the browser's measure of a blocked UI thread (over 50 ms without yielding).
 // Not a test: it takes minutes. Progress goes to stderr.
 import fs from "node:fs";
 import path from "node:path";
 import { execFileSync } from "node:child_process";
-import { launch, openReady, fixtures, dropFiles, waitResults } from "./lib.mjs";
+import { launch, openReady, fixtures, waitResults } from "./lib.mjs";
 
 const MB = 1e6;
 const log = (...a) => console.error("[huge input]", ...a);
@@ -85,7 +85,7 @@ for (let i = 0; i < 300; i++) {
 }
 log("many: 300 files");
 const manyResult = await run(async (page) => {
-  await dropFiles(page, many);
+  await page.setInputFiles("#file-input", many);
   return { n: 300, describe: { files: 300, total_mb: Math.round(many.reduce((s, f) => s + fs.statSync(f).size, 0) / MB) } };
 });
 log(JSON.stringify(manyResult));
