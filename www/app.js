@@ -31,6 +31,11 @@ class Engine {
         this.onBackendChange(msg);
         return;
       }
+      if (msg.type === "progress") {
+        const p = this.pending.get(msg.id);
+        if (p && p.onProgress) p.onProgress(msg.done, msg.total);
+        return;
+      }
       if (msg.type === "backend-failed") {
         showError(`The GPU was lost and the CPU fallback failed: ${msg.error.message}. Reload the page.`);
         return;
@@ -53,11 +58,12 @@ class Engine {
     this.worker = worker;
   }
 
-  /** `transfer`: buffers moved to the worker instead of copied (detached here afterwards). */
-  send(type, payload, transfer = []) {
+  /** Options: `transfer`, buffers moved to the worker instead of copied (detached here
+   * afterwards); `onProgress(done, total)`, how far a long request is. */
+  send(type, payload, { transfer = [], onProgress = null } = {}) {
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
+      this.pending.set(id, { resolve, reject, onProgress });
       this.worker.postMessage({ id, type, payload }, transfer);
     });
   }
@@ -74,20 +80,21 @@ class Engine {
   }
 
   /** A request; if the wasm instance trapped, a fresh worker takes over and the request runs again.
-   * `transfer`: buffers moved, not copied (gone from here afterwards); `again` then makes the
-   * payload anew for the retry: async () => ({payload, transfer}). */
-  async call(type, payload, transfer = [], again = null) {
+   * Options as for send(), and `again`: when buffers were moved (they are gone), makes the payload
+   * anew for the retry: async () => ({payload, transfer}). */
+  async call(type, payload, options = {}) {
     try {
-      return await this.send(type, payload, transfer);
+      return await this.send(type, payload, options);
     } catch (err) {
       if (!err.fatal) throw err;
       const init = await this.start(this.choice);
       this.onBackendChange({ backend: init.backend, model: init.model, warmupMs: init.warmupMs, restarted: true });
-      if (transfer.length) {
-        if (!again) throw err;
-        ({ payload, transfer } = await again());
+      if (options.transfer && options.transfer.length) {
+        if (!options.again) throw err;
+        const fresh = await options.again();
+        return this.send(type, fresh.payload, { ...options, transfer: fresh.transfer });
       }
-      return this.send(type, payload, transfer);
+      return this.send(type, payload, options);
     }
   }
 }
@@ -497,7 +504,7 @@ function explain(name, err) {
 
 /** `read`: the file's bytes again (a WAV's buffer is moved to the worker, not copied: a 2-hour
  * recording is 230 MB, and copying it blocked the page). */
-async function analyseBuffer(name, buffer, read) {
+async function analyseBuffer(name, buffer, read, onProgress = null) {
   const bytes = new Uint8Array(buffer);
   if (isWav(bytes)) {
     try {
@@ -505,7 +512,7 @@ async function analyseBuffer(name, buffer, read) {
         const b = await read();
         return { payload: { bytes: b }, transfer: [b] };
       };
-      return await engine.call("analyzeWav", { bytes: buffer }, [buffer], again);
+      return await engine.call("analyzeWav", { bytes: buffer }, { transfer: [buffer], again, onProgress });
     } catch (err) {
       // A WAV codec duet-dsp does not read (ADPCM, A-law…) may still be one the browser decodes.
       if (err.kind !== "unsupported-wav") throw err;
@@ -520,7 +527,7 @@ async function analyseBuffer(name, buffer, read) {
       new Error(`not audio Duet can read: it is not a WAV file and this browser cannot decode it (${err.message || err.name}).`),
       { kind: "undecodable" });
   }
-  return engine.call("analyzePcm", { planar: pcm.planar, channels: pcm.channels, sampleRate: pcm.sampleRate });
+  return engine.call("analyzePcm", { planar: pcm.planar, channels: pcm.channels, sampleRate: pcm.sampleRate }, { onProgress });
 }
 
 // The largest file the page reads. Inside the worker's wasm memory (4 GB at most) a WAV becomes
@@ -555,7 +562,11 @@ function handleFiles(fileList) {
           await useModelFile(file.name, buffer);
           return;
         }
-        const a = await analyseBuffer(file.name, buffer, () => file.arrayBuffer());
+        const meta = row.querySelector(".result-meta");
+        const progress = (done, total) => {
+          meta.textContent = `analysing… ${Math.floor((100 * done) / total)}% (${done} of ${total} windows)`;
+        };
+        const a = await analyseBuffer(file.name, buffer, () => file.arrayBuffer(), progress);
         fillRow(row, file.name, a, performance.now() - received);
       } catch (err) {
         const message = explain(file.name, err);

@@ -148,9 +148,10 @@ const handlers = {
     const { info, warmupMs } = await loadModel(bytes);
     return { model: info, warmupMs };
   },
-  analyzeWav: (p) => engine.analyzeWav(new Uint8Array(p.bytes), p.timeline, p.windowS, p.hopS),
-  analyzePcm: (p) =>
-    engine.analyzePcm(p.planar, p.channels, p.sampleRate, p.timeline, p.windowS, p.hopS),
+  analyzeWav: (p, progress) =>
+    engine.analyzeWav(new Uint8Array(p.bytes), p.timeline, p.windowS, p.hopS, progress),
+  analyzePcm: (p, progress) =>
+    engine.analyzePcm(p.planar, p.channels, p.sampleRate, p.timeline, p.windowS, p.hopS, progress),
   // The wasm heap's size in bytes: a linear memory never shrinks, so this is the worker's peak.
   wasmMemoryBytes: async () => (wasmMemory ? wasmMemory.buffer.byteLength : 0),
   // For tests: lose the GPU device on purpose (the browser's own destroy()).
@@ -161,9 +162,11 @@ const handlers = {
   },
 };
 
-async function handle(type, payload) {
-  const run = handlers[type];
-  if (!run) throw new Error(`unknown request ${type}`);
+/** `progress(done, total)`: how far a long request is (a timeline's windows). */
+async function handle(type, payload, progress) {
+  const handler = handlers[type];
+  if (!handler) throw new Error(`unknown request ${type}`);
+  const run = (p) => handler(p, progress);
   const lostBefore = () => backend && backend.kind === "webgpu" && gpu.lost;
   if (lostBefore()) await moveToCpu(gpu.lost);
   try {
@@ -199,7 +202,8 @@ self.onmessage = (event) => {
   const { id, type, payload } = event.data;
   queue = queue.then(async () => {
     try {
-      const result = await handle(type, payload || {});
+      const progress = (done, total) => self.postMessage({ type: "progress", id, done, total });
+      const result = await handle(type, payload || {}, progress);
       self.postMessage({ id, ok: true, result });
     } catch (err) {
       self.postMessage({ id, ok: false, error: errorOf(err) });

@@ -1,6 +1,6 @@
-// Recordings over 5 minutes dropped on the page: the mean of their windows, as `duet predict` gives
-// it, with the worker's memory growing with the samples it must hold, not with the analysis; a file
-// too large for the page is refused before it is read.
+// Recordings over 5 minutes dropped on the page: progress while they run, then the mean of their
+// windows, as `duet predict` gives it, with the worker's memory growing with the samples it must
+// hold, not with the analysis; a file too large for the page is refused before it is read.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
@@ -23,6 +23,10 @@ test("recordings over 5 minutes are the mean of their windows, as duet predict s
       const name = path.basename(file);
       assert.match(cli[name].summary, /^mean of \d+ windows$/);
       await b.page.setInputFiles("#file-input", [file]);
+      // Progress while it runs: the share of windows done.
+      await b.page.waitForFunction(() =>
+        /^analysing… \d+% \(\d+ of \d+ windows\)$/.test(document.querySelector("#results .result .result-meta").textContent),
+      );
       const r = (await waitResults(b.page, i + 1)).find((x) => x.name === name);
       assertSameProbabilities(assert, r, cli[name]);
       const meta = await b.page.$eval(`#results .result[data-label] .result-meta`, (e) => e.textContent);

@@ -106,7 +106,7 @@ impl Engine {
 
     /// Analyses a WAV file's bytes with duet-dsp's decoder and resampler (the samples `duet
     /// predict` sees). `timeline`: force the timeline on or off (default: on for audio longer than
-    /// 8 s).
+    /// 8 s). `progress(done, total)`: called after each batch of the timeline's windows.
     #[wasm_bindgen(js_name = analyzeWav)]
     pub fn analyze_wav(
         &self,
@@ -114,6 +114,7 @@ impl Engine {
         timeline: Option<bool>,
         window_s: Option<f32>,
         hop_s: Option<f32>,
+        progress: Option<js_sys::Function>,
     ) -> js_sys::Promise {
         let loaded = self.loaded();
         future_to_promise(async move {
@@ -126,9 +127,12 @@ impl Engine {
                 audio.samples,
                 rate,
                 channels,
-                timeline,
-                window_s,
-                hop_s,
+                Request {
+                    timeline,
+                    window_s,
+                    hop_s,
+                    progress,
+                },
             )
             .await
         })
@@ -136,8 +140,9 @@ impl Engine {
 
     /// Analyses decoded PCM: `planar` holds `channels` blocks of equal length (the browser's
     /// decodeAudioData output, or the microphone's mono frames) at `sample_rate`; mixed to mono and
-    /// resampled to 16 kHz in wasm.
+    /// resampled to 16 kHz in wasm. `progress`: as for [`Engine::analyze_wav`].
     #[wasm_bindgen(js_name = analyzePcm)]
+    #[allow(clippy::too_many_arguments)] // the JS API's positional optional arguments
     pub fn analyze_pcm(
         &self,
         planar: Vec<f32>,
@@ -146,6 +151,7 @@ impl Engine {
         timeline: Option<bool>,
         window_s: Option<f32>,
         hop_s: Option<f32>,
+        progress: Option<js_sys::Function>,
     ) -> js_sys::Promise {
         let loaded = self.loaded();
         future_to_promise(async move {
@@ -160,9 +166,12 @@ impl Engine {
                 samples,
                 sample_rate,
                 channels,
-                timeline,
-                window_s,
-                hop_s,
+                Request {
+                    timeline,
+                    window_s,
+                    hop_s,
+                    progress,
+                },
             )
             .await
         })
@@ -201,7 +210,7 @@ impl Engine {
                 .collect();
             // Its output does not matter: a non-finite one (weights that overflow) is the
             // analyses' business, reported there.
-            match analyze_16k(loaded, samples, rate, 1, Some(false), None, None).await {
+            match analyze_16k(loaded, samples, rate, 1, Request::whole()).await {
                 Err(e) if js_kind(&e).as_deref() == Some("non-finite") => {}
                 r => {
                     r?;
@@ -219,6 +228,28 @@ impl Engine {
     }
 }
 
+/// What an analysis asks for beyond the samples (the JS API's optional arguments).
+struct Request {
+    /// Force the timeline on or off (default: on for audio longer than 8 s).
+    timeline: Option<bool>,
+    window_s: Option<f32>,
+    hop_s: Option<f32>,
+    /// Called with (windows done, windows in all) after each batch.
+    progress: Option<js_sys::Function>,
+}
+
+impl Request {
+    /// The whole signal alone.
+    fn whole() -> Self {
+        Request {
+            timeline: Some(false),
+            window_s: None,
+            hop_s: None,
+            progress: None,
+        }
+    }
+}
+
 /// Classifies a 16 kHz signal: CPU features first (no await while the model is borrowed), then one
 /// batch on the device for the whole utterance and the timeline's windows.
 async fn analyze_16k(
@@ -226,10 +257,14 @@ async fn analyze_16k(
     samples: Vec<f32>,
     sample_rate: u32,
     channels: u16,
-    timeline: Option<bool>,
-    window_s: Option<f32>,
-    hop_s: Option<f32>,
+    request: Request,
 ) -> Result<JsValue, JsValue> {
+    let Request {
+        timeline,
+        window_s,
+        hop_s,
+        progress,
+    } = request;
     let want = timeline.unwrap_or_else(|| model::wants_timeline(samples.len()));
     let defaults = TimelineConfig::default();
     let cfg = TimelineConfig {
@@ -267,6 +302,14 @@ async fn analyze_16k(
                 .await
                 .map_err(|e| analysis_error(e.into()))?,
         );
+        if let Some(f) = &progress {
+            // A progress display that throws is the page's business, not the analysis's.
+            let _ = f.call2(
+                &JsValue::NULL,
+                &JsValue::from(segments.len() as u32),
+                &JsValue::from(job.spans.len() as u32),
+            );
+        }
     }
     drop(samples);
     let whole = match whole {
