@@ -495,6 +495,8 @@ function explain(name, err) {
       return `${name}: the audio cannot be analysed — ${err.message}.`;
     case "undecodable":
       return `${name}: ${err.message}`;
+    case "too-large":
+      return `${name}: too large for the page — ${err.message}.`;
     case "non-finite":
       return `${name}: no result — ${err.message}. The model's numbers overflow on this input.`;
     default:

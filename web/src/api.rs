@@ -119,6 +119,7 @@ impl Engine {
         let loaded = self.loaded();
         future_to_promise(async move {
             let loaded = loaded?;
+            model::check_wav_fits(&bytes).map_err(analysis_error)?;
             let audio = duet_dsp::decode_wav_16k(&bytes).map_err(|e| analysis_error(e.into()))?;
             drop(bytes);
             let (rate, channels) = (audio.source_rate, audio.source_channels);

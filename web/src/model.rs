@@ -110,12 +110,18 @@ pub enum AnalysisError {
     /// The model or the backend.
     #[error("{0}")]
     Model(#[from] ModelError),
+    /// The recording would not fit in the page's memory (see [`check_wav_fits`]).
+    #[error(
+        "this recording would need {need_gb:.1} GB of memory in the page, which has {max_gb:.1} GB for \
+         one analysis; `duet predict` reads recordings of any length from disk"
+    )]
+    TooLarge { need_gb: f64, max_gb: f64 },
 }
 
 impl AnalysisError {
     /// `audio`, `too-short`, `unsupported-wav` (a WAV codec duet-dsp does not read: the page tries
-    /// the browser's decoder), `model`, `backend` or `non-finite` (the backend computed NaN or ±inf:
-    /// the worker retries on the CPU): the page words its message by this.
+    /// the browser's decoder), `model`, `backend`, `non-finite` (the backend computed NaN or ±inf:
+    /// the worker retries on the CPU) or `too-large`: the page words its message by this.
     pub fn kind(&self) -> &'static str {
         match self {
             AnalysisError::Audio(DspError::TooShort { .. }) => "too-short",
@@ -128,7 +134,41 @@ impl AnalysisError {
             AnalysisError::Model(ModelError::Backend(_)) => "backend",
             AnalysisError::Model(ModelError::NonFinite { .. }) => "non-finite",
             AnalysisError::Model(_) => "model",
+            AnalysisError::TooLarge { .. } => "too-large",
         }
+    }
+}
+
+/// Most memory one analysis may hold in the page: the wasm32 address space is 4 GB, and the model,
+/// the page's other buffers and the allocator's slack need the rest.
+pub const MAX_ANALYSIS_BYTES: u64 = 3_000_000_000;
+
+/// Refuses, from its header alone and before any decoding, a WAV whose analysis would not fit in
+/// [`MAX_ANALYSIS_BYTES`]: at its peak the page holds the file, its samples mixed down as floats at
+/// the file's rate and again at 16 kHz (a 16-bit 16 kHz file: 3 times its size; 8-bit at 8 kHz: 13
+/// times). A header that cannot be read is left to the decoder, which names the problem.
+pub fn check_wav_fits(bytes: &[u8]) -> Result<(), AnalysisError> {
+    fits(wav_memory_needed(bytes, bytes.len() as u64))
+}
+
+/// The peak memory of a WAV's analysis (see [`check_wav_fits`]) from the file's first bytes and its
+/// length; None when the header cannot be read.
+fn wav_memory_needed(head: &[u8], file_len: u64) -> Option<u128> {
+    let reader = duet_dsp::WavReader::new(std::io::Cursor::new(head)).ok()?;
+    let format = reader.format();
+    let data = format.data_bytes.unwrap_or(u64::MAX).min(file_len);
+    let frames = (data / format.block_align().max(1) as u64) as u128;
+    let at_16k = (frames * SAMPLE_RATE as u128).div_ceil(format.sample_rate.max(1) as u128);
+    Some(file_len as u128 + 4 * frames + 4 * at_16k)
+}
+
+fn fits(need: Option<u128>) -> Result<(), AnalysisError> {
+    match need {
+        Some(need) if need > MAX_ANALYSIS_BYTES as u128 => Err(AnalysisError::TooLarge {
+            need_gb: need as f64 / 1e9,
+            max_gb: MAX_ANALYSIS_BYTES as f64 / 1e9,
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -314,6 +354,42 @@ pub fn wants_timeline(n_samples_16k: usize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A WAV header claiming `frames` frames of 8-bit mono at `rate`.
+    fn wav_header(rate: u32, frames: u32) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(b"RIFF");
+        b.extend_from_slice(&(36u32.saturating_add(frames)).to_le_bytes());
+        b.extend_from_slice(b"WAVEfmt ");
+        b.extend_from_slice(&16u32.to_le_bytes());
+        b.extend_from_slice(&1u16.to_le_bytes());
+        b.extend_from_slice(&1u16.to_le_bytes());
+        b.extend_from_slice(&rate.to_le_bytes());
+        b.extend_from_slice(&rate.to_le_bytes());
+        b.extend_from_slice(&1u16.to_le_bytes());
+        b.extend_from_slice(&8u16.to_le_bytes());
+        b.extend_from_slice(b"data");
+        b.extend_from_slice(&frames.to_le_bytes());
+        b
+    }
+
+    #[test]
+    fn a_wav_too_large_for_the_page_is_refused_from_its_header() {
+        let mb = 1_000_000u32;
+        // 240 MB of 8-bit 8 kHz: 240 MB + 960 MB + 1.92 GB of floats = 3.1 GB.
+        let need = wav_memory_needed(&wav_header(8_000, 240 * mb), 44 + 240 * mb as u64);
+        let e = fits(need).unwrap_err();
+        assert_eq!(e.kind(), "too-large");
+        assert!(e.to_string().contains("3.1 GB"), "{e}");
+        // The same length at 16 kHz: 240 MB + 960 MB + 960 MB = 2.2 GB, fits.
+        let need = wav_memory_needed(&wav_header(16_000, 240 * mb), 44 + 240 * mb as u64);
+        assert!(fits(need).is_ok());
+        // A header claiming more than the file holds counts what is there.
+        let short = wav_header(8_000, 4_000 * mb);
+        assert!(check_wav_fits(&short).is_ok());
+        // Not a WAV header: left to the decoder.
+        assert!(check_wav_fits(b"not a wav").is_ok());
+    }
 
     #[test]
     fn mixes_planar_channels() {
