@@ -140,6 +140,9 @@ test("hostile model and audio files are refused in the page, which keeps working
   const b = await launch({ webgpu: false });
   try {
     await openReady(b.page);
+    // The worker's memory (a wasm memory never shrinks: its size is the peak) before and after.
+    const memory = () => b.page.evaluate(() => window.duet.wasmMemoryBytes());
+    const atStart = await memory();
     for (const [file, detail] of models) {
       const name = path.basename(file);
       await dropFiles(b.page, [file]);
@@ -159,6 +162,10 @@ test("hostile model and audio files are refused in the page, which keeps working
       assert.ok(errors.includes(`${name}: `), `${name} is named in ${errors}`);
       assert.match(errors, detail);
     }
+    // Headers claiming 10^9 frames, 10^7 bands, 2^63 bytes or 4 GB of samples: none is believed.
+    const peak = await memory();
+    console.log(`wasm memory ${(atStart / 1e6).toFixed(1)} -> ${(peak / 1e6).toFixed(1)} MB over the hostile files`);
+    assert.ok(peak - atStart <= 16e6, `the worker's memory grew by ${((peak - atStart) / 1e6).toFixed(1)} MB`);
     const good = fx.drop[0];
     await dropFiles(b.page, [good]);
     const results = await waitResults(b.page, ++n);
