@@ -444,9 +444,10 @@ async function analyseBuffer(name, buffer, read, onProgress = null) {
   return engine.call("analyzePcm", { planar: pcm.planar, channels: pcm.channels, sampleRate: pcm.sampleRate }, { onProgress });
 }
 
-// The largest file the page reads. Inside the worker's wasm memory (4 GB at most) a WAV becomes
-// its bytes plus its samples as 32-bit floats, up to 5 times its size (8-bit mono at 16 kHz);
-// longer recordings are for `duet predict`, which reads them from disk a block at a time.
+// The largest file the page reads: it is held twice (here and in the worker's wasm memory, 4 GB at
+// most) during its analysis. A WAV over 5 minutes is then read from those bytes a block at a time;
+// a shorter one, or another format, is decoded to floats first (the worker refuses, from the header,
+// a WAV that would not fit). Longer recordings are for `duet predict`, which reads from disk.
 const MAX_FILE_BYTES = 500e6;
 
 let fileQueue = Promise.resolve();

@@ -35,9 +35,9 @@ test("recordings over 5 minutes are the mean of their windows, as duet predict s
       peaks.push(await memory());
       console.log(`${name}: ${(fs.statSync(file).size / MB).toFixed(1)} MB file, wasm memory ${(peaks.at(-1) / MB).toFixed(1)} MB`);
     }
-    // The 11-minute file holds its bytes and its samples (floats: twice the 16-bit file), 3 times
-    // its size; the windows go a batch at a time, as for the 6-minute one, so at most that much
-    // more. One call over the whole recording and every window's features at once grew with it.
+    // The 11-minute file is held as its bytes and read from them a block at a time; its windows go a
+    // batch at a time, as the 6-minute one's did, so the memory grows by at most 3 times the file
+    // (allocator slack included). One call over the whole recording grew with its length.
     const size = fs.statSync(fx.elevenMinutes).size;
     assert.ok(
       peaks[2] - peaks[1] <= 3 * size + 32 * MB,

@@ -119,23 +119,28 @@ impl Engine {
         let loaded = self.loaded();
         future_to_promise(async move {
             let loaded = loaded?;
+            let request = Request {
+                timeline,
+                window_s,
+                hop_s,
+                progress,
+            };
+            // A recording over WHOLE_MAX_S is read a block at a time, as `duet predict` reads a
+            // file: the page then holds the file's bytes and a batch of windows, not its samples.
+            let stream =
+                duet_dsp::SampleStream::from_bytes(&bytes).map_err(|e| analysis_error(e.into()))?;
+            let long = stream
+                .expected_samples()
+                .is_some_and(|n| !timeline::classified_whole(n, duet_dsp::SAMPLE_RATE));
+            if long {
+                return analyze_stream(loaded, stream, request).await;
+            }
+            drop(stream);
             model::check_wav_fits(&bytes).map_err(analysis_error)?;
             let audio = duet_dsp::decode_wav_16k(&bytes).map_err(|e| analysis_error(e.into()))?;
             drop(bytes);
             let (rate, channels) = (audio.source_rate, audio.source_channels);
-            analyze_16k(
-                loaded,
-                audio.samples,
-                rate,
-                channels,
-                Request {
-                    timeline,
-                    window_s,
-                    hop_s,
-                    progress,
-                },
-            )
-            .await
+            analyze_16k(loaded, audio.samples, rate, channels, request).await
         })
     }
 
@@ -229,6 +234,85 @@ impl Engine {
     }
 }
 
+/// Classifies a long WAV read from its bytes a block at a time ([`duet_dsp::SampleStream`]): its
+/// timeline's windows a batch at a time, its answer their mean (`duet predict`'s rule and code for
+/// files over [`timeline::WHOLE_MAX_S`]).
+async fn analyze_stream(
+    loaded: Rc<RefCell<Loaded>>,
+    mut stream: duet_dsp::SampleStream<std::io::Cursor<&[u8]>>,
+    request: Request,
+) -> Result<JsValue, JsValue> {
+    let (sample_rate, channels) = (stream.format().sample_rate, stream.format().channels);
+    let want = request.timeline.unwrap_or(true);
+    let cfg = request.config();
+    let rate = duet_dsp::SAMPLE_RATE;
+    let total = stream
+        .expected_samples()
+        .map(|n| timeline::spans(n as usize, rate, &cfg).len())
+        .unwrap_or(0);
+    let predictor = loaded.borrow().predictor.clone();
+    let mut windower = timeline::Windower::new(rate, &cfg);
+    let mut pending = Vec::new();
+    let mut spans = Vec::new();
+    let mut segments = Vec::with_capacity(total);
+    let mut block = Vec::new();
+    let mut more = true;
+    while more {
+        more = stream
+            .next_block(&mut block)
+            .map_err(|e| analysis_error(e.into()))?;
+        {
+            // Features on the CPU with the model borrowed; no borrow is held across the awaits.
+            let mut l = loaded.borrow_mut();
+            let Loaded {
+                predictor, plan, ..
+            } = &mut *l;
+            let mut add = |span, w: &[f32]| -> Result<(), AnalysisError> {
+                pending.push((span, timeline::prepare_window(predictor, plan, w)?));
+                spans.push(span);
+                Ok(())
+            };
+            windower.push(&block, &mut add).map_err(analysis_error)?;
+            if !more {
+                std::mem::replace(&mut windower, timeline::Windower::new(rate, &cfg))
+                    .finish(&mut add)
+                    .map_err(analysis_error)?;
+            }
+        }
+        while pending.len() >= cfg.batch || (!more && !pending.is_empty()) {
+            let batch: Vec<_> = pending.drain(..pending.len().min(cfg.batch)).collect();
+            segments.extend(
+                timeline::predict_async(&predictor, &batch, rate, cfg.batch)
+                    .await
+                    .map_err(|e| analysis_error(e.into()))?,
+            );
+            if let Some(f) = &request.progress {
+                let _ = f.call2(
+                    &JsValue::NULL,
+                    &JsValue::from(segments.len() as u32),
+                    &JsValue::from(total.max(segments.len()) as u32),
+                );
+            }
+        }
+    }
+    let predictions: Vec<_> = segments.iter().map(|s| s.prediction.clone()).collect();
+    let whole = predictor
+        .mean_of(&predictions)
+        .ok_or_else(|| error("analysis", "a long recording without windows"))?;
+    let duration_s = spans.last().map_or(0.0, |s| s.end as f32 / rate as f32);
+    let job = model::Job {
+        duration_s,
+        sample_rate,
+        channels,
+        whole: None,
+        spans,
+    };
+    let analysis = loaded
+        .borrow()
+        .finish(&job, whole, want.then_some(segments));
+    to_js(&analysis)
+}
+
 /// What an analysis asks for beyond the samples (the JS API's optional arguments).
 struct Request {
     /// Force the timeline on or off (default: on for audio longer than 8 s).
@@ -240,6 +324,16 @@ struct Request {
 }
 
 impl Request {
+    /// The timeline's windows as asked (the defaults where not).
+    fn config(&self) -> TimelineConfig {
+        let defaults = TimelineConfig::default();
+        TimelineConfig {
+            window_s: self.window_s.unwrap_or(defaults.window_s),
+            hop_s: self.hop_s.unwrap_or(defaults.hop_s),
+            batch: defaults.batch,
+        }
+    }
+
     /// The whole signal alone.
     fn whole() -> Self {
         Request {
@@ -260,19 +354,11 @@ async fn analyze_16k(
     channels: u16,
     request: Request,
 ) -> Result<JsValue, JsValue> {
+    let cfg = request.config();
     let Request {
-        timeline,
-        window_s,
-        hop_s,
-        progress,
+        timeline, progress, ..
     } = request;
     let want = timeline.unwrap_or_else(|| model::wants_timeline(samples.len()));
-    let defaults = TimelineConfig::default();
-    let cfg = TimelineConfig {
-        window_s: window_s.unwrap_or(defaults.window_s),
-        hop_s: hop_s.unwrap_or(defaults.hop_s),
-        batch: defaults.batch,
-    };
     let job = loaded
         .borrow_mut()
         .prepare(&samples, sample_rate, channels, want.then_some(&cfg))

@@ -102,12 +102,13 @@ pub fn load_audio_16k(bytes: &[u8]) -> Result<Vec<f32>, DspError> {
     Ok(decode_wav_16k(bytes)?.samples)
 }
 
-/// A WAV file read, mixed down and resampled to 16 kHz block by block: memory is a few blocks
-/// whatever the file's length. What [`features_from_file`] and a long file's timeline read. Errors name
-/// the file.
-pub struct SampleStream {
+/// A WAV file (or WAV bytes) read, mixed down and resampled to 16 kHz block by block: memory is a
+/// few blocks whatever the recording's length. What [`features_from_file`] and a long recording's
+/// timeline read (`duet predict` from a file, the page from the bytes it holds). Errors name the
+/// file.
+pub struct SampleStream<R: std::io::Read = BufReader<File>> {
     path: std::path::PathBuf,
-    reader: WavReader<BufReader<File>>,
+    reader: WavReader<R>,
     resampler: StreamResampler,
     file_len: u64,
     block: Vec<f32>,
@@ -131,6 +132,25 @@ impl SampleStream {
         let file_len = file.metadata().map(|m| m.len()).unwrap_or(0);
         let reader = WavReader::new(BufReader::with_capacity(1 << 12, file))
             .map_err(|e| with_path(path, e))?;
+        SampleStream::new(path.to_path_buf(), reader, file_len, resampler)
+    }
+}
+
+impl<'a> SampleStream<std::io::Cursor<&'a [u8]>> {
+    /// A stream over WAV bytes in memory (the page's files).
+    pub fn from_bytes(bytes: &'a [u8]) -> Result<Self, DspError> {
+        let reader = WavReader::new(std::io::Cursor::new(bytes))?;
+        SampleStream::new(std::path::PathBuf::new(), reader, bytes.len() as u64, None)
+    }
+}
+
+impl<R: std::io::Read> SampleStream<R> {
+    fn new(
+        path: std::path::PathBuf,
+        reader: WavReader<R>,
+        file_len: u64,
+        resampler: Option<StreamResampler>,
+    ) -> Result<Self, DspError> {
         let rate = reader.format().sample_rate;
         let resampler = match resampler {
             Some(mut r) if r.rates() == (rate, SAMPLE_RATE) => {
@@ -140,7 +160,7 @@ impl SampleStream {
             _ => StreamResampler::new(rate, SAMPLE_RATE)?,
         };
         Ok(SampleStream {
-            path: path.to_path_buf(),
+            path,
             reader,
             resampler,
             file_len,

@@ -215,9 +215,8 @@ impl<'a> Streamed<'a> {
         span: Span,
         samples: &[f32],
     ) -> Result<(), ModelError> {
-        let features = plan.compute(samples)?;
         self.pending
-            .push((span, self.predictor.prepare(&features)?));
+            .push((span, prepare_window(self.predictor, plan, samples)?));
         if self.pending.len() >= self.batch {
             self.flush()?;
         }
@@ -259,10 +258,21 @@ pub fn prepare(
     spans
         .iter()
         .map(|&span| {
-            let features = plan.compute(&samples_16k[span.start..span.end])?;
-            Ok((span, predictor.prepare(&features)?))
+            Ok((
+                span,
+                prepare_window(predictor, plan, &samples_16k[span.start..span.end])?,
+            ))
         })
         .collect()
+}
+
+/// Computes and prepares the features of one window's samples.
+pub fn prepare_window(
+    predictor: &Predictor,
+    plan: &mut FeaturePlan,
+    window: &[f32],
+) -> Result<Prepared, ModelError> {
+    predictor.prepare(&plan.compute(window)?)
 }
 
 /// The model inputs of a batch of windows.
