@@ -19,44 +19,24 @@ fn speech_wav(path: &Path, seconds: f32) {
         .filter(|p| p.extension().is_some_and(|e| e == "wav"))
         .collect();
     clips.sort();
-    let speech: Vec<i16> = clips
+    let speech: Vec<f32> = clips
         .iter()
         .flat_map(|p| {
-            let audio = duet_dsp::decode_wav_16k(&std::fs::read(p).unwrap()).unwrap();
-            audio.samples.into_iter().map(|v| (v * 32767.0) as i16)
+            duet_dsp::decode_wav_16k(&std::fs::read(p).unwrap())
+                .unwrap()
+                .samples
         })
         .collect();
     let n = (seconds * 16_000.0) as usize;
-    let samples: Vec<i16> = speech.iter().copied().cycle().take(n).collect();
-    let data_len = (samples.len() * 2) as u32;
-    let mut out = Vec::with_capacity(44 + samples.len() * 2);
-    out.extend_from_slice(b"RIFF");
-    out.extend_from_slice(&(36 + data_len).to_le_bytes());
-    out.extend_from_slice(b"WAVEfmt ");
-    out.extend_from_slice(&16u32.to_le_bytes());
-    out.extend_from_slice(&1u16.to_le_bytes()); // PCM
-    out.extend_from_slice(&1u16.to_le_bytes()); // mono
-    out.extend_from_slice(&16_000u32.to_le_bytes());
-    out.extend_from_slice(&32_000u32.to_le_bytes());
-    out.extend_from_slice(&2u16.to_le_bytes());
-    out.extend_from_slice(&16u16.to_le_bytes());
-    out.extend_from_slice(b"data");
-    out.extend_from_slice(&data_len.to_le_bytes());
-    for s in samples {
-        out.extend_from_slice(&s.to_le_bytes());
-    }
-    std::fs::write(path, out).unwrap();
-}
-
-fn tmp() -> PathBuf {
-    let d = std::env::temp_dir().join(format!("duet-long-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    let samples: Vec<f32> = speech.iter().copied().cycle().take(n).collect();
+    std::fs::write(path, duet_data::synth::wav_bytes(&samples)).unwrap();
 }
 
 #[test]
 fn a_long_file_is_the_mean_of_its_windows_and_a_short_one_is_whole() {
-    let dir = tmp();
+    // Each test its own directory: they run at the same time.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
     let short = dir.join("short.wav");
     let long = dir.join("long.wav");
     speech_wav(&short, 40.0);
@@ -110,13 +90,12 @@ fn a_long_file_is_the_mean_of_its_windows_and_a_short_one_is_whole() {
         }
     }
     assert_eq!(r["label"], best.0);
-    std::fs::remove_dir_all(dir).ok();
 }
 
 #[test]
 fn peak_memory_does_not_grow_with_the_recording() {
-    let dir = tmp().join("peak");
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
     let mut peaks = Vec::new();
     for minutes in [6.0f32, 18.0] {
         let file = dir.join(format!("{minutes}min.wav"));
