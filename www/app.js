@@ -1,7 +1,7 @@
 // The page's UI. Every computation (decoding WAV, resampling, features, the model) happens in the
 // wasm inside a Web Worker (worker.js), so the page never freezes; this file only moves bytes and
 // samples there and draws what comes back.
-import { TimelineView, classColour } from "./timeline.js";
+import { TimelineView, classColour, hasStyledColour } from "./timeline.js";
 import { Recorder, describeMicError } from "./recorder.js";
 import { Engine } from "./engine.js";
 import { isWav, isSafetensors, decodeInBrowser } from "./formats.js";
@@ -122,6 +122,7 @@ function onBackendChange(msg) {
 function renderModel(info) {
   state.model = info;
   state.classes = info.classes;
+  renderLegend(info.classes);
   const custom = Boolean(engine.customModel);
   const prov = info.provenance || {};
   $("model-name").textContent = custom ? engine.customModel.name : "Bundled model (demo.safetensors)";
@@ -220,6 +221,20 @@ async function resetModel() {
 // ---------------------------------------------------------------------------------------------
 // Results.
 
+/** Gives `node` class `c`'s colour (`--c`): the style sheet's for the four emotions, an extra hue
+ * for a class of a user's model that the sheet does not know. */
+function tint(node, c) {
+  node.classList.add(`c-${c}`);
+  if (!hasStyledColour(c)) node.style.setProperty("--c", classColour(c, Math.max(0, state.classes.indexOf(c))));
+  return node;
+}
+
+/** The legend above the results: the loaded model's classes, in its order. */
+function renderLegend(classes) {
+  $("legend").replaceChildren(...classes.map((c) =>
+    tint(el("li", {}, el("span", { class: "swatch", "aria-hidden": "true" }), c), c)));
+}
+
 function probabilitiesOf(classes, values) {
   return Object.fromEntries(classes.map((c, i) => [c, values[i]]));
 }
@@ -229,10 +244,10 @@ function barList(classes, probabilities, label) {
     classes.map((c, i) => {
       const fill = el("span", { class: "fill" });
       fill.style.width = `${(probabilities[i] * 100).toFixed(2)}%`;
-      return el("li", { class: `bar c-${c}${c === label ? " top" : ""}`, "data-class": c },
+      return tint(el("li", { class: `bar${c === label ? " top" : ""}`, "data-class": c },
         el("span", { class: "bar-name" }, c, c === label ? el("span", { class: "top-mark", text: " (top)" }) : null),
         el("span", { class: "track", "aria-hidden": "true" }, fill),
-        el("span", { class: "bar-pct", text: pct(probabilities[i]) }));
+        el("span", { class: "bar-pct", text: pct(probabilities[i]) })), c);
     }));
 }
 
@@ -283,9 +298,9 @@ function fillRow(row, name, a, ms) {
   // Over 5 min the overall answer is the mean of the timeline's windows (as in `duet predict`).
   if (a.meanOfWindows) meta.push(`mean of ${a.meanOfWindows} windows`);
   row.querySelector(".result-meta").textContent = meta.join(" · ");
-  const top = el("p", { class: `result-top c-${a.label}` },
+  const top = tint(el("p", { class: "result-top" },
     el("span", { class: "swatch", "aria-hidden": "true" }),
-    el("strong", { text: a.label }), ` ${pct(a.probabilities[classes.indexOf(a.label)])}`);
+    el("strong", { text: a.label }), ` ${pct(a.probabilities[classes.indexOf(a.label)])}`), a.label);
   if (a.uncertain) {
     const t = state.model && state.model.calibration;
     top.append(" ", el("span", {
@@ -515,7 +530,10 @@ async function liveTick() {
     const a = await engine.call("analyzePcm", { planar: samples, channels: 1, sampleRate: rate, timeline: false });
     live.push(end / rate, a.probabilities);
     $("live-now").textContent = `now: ${a.label} ${pct(a.probabilities[a.classes.indexOf(a.label)])}${a.uncertain ? " (uncertain)" : ""}`;
-    $("live-now").className = `live-now c-${a.label}`;
+    const now = $("live-now");
+    now.className = "live-now";
+    now.style.removeProperty("--c");
+    tint(now, a.label);
     document.body.dataset.livePoints = String(live.points.length);
   } catch (err) {
     if (err.kind !== "too-short") console.warn(`live analysis: ${err.message}`);
@@ -585,8 +603,14 @@ function toggleRecording() {
 
 function wire() {
   $("record").addEventListener("click", toggleRecording);
+  // A single-key shortcut can be typed by accident (speech input, a stray key): it can be turned
+  // off, and the choice is remembered.
+  const shortcut = $("shortcut-r");
+  shortcut.checked = localStorage.getItem("duet.shortcutR") !== "off";
+  shortcut.addEventListener("change", () => localStorage.setItem("duet.shortcutR", shortcut.checked ? "on" : "off"));
   document.addEventListener("keydown", (e) => {
     if (e.key !== "r" && e.key !== "R") return;
+    if (!shortcut.checked) return;
     if (e.ctrlKey || e.metaKey || e.altKey) return;
     const t = e.target;
     if (t && (t.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(t.tagName))) return;

@@ -4,6 +4,11 @@
 const CLASS_VARS = { angry: "--angry", happy: "--happy", neutral: "--neutral", sad: "--sad" };
 const EXTRA = ["#b48cff", "#4fd1a5", "#ff9f6b", "#e879c6"];
 
+/** Whether the style sheet has a colour of its own for class `name` (`.c-<name>`). */
+export function hasStyledColour(name) {
+  return Object.hasOwn(CLASS_VARS, name);
+}
+
 /** The colour of a class, from the style sheet (dark/light aware); other classes get extra hues. */
 export function classColour(name, index = 0) {
   const v = CLASS_VARS[name];

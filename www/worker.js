@@ -10,7 +10,7 @@ let engine = null; // duet.Engine: the backend and the model loaded on it
 let backend = null; // {kind, adapter, fallbackReason?}
 let modelBytes = null; // the current model's file, kept to reload it on the CPU after a GPU loss
 let demoBytes = null; // the bundled model, fetched once
-let gpu = { adapterName: "", device: null, lost: null };
+const gpu = { adapterName: "", device: null, lost: null };
 let wasmMemory = null; // the wasm instance's linear memory: it only grows, so its size is the peak
 
 // wgpu asks the browser for an adapter and a device through these two methods: wrap them to learn

@@ -70,9 +70,26 @@ test("errors are shown in the page and the page still analyses a good file after
     await dropFiles(b.page, [good]);
     const after = await waitResults(b.page, 4);
     assertSameProbabilities(assert, after.at(-1), predictCli([good], fx.customModel)["happy-16k-mono.wav"]);
+    // A model whose classes the style sheet does not know: the legend lists them in the model's
+    // order, and each gets a colour of its own in the legend and the bars.
+    const renamed = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "duet-classes-")), "renamed.safetensors");
+    fs.writeFileSync(renamed, withConfig((c) => { c.classes = ["anger", "joy", "calm", "sadness"]; }));
+    await b.page.setInputFiles("#model-input", [renamed]);
+    await b.page.waitForFunction(() => /renamed\.safetensors/.test(document.getElementById("model-name").textContent));
+    assert.deepEqual(await b.page.$$eval("#legend li", (ls) => ls.map((l) => l.textContent)), ["anger", "joy", "calm", "sadness"]);
+    await dropFiles(b.page, [good]);
+    await waitResults(b.page, 5);
+    const colours = await b.page.$$eval("#results > li:first-child .bar, #results > li:last-child .bar", (bars) =>
+      bars.map((e) => [e.dataset.class, getComputedStyle(e).getPropertyValue("--c").trim()]));
+    const last = Object.fromEntries(colours.filter(([c]) => ["anger", "joy", "calm", "sadness"].includes(c)));
+    assert.equal(Object.keys(last).length, 4, JSON.stringify(colours));
+    assert.equal(new Set(Object.values(last)).size, 4, `four distinct colours: ${JSON.stringify(last)}`);
+    assert.ok(Object.values(last).every((v) => v !== ""), JSON.stringify(last));
+
     // Back to the bundled model without a request.
     await b.page.click("#model-reset");
     await b.page.waitForFunction(() => /demo/i.test(document.getElementById("model-name").textContent));
+    assert.deepEqual(await b.page.$$eval("#legend li", (ls) => ls.map((l) => l.textContent)), ["angry", "happy", "neutral", "sad"]);
 
     assert.deepEqual(requestsAfter(b.requests, readyAt), []);
   } finally {

@@ -8,7 +8,7 @@ use crate::config::{Alignment, Branch, ModelConfig};
 use crate::error::ModelError;
 use crate::input::ModelInput;
 use crate::nn::{CnnBlock, DsLstmLayer, Head, Lstm, Mode};
-use crate::store::{ParamSource, Sink};
+use crate::store::{Builder, ParamSource, Sink, TensorNames};
 
 /// MLSTM (paper §2.3.2): a 2-layer LSTM over the MFCC frames, mean-pooled over valid frames.
 #[derive(Module, Debug)]
@@ -18,20 +18,11 @@ pub struct MfccBranch {
 }
 
 impl MfccBranch {
-    fn build(
-        src: &mut dyn ParamSource,
-        c: &ModelConfig,
-        device: &Device,
-    ) -> Result<Self, ModelError> {
+    fn build(tensors: &mut Builder<'_>, c: &ModelConfig) -> Result<Self, ModelError> {
         Ok(MfccBranch {
-            lstm: Lstm::build(src, "mfcc.lstm", c.mfcc_dim, c.hidden, c.layers, device)?,
-            head: Head::build(src, "mfcc.head", c.hidden, c.n_classes(), device)?,
+            lstm: Lstm::build(tensors, "mfcc.lstm", c.mfcc_dim, c.hidden, c.layers)?,
+            head: Head::build(tensors, "mfcc.head", c.hidden, c.n_classes())?,
         })
-    }
-
-    fn export(&self, sink: &mut Sink) -> Result<(), ModelError> {
-        self.lstm.export("mfcc.lstm", sink)?;
-        self.head.export("mfcc.head", sink)
     }
 
     /// `mfcc`: [B, T, 39] zero-padded; `pool`: [B, T, 1] with 1/len on valid frames, 0 on padding.
@@ -54,12 +45,7 @@ pub struct CnnLstmBranch {
 }
 
 impl CnnLstmBranch {
-    fn build(
-        src: &mut dyn ParamSource,
-        c: &ModelConfig,
-        wide: bool,
-        device: &Device,
-    ) -> Result<Self, ModelError> {
+    fn build(tensors: &mut Builder<'_>, c: &ModelConfig, wide: bool) -> Result<Self, ModelError> {
         let name = if wide { "wide" } else { "narrow" };
         let (k, p) = if wide {
             (c.cnn.kernel_wide, c.cnn.padding_wide)
@@ -68,39 +54,24 @@ impl CnnLstmBranch {
         };
         Ok(CnnLstmBranch {
             cnn: CnnBlock::build(
-                src,
+                tensors,
                 &format!("{name}.cnn"),
                 c.cnn.channels,
                 k,
                 p,
                 c.cnn.pool,
                 c.bn_eps,
-                device,
             )?,
             lstm: Lstm::build(
-                src,
+                tensors,
                 &format!("{name}.lstm"),
                 c.seq_dim(wide),
                 c.hidden,
                 c.layers,
-                device,
             )?,
-            head: Head::build(
-                src,
-                &format!("{name}.head"),
-                c.hidden,
-                c.n_classes(),
-                device,
-            )?,
+            head: Head::build(tensors, &format!("{name}.head"), c.hidden, c.n_classes())?,
             name: name.into(),
         })
-    }
-
-    fn export(&self, sink: &mut Sink) -> Result<(), ModelError> {
-        let n = &self.name;
-        self.cnn.export(&format!("{n}.cnn"), sink)?;
-        self.lstm.export(&format!("{n}.lstm"), sink)?;
-        self.head.export(&format!("{n}.head"), sink)
     }
 
     fn forward(&self, image: Tensor<4>, mode: Mode) -> Tensor<2> {
@@ -123,11 +94,7 @@ pub struct DsBranch {
 }
 
 impl DsBranch {
-    fn build(
-        src: &mut dyn ParamSource,
-        c: &ModelConfig,
-        device: &Device,
-    ) -> Result<Self, ModelError> {
+    fn build(tensors: &mut Builder<'_>, c: &ModelConfig) -> Result<Self, ModelError> {
         let cc = &c.cnn;
         let steps = c.aligned_steps();
         let (xd, yd) = (c.seq_dim(false), c.seq_dim(true));
@@ -135,51 +102,39 @@ impl DsBranch {
             .map(|k| {
                 let x = if k == 0 { xd } else { c.hidden };
                 DsLstmLayer::build(
-                    src,
+                    tensors,
                     &format!("ds.dslstm.l{k}"),
                     x,
                     yd,
                     c.hidden,
                     steps,
                     c.bn_eps,
-                    device,
                 )
             })
             .collect::<Result<_, _>>()?;
         Ok(DsBranch {
             cnn_narrow: CnnBlock::build(
-                src,
+                tensors,
                 "ds.cnn_narrow",
                 cc.channels,
                 cc.kernel_narrow,
                 cc.padding_narrow,
                 cc.pool,
                 c.bn_eps,
-                device,
             )?,
             cnn_wide: CnnBlock::build(
-                src,
+                tensors,
                 "ds.cnn_wide",
                 cc.channels,
                 cc.kernel_wide,
                 cc.padding_wide,
                 cc.pool,
                 c.bn_eps,
-                device,
             )?,
             layers,
-            head: Head::build(src, "ds.head", c.hidden, c.n_classes(), device)?,
+            head: Head::build(tensors, "ds.head", c.hidden, c.n_classes())?,
             alignment: c.alignment,
         })
-    }
-
-    fn export(&self, sink: &mut Sink) -> Result<(), ModelError> {
-        self.cnn_narrow.export("ds.cnn_narrow", sink)?;
-        self.cnn_wide.export("ds.cnn_wide", sink)?;
-        for (k, l) in self.layers.iter().enumerate() {
-            l.export(&format!("ds.dslstm.l{k}"), sink)?;
-        }
-        self.head.export("ds.head", sink)
     }
 
     fn forward(&self, narrow: Tensor<4>, wide: Tensor<4>, mode: Mode) -> Tensor<2> {
@@ -231,6 +186,9 @@ pub struct DuetModel {
     pub ds: Option<DsBranch>,
     #[module(skip)]
     pub config: ModelConfig,
+    /// The name of every tensor, recorded by [`DuetModel::build`].
+    #[module(skip)]
+    names: TensorNames,
 }
 
 /// Logits of the fused model and of each branch.
@@ -276,24 +234,31 @@ impl DuetModel {
     ) -> Result<Self, ModelError> {
         config.validate()?;
         let c = &config;
+        let mut tensors = Builder::new(src, device);
+        let mfcc = c
+            .has(Branch::Mfcc)
+            .then(|| MfccBranch::build(&mut tensors, c))
+            .transpose()?;
+        let narrow = c
+            .has(Branch::Narrow)
+            .then(|| CnnLstmBranch::build(&mut tensors, c, false))
+            .transpose()?;
+        let wide = c
+            .has(Branch::Wide)
+            .then(|| CnnLstmBranch::build(&mut tensors, c, true))
+            .transpose()?;
+        let ds = c
+            .has(Branch::Ds)
+            .then(|| DsBranch::build(&mut tensors, c))
+            .transpose()?;
+        let names = tensors.finish();
         Ok(DuetModel {
-            mfcc: c
-                .has(Branch::Mfcc)
-                .then(|| MfccBranch::build(src, c, device))
-                .transpose()?,
-            narrow: c
-                .has(Branch::Narrow)
-                .then(|| CnnLstmBranch::build(src, c, false, device))
-                .transpose()?,
-            wide: c
-                .has(Branch::Wide)
-                .then(|| CnnLstmBranch::build(src, c, true, device))
-                .transpose()?,
-            ds: c
-                .has(Branch::Ds)
-                .then(|| DsBranch::build(src, c, device))
-                .transpose()?,
+            mfcc,
+            narrow,
+            wide,
+            ds,
             config,
+            names,
         })
     }
 
@@ -313,21 +278,19 @@ impl DuetModel {
         }
     }
 
-    /// Every tensor under its documented name.
+    /// Every stored tensor under its documented name (docs/weights.md), in the module tree's order.
     pub fn export(&self, sink: &mut Sink) -> Result<(), ModelError> {
-        if let Some(m) = &self.mfcc {
-            m.export(sink)?;
-        }
-        if let Some(m) = &self.narrow {
-            m.export(sink)?;
-        }
-        if let Some(m) = &self.wide {
-            m.export(sink)?;
-        }
-        if let Some(m) = &self.ds {
-            m.export(sink)?;
-        }
-        Ok(())
+        crate::store::export(self, &self.names, sink)
+    }
+
+    /// The number of elements of every stored tensor, by name.
+    pub fn tensor_sizes(&self) -> std::collections::BTreeMap<String, usize> {
+        crate::store::sizes(self, &self.names)
+    }
+
+    /// The documented name of each parameter and running statistic, by parameter id.
+    pub fn tensor_names(&self) -> &TensorNames {
+        &self.names
     }
 
     pub fn forward(&self, input: &ModelInput, mode: Mode) -> ModelOutput {

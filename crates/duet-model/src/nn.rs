@@ -10,7 +10,7 @@ use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
 use burn::tensor::s;
 
 use crate::error::ModelError;
-use crate::store::{Init, ParamSource, Sink, tensor};
+use crate::store::{Builder, Init};
 
 /// Whether batch norms use running statistics (inference) or batch statistics (training, and
 /// calibration with momentum 1).
@@ -35,10 +35,6 @@ pub fn tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     x.clamp(-TANH_SATURATION, TANH_SATURATION).tanh()
 }
 
-fn param<const D: usize>(t: Tensor<D>) -> Param<Tensor<D>> {
-    Param::from_tensor(t)
-}
-
 /// Batch normalisation over axis 1 with running statistics (docs/weights.md §3).
 #[derive(Module, Debug)]
 pub struct BatchNorm {
@@ -52,56 +48,18 @@ pub struct BatchNorm {
 
 impl BatchNorm {
     pub fn build(
-        src: &mut dyn ParamSource,
+        tensors: &mut Builder<'_>,
         prefix: &str,
         n: usize,
         eps: f64,
-        device: &Device,
     ) -> Result<Self, ModelError> {
         Ok(BatchNorm {
-            weight: param(tensor(
-                src,
-                &format!("{prefix}.weight"),
-                [n],
-                Init::Const(1.0),
-                device,
-            )?),
-            bias: param(tensor(
-                src,
-                &format!("{prefix}.bias"),
-                [n],
-                Init::Const(0.0),
-                device,
-            )?),
-            running_mean: RunningState::new(tensor(
-                src,
-                &format!("{prefix}.running_mean"),
-                [n],
-                Init::Const(0.0),
-                device,
-            )?),
-            running_var: RunningState::new(tensor(
-                src,
-                &format!("{prefix}.running_var"),
-                [n],
-                Init::Const(1.0),
-                device,
-            )?),
+            weight: tensors.param(format!("{prefix}.weight"), [n], Init::Const(1.0))?,
+            bias: tensors.param(format!("{prefix}.bias"), [n], Init::Const(0.0))?,
+            running_mean: tensors.state(format!("{prefix}.running_mean"), [n], Init::Const(0.0))?,
+            running_var: tensors.state(format!("{prefix}.running_var"), [n], Init::Const(1.0))?,
             eps,
         })
-    }
-
-    pub fn export(&self, prefix: &str, sink: &mut Sink) -> Result<(), ModelError> {
-        sink.push(format!("{prefix}.weight"), self.weight.val())?;
-        sink.push(format!("{prefix}.bias"), self.bias.val())?;
-        sink.push(
-            format!("{prefix}.running_mean"),
-            self.running_mean.value_sync(),
-        )?;
-        sink.push(
-            format!("{prefix}.running_var"),
-            self.running_var.value_sync(),
-        )
     }
 
     /// Number of normalised channels.
@@ -242,52 +200,28 @@ pub struct LstmLayer {
 
 impl LstmLayer {
     pub fn build(
-        src: &mut dyn ParamSource,
+        tensors: &mut Builder<'_>,
         prefix: &str,
         input: usize,
         hidden: usize,
-        device: &Device,
     ) -> Result<Self, ModelError> {
         // PyTorch's LSTM init: U(-1/sqrt(H), 1/sqrt(H)) for every weight and bias.
         let b = 1.0 / (hidden as f64).sqrt();
         let h4 = 4 * hidden;
         Ok(LstmLayer {
-            weight_ih: param(tensor(
-                src,
-                &format!("{prefix}.weight_ih"),
+            weight_ih: tensors.param(
+                format!("{prefix}.weight_ih"),
                 [h4, input],
                 Init::Uniform(b),
-                device,
-            )?),
-            weight_hh: param(tensor(
-                src,
-                &format!("{prefix}.weight_hh"),
+            )?,
+            weight_hh: tensors.param(
+                format!("{prefix}.weight_hh"),
                 [h4, hidden],
                 Init::Uniform(b),
-                device,
-            )?),
-            bias_ih: param(tensor(
-                src,
-                &format!("{prefix}.bias_ih"),
-                [h4],
-                Init::Uniform(b),
-                device,
-            )?),
-            bias_hh: param(tensor(
-                src,
-                &format!("{prefix}.bias_hh"),
-                [h4],
-                Init::Uniform(b),
-                device,
-            )?),
+            )?,
+            bias_ih: tensors.param(format!("{prefix}.bias_ih"), [h4], Init::Uniform(b))?,
+            bias_hh: tensors.param(format!("{prefix}.bias_hh"), [h4], Init::Uniform(b))?,
         })
-    }
-
-    pub fn export(&self, prefix: &str, sink: &mut Sink) -> Result<(), ModelError> {
-        sink.push(format!("{prefix}.weight_ih"), self.weight_ih.val())?;
-        sink.push(format!("{prefix}.weight_hh"), self.weight_hh.val())?;
-        sink.push(format!("{prefix}.bias_ih"), self.bias_ih.val())?;
-        sink.push(format!("{prefix}.bias_hh"), self.bias_hh.val())
     }
 
     /// `x`: [B, T, in] -> h: [B, T, H], zero initial state.
@@ -307,27 +241,19 @@ pub struct Lstm {
 
 impl Lstm {
     pub fn build(
-        src: &mut dyn ParamSource,
+        tensors: &mut Builder<'_>,
         prefix: &str,
         input: usize,
         hidden: usize,
         layers: usize,
-        device: &Device,
     ) -> Result<Self, ModelError> {
         let layers = (0..layers)
             .map(|k| {
                 let i = if k == 0 { input } else { hidden };
-                LstmLayer::build(src, &format!("{prefix}.l{k}"), i, hidden, device)
+                LstmLayer::build(tensors, &format!("{prefix}.l{k}"), i, hidden)
             })
             .collect::<Result<_, _>>()?;
         Ok(Lstm { layers })
-    }
-
-    pub fn export(&self, prefix: &str, sink: &mut Sink) -> Result<(), ModelError> {
-        for (k, l) in self.layers.iter().enumerate() {
-            l.export(&format!("{prefix}.l{k}"), sink)?;
-        }
-        Ok(())
     }
 
     pub fn forward(&self, mut x: Tensor<3>) -> Tensor<3> {
@@ -369,63 +295,45 @@ pub struct FoldedConvs {
 impl CnnBlock {
     #[allow(clippy::too_many_arguments)]
     pub fn build(
-        src: &mut dyn ParamSource,
+        tensors: &mut Builder<'_>,
         prefix: &str,
         channels: [usize; 2],
         kernel: [usize; 2],
         padding: [usize; 2],
         pool: usize,
         eps: f64,
-        device: &Device,
     ) -> Result<Self, ModelError> {
         let [kf, kt] = kernel;
         // PyTorch's conv init bound: 1/sqrt(fan_in).
         let b0 = 1.0 / ((kf * kt) as f64).sqrt();
         let b1 = 1.0 / ((channels[0] * kf * kt) as f64).sqrt();
         Ok(CnnBlock {
-            conv0_weight: param(tensor(
-                src,
-                &format!("{prefix}.conv0.weight"),
+            conv0_weight: tensors.param(
+                format!("{prefix}.conv0.weight"),
                 [channels[0], 1, kf, kt],
                 Init::Uniform(b0),
-                device,
-            )?),
-            conv0_bias: param(tensor(
-                src,
-                &format!("{prefix}.conv0.bias"),
+            )?,
+            conv0_bias: tensors.param(
+                format!("{prefix}.conv0.bias"),
                 [channels[0]],
                 Init::Uniform(b0),
-                device,
-            )?),
-            bn0: BatchNorm::build(src, &format!("{prefix}.bn0"), channels[0], eps, device)?,
-            conv1_weight: param(tensor(
-                src,
-                &format!("{prefix}.conv1.weight"),
+            )?,
+            bn0: BatchNorm::build(tensors, &format!("{prefix}.bn0"), channels[0], eps)?,
+            conv1_weight: tensors.param(
+                format!("{prefix}.conv1.weight"),
                 [channels[1], channels[0], kf, kt],
                 Init::Uniform(b1),
-                device,
-            )?),
-            conv1_bias: param(tensor(
-                src,
-                &format!("{prefix}.conv1.bias"),
+            )?,
+            conv1_bias: tensors.param(
+                format!("{prefix}.conv1.bias"),
                 [channels[1]],
                 Init::Uniform(b1),
-                device,
-            )?),
-            bn1: BatchNorm::build(src, &format!("{prefix}.bn1"), channels[1], eps, device)?,
+            )?,
+            bn1: BatchNorm::build(tensors, &format!("{prefix}.bn1"), channels[1], eps)?,
             padding,
             pool,
             folded: None,
         })
-    }
-
-    pub fn export(&self, prefix: &str, sink: &mut Sink) -> Result<(), ModelError> {
-        sink.push(format!("{prefix}.conv0.weight"), self.conv0_weight.val())?;
-        sink.push(format!("{prefix}.conv0.bias"), self.conv0_bias.val())?;
-        self.bn0.export(&format!("{prefix}.bn0"), sink)?;
-        sink.push(format!("{prefix}.conv1.weight"), self.conv1_weight.val())?;
-        sink.push(format!("{prefix}.conv1.bias"), self.conv1_bias.val())?;
-        self.bn1.export(&format!("{prefix}.bn1"), sink)
     }
 
     /// `image`: [B, 1, F, T] (log mel, frequency x time) -> sequence [B, T', C·F'] (channel-major).
@@ -661,57 +569,27 @@ pub struct Rbn {
 
 impl Rbn {
     pub fn build(
-        src: &mut dyn ParamSource,
+        tensors: &mut Builder<'_>,
         prefix: &str,
         steps: usize,
         n: usize,
         eps: f64,
-        device: &Device,
     ) -> Result<Self, ModelError> {
         Ok(Rbn {
-            weight: param(tensor(
-                src,
-                &format!("{prefix}.weight"),
-                [n],
-                Init::Const(0.1),
-                device,
-            )?),
-            bias: param(tensor(
-                src,
-                &format!("{prefix}.bias"),
-                [n],
-                Init::Const(0.0),
-                device,
-            )?),
-            running_mean: RunningState::new(tensor(
-                src,
-                &format!("{prefix}.running_mean"),
+            weight: tensors.param(format!("{prefix}.weight"), [n], Init::Const(0.1))?,
+            bias: tensors.param(format!("{prefix}.bias"), [n], Init::Const(0.0))?,
+            running_mean: tensors.state(
+                format!("{prefix}.running_mean"),
                 [steps, n],
                 Init::Const(0.0),
-                device,
-            )?),
-            running_var: RunningState::new(tensor(
-                src,
-                &format!("{prefix}.running_var"),
+            )?,
+            running_var: tensors.state(
+                format!("{prefix}.running_var"),
                 [steps, n],
                 Init::Const(1.0),
-                device,
-            )?),
+            )?,
             eps,
         })
-    }
-
-    pub fn export(&self, prefix: &str, sink: &mut Sink) -> Result<(), ModelError> {
-        sink.push(format!("{prefix}.weight"), self.weight.val())?;
-        sink.push(format!("{prefix}.bias"), self.bias.val())?;
-        sink.push(
-            format!("{prefix}.running_mean"),
-            self.running_mean.value_sync(),
-        )?;
-        sink.push(
-            format!("{prefix}.running_var"),
-            self.running_var.value_sync(),
-        )
     }
 
     /// Inference: the per-step statistics as `(scale, shift)` rows [S, 4H], so each step costs one
@@ -747,14 +625,13 @@ pub struct DsLstmLayer {
 impl DsLstmLayer {
     #[allow(clippy::too_many_arguments)]
     pub fn build(
-        src: &mut dyn ParamSource,
+        tensors: &mut Builder<'_>,
         prefix: &str,
         x: usize,
         y: usize,
         hidden: usize,
         steps: usize,
         eps: f64,
-        device: &Device,
     ) -> Result<Self, ModelError> {
         let h = hidden;
         // nn.Linear's init bound 1/sqrt(fan_in) for each of the three linear maps.
@@ -762,63 +639,32 @@ impl DsLstmLayer {
         let bt = 1.0 / ((x + h) as f64).sqrt();
         let bf = 1.0 / ((y + h) as f64).sqrt();
         Ok(DsLstmLayer {
-            gates_weight: param(tensor(
-                src,
-                &format!("{prefix}.gates.weight"),
+            gates_weight: tensors.param(
+                format!("{prefix}.gates.weight"),
                 [4 * h, x + y + h],
                 Init::Uniform(bg),
-                device,
-            )?),
-            gates_bias: param(tensor(
-                src,
-                &format!("{prefix}.gates.bias"),
+            )?,
+            gates_bias: tensors.param(
+                format!("{prefix}.gates.bias"),
                 [4 * h],
                 Init::Uniform(bg),
-                device,
-            )?),
-            cand_t_weight: param(tensor(
-                src,
-                &format!("{prefix}.cand_t.weight"),
+            )?,
+            cand_t_weight: tensors.param(
+                format!("{prefix}.cand_t.weight"),
                 [h, x + h],
                 Init::Uniform(bt),
-                device,
-            )?),
-            cand_t_bias: param(tensor(
-                src,
-                &format!("{prefix}.cand_t.bias"),
-                [h],
-                Init::Uniform(bt),
-                device,
-            )?),
-            cand_f_weight: param(tensor(
-                src,
-                &format!("{prefix}.cand_f.weight"),
+            )?,
+            cand_t_bias: tensors.param(format!("{prefix}.cand_t.bias"), [h], Init::Uniform(bt))?,
+            cand_f_weight: tensors.param(
+                format!("{prefix}.cand_f.weight"),
                 [h, y + h],
                 Init::Uniform(bf),
-                device,
-            )?),
-            cand_f_bias: param(tensor(
-                src,
-                &format!("{prefix}.cand_f.bias"),
-                [h],
-                Init::Uniform(bf),
-                device,
-            )?),
-            rbn: Rbn::build(src, &format!("{prefix}.rbn"), steps, 4 * h, eps, device)?,
-            out_bn: BatchNorm::build(src, &format!("{prefix}.out_bn"), h, eps, device)?,
+            )?,
+            cand_f_bias: tensors.param(format!("{prefix}.cand_f.bias"), [h], Init::Uniform(bf))?,
+            rbn: Rbn::build(tensors, &format!("{prefix}.rbn"), steps, 4 * h, eps)?,
+            out_bn: BatchNorm::build(tensors, &format!("{prefix}.out_bn"), h, eps)?,
             dims: [x, y, h],
         })
-    }
-
-    pub fn export(&self, prefix: &str, sink: &mut Sink) -> Result<(), ModelError> {
-        sink.push(format!("{prefix}.gates.weight"), self.gates_weight.val())?;
-        sink.push(format!("{prefix}.gates.bias"), self.gates_bias.val())?;
-        sink.push(format!("{prefix}.cand_t.weight"), self.cand_t_weight.val())?;
-        sink.push(format!("{prefix}.cand_t.bias"), self.cand_t_bias.val())?;
-        sink.push(format!("{prefix}.cand_f.weight"), self.cand_f_weight.val())?;
-        sink.push(format!("{prefix}.cand_f.bias"), self.cand_f_bias.val())?;
-        self.rbn.export(&format!("{prefix}.rbn"), sink)?;
-        self.out_bn.export(&format!("{prefix}.out_bn"), sink)
     }
 
     /// `x`: [B, T, X], `y`: [B, T, Y] -> (raw h [B, T, H], BN output [B, T, H]).
@@ -939,34 +785,20 @@ pub struct Head {
 
 impl Head {
     pub fn build(
-        src: &mut dyn ParamSource,
+        tensors: &mut Builder<'_>,
         prefix: &str,
         input: usize,
         classes: usize,
-        device: &Device,
     ) -> Result<Self, ModelError> {
         let b = 1.0 / (input as f64).sqrt();
         Ok(Head {
-            weight: param(tensor(
-                src,
-                &format!("{prefix}.weight"),
+            weight: tensors.param(
+                format!("{prefix}.weight"),
                 [classes, input],
                 Init::Uniform(b),
-                device,
-            )?),
-            bias: param(tensor(
-                src,
-                &format!("{prefix}.bias"),
-                [classes],
-                Init::Uniform(b),
-                device,
-            )?),
+            )?,
+            bias: tensors.param(format!("{prefix}.bias"), [classes], Init::Uniform(b))?,
         })
-    }
-
-    pub fn export(&self, prefix: &str, sink: &mut Sink) -> Result<(), ModelError> {
-        sink.push(format!("{prefix}.weight"), self.weight.val())?;
-        sink.push(format!("{prefix}.bias"), self.bias.val())
     }
 
     pub fn forward(&self, p: Tensor<2>) -> Tensor<2> {

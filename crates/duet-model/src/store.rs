@@ -1,9 +1,14 @@
-//! Where a model's tensors come from and go to. One code path names and shapes every tensor: the
-//! modules ask a [`ParamSource`] for each tensor by its documented name (docs/weights.md), and the
-//! source is either a random initialiser (`duet init-model`) or a weights file.
+//! Where a model's tensors come from and go to. Each tensor's name (docs/weights.md), shape and
+//! initialisation are written once, in its module's `build`: the module asks a [`Builder`] for it,
+//! the builder takes its data from a [`ParamSource`] (a random initialiser for `duet init-model`, or a
+//! weights file) and records the name under the parameter's id in [`TensorNames`]. Export, and the
+//! trainer's optimizer state, walk the built module tree (burn's [`ModuleVisitor`]) and look each
+//! tensor's name up there, so loading, saving and the optimizer cannot disagree about a name.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
+use burn::module::{Module, ModuleVisitor, Param, ParamId, RunningState};
 use burn::prelude::*;
 use burn::tensor::TensorData;
 
@@ -90,16 +95,140 @@ impl ParamSource for FileSource {
     }
 }
 
-/// Helpers turning source data into tensors on a device.
-pub fn tensor<const D: usize>(
-    src: &mut dyn ParamSource,
-    name: &str,
-    shape: [usize; D],
-    init: Init,
-    device: &Device,
-) -> Result<Tensor<D>, ModelError> {
-    let data = src.take(name, &shape, init)?;
-    Ok(Tensor::from_data(TensorData::new(data, shape), device))
+/// The documented name of every stored tensor of a built model, by parameter id (ids survive
+/// cloning, optimizer updates and running-statistic updates).
+#[derive(Debug, Clone, Default)]
+pub struct TensorNames(Arc<HashMap<ParamId, String>>);
+
+impl TensorNames {
+    /// The name of the parameter or running statistic with `id`.
+    pub fn get(&self, id: &ParamId) -> Option<&str> {
+        self.0.get(id).map(String::as_str)
+    }
+}
+
+/// Builds a model's tensors on a device from a [`ParamSource`], recording their names.
+pub struct Builder<'a> {
+    src: &'a mut dyn ParamSource,
+    device: &'a Device,
+    names: HashMap<ParamId, String>,
+}
+
+impl<'a> Builder<'a> {
+    pub fn new(src: &'a mut dyn ParamSource, device: &'a Device) -> Self {
+        Builder {
+            src,
+            device,
+            names: HashMap::new(),
+        }
+    }
+
+    fn tensor<const D: usize>(
+        &mut self,
+        name: &str,
+        shape: [usize; D],
+        init: Init,
+    ) -> Result<Tensor<D>, ModelError> {
+        let data = self.src.take(name, &shape, init)?;
+        Ok(Tensor::from_data(TensorData::new(data, shape), self.device))
+    }
+
+    fn name(&mut self, id: ParamId, name: String) -> Result<(), ModelError> {
+        if self.names.values().any(|n| *n == name) {
+            return Err(ModelError::Backend(format!(
+                "two tensors are both called `{name}`"
+            )));
+        }
+        self.names.insert(id, name);
+        Ok(())
+    }
+
+    /// A trained parameter called `name`.
+    pub fn param<const D: usize>(
+        &mut self,
+        name: String,
+        shape: [usize; D],
+        init: Init,
+    ) -> Result<Param<Tensor<D>>, ModelError> {
+        let p = Param::from_tensor(self.tensor(&name, shape, init)?);
+        self.name(p.id, name)?;
+        Ok(p)
+    }
+
+    /// A running statistic called `name` (stored in the file, not trained).
+    pub fn state<const D: usize>(
+        &mut self,
+        name: String,
+        shape: [usize; D],
+        init: Init,
+    ) -> Result<RunningState<Tensor<D>>, ModelError> {
+        let id = ParamId::new();
+        let s = RunningState::with_id(id, self.tensor(&name, shape, init)?);
+        self.name(id, name)?;
+        Ok(s)
+    }
+
+    /// The names recorded.
+    pub fn finish(self) -> TensorNames {
+        TensorNames(Arc::new(self.names))
+    }
+}
+
+/// The number of elements of every named tensor of `module`, by name.
+pub fn sizes<M: Module>(module: &M, names: &TensorNames) -> BTreeMap<String, usize> {
+    struct Visit<'a> {
+        names: &'a TensorNames,
+        sizes: BTreeMap<String, usize>,
+    }
+    impl ModuleVisitor for Visit<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if let Some(name) = self.names.get(&param.id) {
+                let n = param.val().dims().iter().product();
+                self.sizes.insert(name.to_string(), n);
+            }
+        }
+    }
+    let mut visit = Visit {
+        names,
+        sizes: BTreeMap::new(),
+    };
+    module.visit(&mut visit);
+    visit.sizes
+}
+
+/// Every stored tensor of `module` under its name, in the module tree's order. Running statistics
+/// are synchronised first (burn keeps a training step's last update aside until then).
+pub fn export<M: Module>(
+    module: &M,
+    names: &TensorNames,
+    sink: &mut Sink,
+) -> Result<(), ModelError> {
+    struct Visit<'a> {
+        names: &'a TensorNames,
+        sink: &'a mut Sink,
+        result: Result<(), ModelError>,
+    }
+    impl ModuleVisitor for Visit<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if self.result.is_err() {
+                return;
+            }
+            self.result = match self.names.get(&param.id) {
+                Some(name) => self.sink.push(name.to_string(), param.val()),
+                None => Err(ModelError::Backend(format!(
+                    "a tensor of shape {:?} has no name (built outside `Builder`)",
+                    param.val().dims()
+                ))),
+            };
+        }
+    }
+    let mut visit = Visit {
+        names,
+        sink,
+        result: Ok(()),
+    };
+    module.valid().visit(&mut visit);
+    visit.result
 }
 
 /// A named tensor on its way to a file.

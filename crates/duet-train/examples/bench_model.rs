@@ -114,23 +114,11 @@ fn main() {
             let ad = device.clone().autodiff();
             let mut model = weights::init(config.clone(), 0, &ad).expect("model");
             let mut adam = Adam::new(AdamConfig::default());
-            let c = config.n_classes();
-            let mut onehot = vec![0.0f32; batch * c];
-            for (i, &l) in labels.iter().enumerate() {
-                onehot[i * c + l] = 1.0;
-            }
+            // The trainer's own step (forward, fused loss, backward, Adam), input building included.
             let mut train_step = |model: DuetModel| -> DuetModel {
-                let input = ModelInput::batch(&refs, &config, &ad);
-                let out = model.forward(&input, Mode::Train { momentum: 0.1 });
-                let targets = burn::tensor::Tensor::<2>::from_data(
-                    burn::tensor::TensorData::new(onehot.clone(), [batch, c]),
-                    &ad,
-                );
-                let loss = out.loss(&config, targets);
-                let grads = loss.backward();
-                let model = adam.step(model, &grads, 1e-4);
-                let _ = loss.into_data();
-                model
+                duet_train::train::train_step(model, &mut adam, &refs, &labels, 1e-4, &ad)
+                    .expect("training step")
+                    .0
             };
             for i in 0..warmup + runs {
                 let t = Instant::now();

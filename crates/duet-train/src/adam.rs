@@ -2,8 +2,9 @@
 //! Adam (Kingma & Ba; paper §3.1: "An Adam optimizer is used"), with PyTorch's defaults.
 //!
 //! Written here rather than taken from burn-optim so that its state is plain tensors addressed by the
-//! parameter's position in the model — saved in checkpoints and restored exactly, so an interrupted
-//! and resumed run ends with the same weights as an uninterrupted one.
+//! parameter's documented name (docs/weights.md, the model's [`TensorNames`]) — saved in checkpoints
+//! and restored exactly, so an interrupted and resumed run ends with the same weights as an
+//! uninterrupted one.
 
 use std::collections::BTreeMap;
 
@@ -11,6 +12,8 @@ use burn::module::{Module, ModuleMapper, Param};
 use burn::prelude::*;
 use burn::tensor::Gradients;
 use burn::tensor::TensorData;
+use duet_model::DuetModel;
+use duet_model::store::TensorNames;
 
 /// Adam hyper-parameters (PyTorch defaults: β1 0.9, β2 0.999, ε 1e-8, no weight decay).
 #[derive(Debug, Clone, Copy)]
@@ -36,31 +39,35 @@ pub struct Adam {
     pub config: AdamConfig,
     /// Steps taken (for the bias correction).
     pub step: u64,
-    /// Flattened (m, v) per parameter position in the module's visiting order.
-    pub moments: BTreeMap<usize, (Tensor<1>, Tensor<1>)>,
+    /// Flattened (m, v) per parameter, by the parameter's name.
+    pub moments: BTreeMap<String, (Tensor<1>, Tensor<1>)>,
 }
 
 struct StepMapper<'a> {
     grads: &'a Gradients,
     adam: &'a mut Adam,
+    names: &'a TensorNames,
     lr: f64,
-    position: usize,
 }
 
 impl ModuleMapper for StepMapper<'_> {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let position = self.position;
-        self.position += 1;
         let (id, tensor, mapper) = param.consume();
         let Some(grad) = tensor.grad(self.grads) else {
             return Param::from_mapped_value(id, tensor, mapper);
         };
+        // Every tensor of a built DuetModel has a name; one without would be a bug in the build.
+        let name = self
+            .names
+            .get(&id)
+            .expect("every trained tensor is named by DuetModel::build")
+            .to_string();
         let require_grad = tensor.is_require_grad();
         let dims = tensor.dims();
         let n: usize = dims.iter().product();
         let c = self.adam.config;
         let g = grad.reshape([n]);
-        let (m, v) = match self.adam.moments.remove(&position) {
+        let (m, v) = match self.adam.moments.remove(&name) {
             Some((m, v)) => (m, v),
             None => {
                 let device = g.device();
@@ -78,7 +85,7 @@ impl ModuleMapper for StepMapper<'_> {
         if require_grad {
             new = new.require_grad();
         }
-        self.adam.moments.insert(position, (m, v));
+        self.adam.moments.insert(name, (m, v));
         Param::from_mapped_value(id, new, mapper)
     }
 }
@@ -93,58 +100,75 @@ impl Adam {
     }
 
     /// One update of every parameter that has a gradient in `grads`.
-    pub fn step<M: Module>(&mut self, module: M, grads: &Gradients, lr: f64) -> M {
+    pub fn step(&mut self, model: DuetModel, grads: &Gradients, lr: f64) -> DuetModel {
         self.step += 1;
+        let names = model.tensor_names().clone();
         let mut mapper = StepMapper {
             grads,
             adam: self,
+            names: &names,
             lr,
-            position: 0,
         };
-        module.map(&mut mapper)
+        model.map(&mut mapper)
     }
 
-    /// The state as named flat tensors (`m.<pos>`, `v.<pos>`) for a checkpoint. A moment that
-    /// cannot be read back from the device is an error (a checkpoint without it would resume
+    /// The state as named flat tensors (`m.<tensor>`, `v.<tensor>`) for a checkpoint. A moment
+    /// that cannot be read back from the device is an error (a checkpoint without it would resume
     /// differently).
     pub fn export(&self) -> Result<Vec<(String, Vec<f32>)>, String> {
         let mut out = Vec::new();
-        for (pos, (m, v)) in &self.moments {
-            for (name, t) in [("m", m), ("v", v)] {
+        for (tensor, (m, v)) in &self.moments {
+            for (moment, t) in [("m", m), ("v", v)] {
                 let data = t
                     .clone()
                     .into_data()
                     .convert::<f32>()
                     .try_to_vec::<f32>()
-                    .map_err(|e| format!("reading Adam's {name}.{pos}: {e:?}"))?;
-                out.push((format!("{name}.{pos}"), data));
+                    .map_err(|e| format!("reading Adam's {moment}.{tensor}: {e:?}"))?;
+                out.push((format!("{moment}.{tensor}"), data));
             }
         }
         Ok(out)
     }
 
-    /// Restores a state written by [`Adam::export`].
+    /// Restores a state written by [`Adam::export`] for `model`: every moment must belong to one of
+    /// its tensors and have that tensor's size.
     pub fn import(
         config: AdamConfig,
         step: u64,
         tensors: &BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+        model: &DuetModel,
         device: &Device,
     ) -> Result<Self, String> {
+        let sizes = model.tensor_sizes();
         let mut moments = BTreeMap::new();
-        for (name, (_, data)) in tensors {
-            let Some(pos) = name.strip_prefix("m.") else {
+        for (name, (_, m)) in tensors {
+            if let Some(tensor) = name.strip_prefix("v.") {
+                if !tensors.contains_key(&format!("m.{tensor}")) {
+                    return Err(format!("optimizer state has v.{tensor} but no m.{tensor}"));
+                }
                 continue;
-            };
-            let pos: usize = pos
-                .parse()
-                .map_err(|_| format!("bad optimizer tensor name `{name}`"))?;
+            }
+            let tensor = name
+                .strip_prefix("m.")
+                .ok_or_else(|| format!("optimizer tensor `{name}` is neither m.* nor v.*"))?;
             let (_, v) = tensors
-                .get(&format!("v.{pos}"))
-                .ok_or_else(|| format!("optimizer state has m.{pos} but no v.{pos}"))?;
+                .get(&format!("v.{tensor}"))
+                .ok_or_else(|| format!("optimizer state has m.{tensor} but no v.{tensor}"))?;
+            let size = *sizes.get(tensor).ok_or_else(|| {
+                format!("optimizer state for `{tensor}`, which the model does not have")
+            })?;
+            if m.len() != size || v.len() != size {
+                return Err(format!(
+                    "optimizer state for `{tensor}` has {} and {} values, the tensor {size}",
+                    m.len(),
+                    v.len()
+                ));
+            }
             let t = |d: &Vec<f32>| {
                 Tensor::<1>::from_data(TensorData::new(d.clone(), [d.len()]), device)
             };
-            moments.insert(pos, (t(data), t(v)));
+            moments.insert(tensor.to_string(), (t(m), t(v)));
         }
         Ok(Adam {
             config,

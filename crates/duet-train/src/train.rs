@@ -804,8 +804,19 @@ pub fn run(
                 let model =
                     DuetModel::build(file.config, &mut FileSource::new(file.tensors), &ad_device)
                         .map_err(|e| DataError::Training(e.to_string()))?;
-                let adam = Adam::import(AdamConfig::default(), c.state.adam_step, &c.adam, device)
-                    .map_err(DataError::Training)?;
+                let adam = Adam::import(
+                    AdamConfig::default(),
+                    c.state.adam_step,
+                    &c.adam,
+                    &model,
+                    device,
+                )
+                .map_err(|e| {
+                    DataError::Training(format!(
+                        "{}: {e}",
+                        run_dir.checkpoint().join("adam.safetensors").display()
+                    ))
+                })?;
                 (model, adam, c.best)
             }
             None => {

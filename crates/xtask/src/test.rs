@@ -149,6 +149,16 @@ pub fn run(args: &[String]) -> Result<()> {
     .is_ok();
     tally.check("cargo fmt --check", ok);
 
+    let ok = step("eslint (www/, tests/e2e/)", || {
+        crate::util::run(
+            cmd(root().join("tests/e2e/node_modules/.bin/eslint"))
+                .current_dir(root())
+                .args(["--max-warnings", "0", "-c", "tests/e2e/eslint.config.js", "www", "tests/e2e"]),
+        )
+    })
+    .is_ok();
+    tally.check("eslint (www/, tests/e2e/)", ok);
+
     // One compile for clippy and the tests: clippy-driver compiles the workspace's crates for
     // `cargo test` (util::with_clippy), so no dependency is type-checked twice.
     let test_cmd = |extra: &[&str]| {
