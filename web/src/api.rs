@@ -31,6 +31,10 @@ fn js_kind(e: &JsValue) -> Option<String> {
     js_sys::Reflect::get(e, &"kind".into()).ok()?.as_string()
 }
 
+fn model_error(e: duet_model::ModelError) -> JsValue {
+    analysis_error(e.into())
+}
+
 fn analysis_error(e: AnalysisError) -> JsValue {
     error(e.kind(), &e.to_string())
 }
@@ -251,10 +255,7 @@ async fn analyze_stream(
         .map(|n| timeline::spans(n as usize, rate, &cfg).len())
         .unwrap_or(0);
     let predictor = loaded.borrow().predictor.clone();
-    let mut windower = timeline::Windower::new(rate, &cfg);
-    let mut pending = Vec::new();
-    let mut spans = Vec::new();
-    let mut segments = Vec::with_capacity(total);
+    let mut windows = timeline::WindowBatches::new(rate, &cfg);
     let mut block = Vec::new();
     let mut more = true;
     while more {
@@ -267,50 +268,40 @@ async fn analyze_stream(
             let Loaded {
                 predictor, plan, ..
             } = &mut *l;
-            let mut add = |span, w: &[f32]| -> Result<(), AnalysisError> {
-                pending.push((span, timeline::prepare_window(predictor, plan, w)?));
-                spans.push(span);
-                Ok(())
-            };
-            windower.push(&block, &mut add).map_err(analysis_error)?;
+            windows.push(predictor, plan, &block).map_err(model_error)?;
             if !more {
-                std::mem::replace(&mut windower, timeline::Windower::new(rate, &cfg))
-                    .finish(&mut add)
-                    .map_err(analysis_error)?;
+                windows.end(predictor, plan).map_err(model_error)?;
             }
         }
-        while pending.len() >= cfg.batch || (!more && !pending.is_empty()) {
-            let batch: Vec<_> = pending.drain(..pending.len().min(cfg.batch)).collect();
-            segments.extend(
-                timeline::predict_async(&predictor, &batch, rate, cfg.batch)
-                    .await
-                    .map_err(|e| analysis_error(e.into()))?,
-            );
-            if let Some(f) = &request.progress {
-                let _ = f.call2(
-                    &JsValue::NULL,
-                    &JsValue::from(segments.len() as u32),
-                    &JsValue::from(total.max(segments.len()) as u32),
-                );
-            }
-        }
+        windows
+            .classify_async(&predictor, |done| report(&request.progress, done, total))
+            .await
+            .map_err(model_error)?;
     }
-    let predictions: Vec<_> = segments.iter().map(|s| s.prediction.clone()).collect();
-    let whole = predictor
-        .mean_of(&predictions)
-        .ok_or_else(|| error("analysis", "a long recording without windows"))?;
-    let duration_s = spans.last().map_or(0.0, |s| s.end as f32 / rate as f32);
+    let duration_s = windows.samples_seen() as f32 / rate as f32;
+    let segments = windows.finish();
+    let whole = timeline::mean_of_windows(&predictor, &segments).map_err(model_error)?;
     let job = model::Job {
         duration_s,
         sample_rate,
         channels,
         whole: None,
-        spans,
+        windows: Some(cfg),
     };
-    let analysis = loaded
-        .borrow()
-        .finish(&job, whole, want.then_some(segments));
+    let analysis = loaded.borrow().finish(&job, whole, segments, want);
     to_js(&analysis)
+}
+
+/// Tells the page's progress callback, if any, that `done` of about `total` windows are classified.
+fn report(progress: &Option<js_sys::Function>, done: usize, total: usize) {
+    if let Some(f) = progress {
+        // A progress display that throws is the page's business, not the analysis's.
+        let _ = f.call2(
+            &JsValue::NULL,
+            &JsValue::from(done as u32),
+            &JsValue::from(total.max(done) as u32),
+        );
+    }
 }
 
 /// What an analysis asks for beyond the samples (the JS API's optional arguments).
@@ -377,39 +368,37 @@ async fn analyze_16k(
         ),
         None => None,
     };
+    // The windows a batch at a time: a batch's features (CPU, model borrowed), then its device call.
     let rate = duet_dsp::SAMPLE_RATE;
-    let mut segments = Vec::with_capacity(job.spans.len());
-    for chunk in job.spans.chunks(cfg.batch.max(1)) {
-        let windows = loaded
-            .borrow_mut()
-            .prepare_windows(&samples, chunk)
-            .map_err(analysis_error)?;
-        segments.extend(
-            timeline::predict_async(&predictor, &windows, rate, cfg.batch)
+    let mut segments = Vec::new();
+    if let Some(cfg) = &job.windows {
+        let total = timeline::spans(samples.len(), rate, cfg).len();
+        let mut windows = timeline::WindowBatches::new(rate, cfg);
+        let piece = (cfg.hop_s * rate as f32).max(1.0) as usize * cfg.batch.max(1);
+        let mut pieces = samples.chunks(piece).peekable();
+        while let Some(p) = pieces.next() {
+            {
+                let mut l = loaded.borrow_mut();
+                let Loaded {
+                    predictor, plan, ..
+                } = &mut *l;
+                windows.push(predictor, plan, p).map_err(model_error)?;
+                if pieces.peek().is_none() {
+                    windows.end(predictor, plan).map_err(model_error)?;
+                }
+            }
+            windows
+                .classify_async(&predictor, |done| report(&progress, done, total))
                 .await
-                .map_err(|e| analysis_error(e.into()))?,
-        );
-        if let Some(f) = &progress {
-            // A progress display that throws is the page's business, not the analysis's.
-            let _ = f.call2(
-                &JsValue::NULL,
-                &JsValue::from(segments.len() as u32),
-                &JsValue::from(job.spans.len() as u32),
-            );
+                .map_err(model_error)?;
         }
+        segments = windows.finish();
     }
     drop(samples);
     let whole = match whole {
         Some(p) => p,
-        None => {
-            let predictions: Vec<_> = segments.iter().map(|s| s.prediction.clone()).collect();
-            predictor
-                .mean_of(&predictions)
-                .ok_or_else(|| error("analysis", "a long recording without windows"))?
-        }
+        None => timeline::mean_of_windows(&predictor, &segments).map_err(model_error)?,
     };
-    let analysis = loaded
-        .borrow()
-        .finish(&job, whole, want.then_some(segments));
+    let analysis = loaded.borrow().finish(&job, whole, segments, want);
     to_js(&analysis)
 }

@@ -238,15 +238,15 @@ impl Loaded {
     }
 }
 
-/// A signal's features, prepared for the model (the CPU half of an analysis): the whole utterance
-/// when it is classified in one call (up to [`timeline::WHOLE_MAX_S`]), and the timeline's windows,
-/// whose features are computed a batch at a time ([`Loaded::prepare_windows`]).
+/// A signal's analysis as planned: the whole utterance's features when it is classified in one call
+/// (up to [`timeline::WHOLE_MAX_S`]), and the timeline's windows to classify, if any (their features
+/// are computed a batch at a time, [`timeline::WindowBatches`]).
 pub struct Job {
     pub duration_s: f32,
     pub sample_rate: u32,
     pub channels: u16,
     pub whole: Option<Prepared>,
-    pub spans: Vec<timeline::Span>,
+    pub windows: Option<TimelineConfig>,
 }
 
 /// Mixes planar channels (`channels` blocks of equal length, one after the other) to mono by
@@ -281,49 +281,35 @@ impl Loaded {
         } else {
             None
         };
-        let default = TimelineConfig::default();
-        let spans = match (timeline, &whole) {
-            (Some(cfg), _) => timeline::spans(samples_16k.len(), rate, cfg),
-            (None, None) => timeline::spans(samples_16k.len(), rate, &default),
-            (None, Some(_)) => Vec::new(),
+        let windows = match (timeline, &whole) {
+            (Some(cfg), _) => Some(*cfg),
+            (None, None) => Some(TimelineConfig::default()),
+            (None, Some(_)) => None,
         };
         Ok(Job {
             duration_s: samples_16k.len() as f32 / rate as f32,
             sample_rate,
             channels,
             whole,
-            spans,
+            windows,
         })
     }
 
-    /// Features of a batch of a job's windows.
-    pub fn prepare_windows(
-        &mut self,
-        samples_16k: &[f32],
-        spans: &[timeline::Span],
-    ) -> Result<Vec<(timeline::Span, Prepared)>, AnalysisError> {
-        Ok(timeline::prepare(
-            &self.predictor,
-            &mut self.plan,
-            samples_16k,
-            spans,
-        )?)
-    }
-
-    /// Assembles the result of a job: the whole utterance's prediction and, with a timeline, its
-    /// segments.
+    /// Assembles the result of a job: the whole utterance's prediction (or the mean of its
+    /// windows') and, when `show_timeline`, its segments.
     pub fn finish(
         &self,
         job: &Job,
         whole: Prediction,
-        segments: Option<Vec<timeline::Segment>>,
+        segments: Vec<timeline::Segment>,
+        show_timeline: bool,
     ) -> Analysis {
         let config = self.predictor.config();
         Analysis {
             duration_s: job.duration_s,
             sample_rate: job.sample_rate,
             channels: job.channels,
-            mean_of_windows: job.whole.is_none().then_some(job.spans.len()),
+            mean_of_windows: job.whole.is_none().then_some(segments.len()),
             classes: config.classes.clone(),
             scores: Scores::from(&whole),
             branches: whole
@@ -332,7 +318,7 @@ impl Loaded {
                 .map(|(b, p)| (b.name().to_string(), p.clone()))
                 .collect(),
             logits: whole.logits.clone(),
-            timeline: segments.map(|segments| {
+            timeline: show_timeline.then(|| {
                 segments
                     .iter()
                     .map(|s| TimelineSegment {

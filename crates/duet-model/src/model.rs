@@ -342,6 +342,65 @@ mod tests {
     use crate::rng::SplitMix64;
     use duet_dsp::Preset;
 
+    /// Names are written once, in the builders: every tensor the module tree holds is exported under
+    /// its name, exactly the names a file of that kind holds (a saved model loads with nothing
+    /// missing or left over), and a training forward's running statistics are what gets exported.
+    #[test]
+    fn every_tensor_is_exported_under_the_name_it_was_built_with() {
+        use crate::store::Sink;
+        let device = crate::backend::cpu_device();
+        for preset in [Preset::Paper, Preset::Authors] {
+            for kind in crate::ModelKind::ALL {
+                let config = crate::ModelConfig::new(kind, preset);
+                let model = crate::weights::init(config.clone(), 3, &device).unwrap();
+                let mut visited = 0;
+                model.visit(&mut CountFloats(&mut visited));
+                let mut sink = Sink::default();
+                model.export(&mut sink).unwrap();
+                assert_eq!(sink.tensors.len(), visited, "{kind} {preset:?}");
+                let names: std::collections::BTreeSet<&str> =
+                    sink.tensors.iter().map(|t| t.name.as_str()).collect();
+                assert_eq!(names.len(), visited, "names are unique");
+                assert_eq!(
+                    names.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+                    model.tensor_sizes().into_keys().collect::<Vec<_>>()
+                );
+                let bytes = crate::weights::save(&model, crate::weights::Precision::F32).unwrap();
+                let again = crate::weights::load(&bytes, &device).unwrap();
+                assert_eq!(
+                    crate::weights::save(&again, crate::weights::Precision::F32).unwrap(),
+                    bytes
+                );
+            }
+        }
+        // After a training forward (momentum 1) the exported running statistics are the batch's,
+        // not the initial zeros and ones: burn keeps the last update aside until synchronised.
+        let config = crate::ModelConfig::new(crate::ModelKind::Base2, Preset::Paper);
+        let model = crate::weights::init(config.clone(), 3, &device).unwrap();
+        let mut rng = SplitMix64::new(5);
+        let items: Vec<Prepared> = (0..2)
+            .map(|_| Prepared::random(&config, 19_200, &mut rng))
+            .collect();
+        let refs: Vec<&Prepared> = items.iter().collect();
+        let input = crate::input::ModelInput::batch(&refs, &config, &device);
+        let _ = model.forward(&input, Mode::Train { momentum: 1.0 });
+        let mut sink = Sink::default();
+        model.export(&mut sink).unwrap();
+        let mean = sink
+            .tensors
+            .iter()
+            .find(|t| t.name == "narrow.cnn.bn0.running_mean")
+            .unwrap();
+        assert!(mean.data.iter().any(|v| *v != 0.0), "{:?}", &mean.data[..4]);
+    }
+
+    struct CountFloats<'a>(&'a mut usize);
+    impl burn::module::ModuleVisitor for CountFloats<'_> {
+        fn visit_float<const D: usize>(&mut self, _: &burn::module::Param<Tensor<D>>) {
+            *self.0 += 1;
+        }
+    }
+
     /// Every kind and preset gives the same logits (fused and per branch) on wgpu — lavapipe in CI:
     /// the fused recurrence kernel and the GPU CNN path with its batch norms folded once — as on
     /// the CPU backend, within 1e-5, on random features of two 1.2 s utterances.

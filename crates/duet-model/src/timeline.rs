@@ -55,9 +55,7 @@ pub struct Segment {
 /// The windows of a signal of `n_samples` at `sample_rate` (see the module docs). Empty for an
 /// empty signal; a hop or window of zero samples is treated as one sample.
 pub fn spans(n_samples: usize, sample_rate: u32, config: &TimelineConfig) -> Vec<Span> {
-    let rate = sample_rate as f64;
-    let window = ((config.window_s as f64 * rate).round() as usize).max(1);
-    let hop = ((config.hop_s as f64 * rate).round() as usize).max(1);
+    let (window, hop) = window_hop(sample_rate, config);
     if n_samples == 0 {
         return Vec::new();
     }
@@ -85,6 +83,12 @@ pub fn spans(n_samples: usize, sample_rate: u32, config: &TimelineConfig) -> Vec
         out.push(last);
     }
     out
+}
+
+/// A window's length and the hop between windows, in samples at `rate` (at least one each).
+fn window_hop(rate: u32, config: &TimelineConfig) -> (usize, usize) {
+    let samples = |s: f32| ((s as f64 * rate as f64).round() as usize).max(1);
+    (samples(config.window_s), samples(config.hop_s))
 }
 
 /// Longest signal classified in one model call, in seconds (5 min). One call's memory grows with
@@ -117,10 +121,10 @@ pub struct Windower {
 impl Windower {
     /// Windows of `config` for samples at `rate`.
     pub fn new(rate: u32, config: &TimelineConfig) -> Self {
-        let rate = rate as f64;
+        let (window, hop) = window_hop(rate, config);
         Windower {
-            window: ((config.window_s as f64 * rate).round() as usize).max(1),
-            hop: ((config.hop_s as f64 * rate).round() as usize).max(1),
+            window,
+            hop,
             buf: Vec::new(),
             buf_start: 0,
             seen: 0,
@@ -166,8 +170,12 @@ impl Windower {
     }
 
     /// Ends the signal: `emit` gets the last window (ending at the signal's end) unless it was
-    /// already emitted, or the whole signal when it is shorter than a window.
-    pub fn finish<E>(self, mut emit: impl FnMut(Span, &[f32]) -> Result<(), E>) -> Result<(), E> {
+    /// already emitted, or the whole signal when it is shorter than a window. Calling it again
+    /// emits nothing.
+    pub fn finish<E>(
+        &mut self,
+        mut emit: impl FnMut(Span, &[f32]) -> Result<(), E>,
+    ) -> Result<(), E> {
         let n = self.seen;
         if n == 0 {
             return Ok(());
@@ -179,91 +187,140 @@ impl Windower {
         if self.last == Some(last) {
             return Ok(());
         }
-        emit(last, &self.buf[last.start - self.buf_start..])
+        emit(last, &self.buf[last.start - self.buf_start..])?;
+        self.last = Some(last);
+        Ok(())
     }
 }
 
-/// Classifies windows as they come, a batch at a time (native): memory is one batch's features
-/// and the segments, whatever the signal's length.
-#[cfg(not(target_family = "wasm"))]
-pub struct Streamed<'a> {
-    predictor: &'a Predictor,
+/// The timeline of a signal that arrives in pieces: its windows ([`Windower`]) prepared as they
+/// complete (CPU) and handed to the model a batch at a time, so memory is one batch's features and
+/// the segments whatever the signal's length. The one driver of `duet predict`'s long files, the
+/// page's analyses (which await each batch) and [`timeline`].
+pub struct WindowBatches {
+    windower: Windower,
     rate: u32,
     batch: usize,
-    pending: Vec<(Span, Prepared)>,
+    ended: bool,
+    ready: Vec<(Span, Prepared)>,
     segments: Vec<Segment>,
 }
 
-#[cfg(not(target_family = "wasm"))]
-impl<'a> Streamed<'a> {
-    /// Windows of samples at `rate`, classified `batch` at a time.
-    pub fn new(predictor: &'a Predictor, rate: u32, batch: usize) -> Self {
-        Streamed {
-            predictor,
+impl WindowBatches {
+    /// The windows of `config` over samples at `rate`, `config.batch` per model call.
+    pub fn new(rate: u32, config: &TimelineConfig) -> Self {
+        WindowBatches {
+            windower: Windower::new(rate, config),
             rate,
-            batch: batch.max(1),
-            pending: Vec::new(),
+            batch: config.batch.max(1),
+            ended: false,
+            ready: Vec::new(),
             segments: Vec::new(),
         }
     }
 
-    /// Computes the features of one window (`samples`, at `span`) and classifies the batch once it
-    /// is full.
-    pub fn add(
+    /// Appends `samples` and prepares the features of every window now complete.
+    pub fn push(
         &mut self,
+        predictor: &Predictor,
         plan: &mut FeaturePlan,
-        span: Span,
         samples: &[f32],
     ) -> Result<(), ModelError> {
-        self.pending
-            .push((span, prepare_window(self.predictor, plan, samples)?));
-        if self.pending.len() >= self.batch {
-            self.flush()?;
-        }
+        let ready = &mut self.ready;
+        self.windower.push(samples, |span, w| {
+            ready.push((span, prepare_window(predictor, plan, w)?));
+            Ok(())
+        })
+    }
+
+    /// Ends the signal: prepares its last window; every batch is then ready.
+    pub fn end(&mut self, predictor: &Predictor, plan: &mut FeaturePlan) -> Result<(), ModelError> {
+        let ready = &mut self.ready;
+        self.windower.finish(|span, w| {
+            ready.push((span, prepare_window(predictor, plan, w)?));
+            Ok::<(), ModelError>(())
+        })?;
+        self.ended = true;
         Ok(())
     }
 
-    /// Segments classified so far.
+    /// Samples pushed so far.
+    pub fn samples_seen(&self) -> usize {
+        self.windower.samples_seen()
+    }
+
+    /// Segments classified so far, in time order.
     pub fn segments(&self) -> &[Segment] {
         &self.segments
     }
 
-    fn flush(&mut self) -> Result<(), ModelError> {
-        if self.pending.is_empty() {
-            return Ok(());
+    /// The next batch to classify: a full one, or after [`WindowBatches::end`] what is left.
+    fn take_batch(&mut self) -> Option<Vec<(Span, Prepared)>> {
+        let n = if self.ready.len() >= self.batch {
+            self.batch
+        } else if self.ended && !self.ready.is_empty() {
+            self.ready.len()
+        } else {
+            return None;
+        };
+        Some(self.ready.drain(..n).collect())
+    }
+
+    fn classified(&mut self, batch: &[(Span, Prepared)], predictions: Vec<Prediction>) {
+        let rate = self.rate;
+        self.segments.extend(
+            batch
+                .iter()
+                .zip(predictions)
+                .map(move |((span, _), prediction)| Segment {
+                    start_s: span.start as f32 / rate as f32,
+                    end_s: span.end as f32 / rate as f32,
+                    prediction,
+                }),
+        );
+    }
+
+    /// Classifies every batch that is ready (native; blocks on the device).
+    #[cfg(not(target_family = "wasm"))]
+    pub fn classify(&mut self, predictor: &Predictor) -> Result<(), ModelError> {
+        while let Some(batch) = self.take_batch() {
+            let predictions = predictor.predict_prepared(&inputs(&batch))?;
+            self.classified(&batch, predictions);
         }
-        let predictions = self.predictor.predict_prepared(&inputs(&self.pending))?;
-        let pending = std::mem::take(&mut self.pending);
-        self.segments
-            .extend(segments(self.rate, &pending, predictions));
         Ok(())
     }
 
-    /// Classifies what is left; all segments in time order.
-    pub fn finish(mut self) -> Result<Vec<Segment>, ModelError> {
-        self.flush()?;
-        Ok(self.segments)
+    /// Classifies every batch that is ready without blocking (the page), calling `after_batch`
+    /// with the number of segments classified so far after each.
+    pub async fn classify_async(
+        &mut self,
+        predictor: &Predictor,
+        mut after_batch: impl FnMut(usize),
+    ) -> Result<(), ModelError> {
+        while let Some(batch) = self.take_batch() {
+            let predictions = predictor.predict_prepared_async(&inputs(&batch)).await?;
+            self.classified(&batch, predictions);
+            after_batch(self.segments.len());
+        }
+        Ok(())
+    }
+
+    /// All segments, in time order.
+    pub fn finish(self) -> Vec<Segment> {
+        self.segments
     }
 }
 
-/// Computes and prepares the features of the windows `spans` of `samples_16k` (CPU work, no
-/// device): a batch of the timeline at a time (the page), so that a long signal's windows never
-/// all sit in memory at once.
-pub fn prepare(
+/// The overall answer of a signal too long for one call ([`WHOLE_MAX_S`]): the mean of its
+/// windows' probabilities ([`Predictor::mean_of`]).
+pub fn mean_of_windows(
     predictor: &Predictor,
-    plan: &mut FeaturePlan,
-    samples_16k: &[f32],
-    spans: &[Span],
-) -> Result<Vec<(Span, Prepared)>, ModelError> {
-    spans
-        .iter()
-        .map(|&span| {
-            Ok((
-                span,
-                prepare_window(predictor, plan, &samples_16k[span.start..span.end])?,
-            ))
-        })
-        .collect()
+    segments: &[Segment],
+) -> Result<Prediction, ModelError> {
+    let predictions: Vec<Prediction> = segments.iter().map(|s| s.prediction.clone()).collect();
+    predictor
+        .mean_of(&predictions)
+        .ok_or_else(|| ModelError::Input("a long recording without windows".into()))
 }
 
 /// Computes and prepares the features of one window's samples.
@@ -280,41 +337,8 @@ fn inputs(chunk: &[(Span, Prepared)]) -> Vec<&Prepared> {
     chunk.iter().map(|(_, p)| p).collect()
 }
 
-/// The segments of a batch of windows (samples at `rate`) with their predictions.
-fn segments(
-    rate: u32,
-    chunk: &[(Span, Prepared)],
-    predictions: Vec<Prediction>,
-) -> impl Iterator<Item = Segment> + '_ {
-    chunk
-        .iter()
-        .zip(predictions)
-        .map(move |((span, _), prediction)| Segment {
-            start_s: span.start as f32 / rate as f32,
-            end_s: span.end as f32 / rate as f32,
-            prediction,
-        })
-}
-
-/// Classifies prepared windows (from [`prepare`]) in batches of `batch`, one device call and
-/// read-back each, without blocking (the page: [`prepare`] needs the feature plan, this only the
-/// shared predictor, so no borrow of the plan is held across the awaits). `rate`: the samples' rate, for the times.
-pub async fn predict_async(
-    predictor: &Predictor,
-    windows: &[(Span, Prepared)],
-    rate: u32,
-    batch: usize,
-) -> Result<Vec<Segment>, ModelError> {
-    let mut out = Vec::with_capacity(windows.len());
-    for chunk in windows.chunks(batch.max(1)) {
-        let predictions = predictor.predict_prepared_async(&inputs(chunk)).await?;
-        out.extend(segments(rate, chunk, predictions));
-    }
-    Ok(out)
-}
-
 /// The timeline of `samples_16k` (native; blocks on the device), a batch of windows at a time
-/// ([`Windower`], [`Streamed`]).
+/// ([`WindowBatches`]).
 #[cfg(not(target_family = "wasm"))]
 pub fn timeline(
     predictor: &Predictor,
@@ -322,12 +346,16 @@ pub fn timeline(
     samples_16k: &[f32],
     config: &TimelineConfig,
 ) -> Result<Vec<Segment>, ModelError> {
-    let rate = plan.config().sample_rate;
-    let mut windower = Windower::new(rate, config);
-    let mut streamed = Streamed::new(predictor, rate, config.batch);
-    windower.push(samples_16k, |span, w| streamed.add(plan, span, w))?;
-    windower.finish(|span, w| streamed.add(plan, span, w))?;
-    streamed.finish()
+    let mut windows = WindowBatches::new(plan.config().sample_rate, config);
+    // A batch of windows' samples at a time, so that a batch's features are all that is prepared.
+    let (_, hop) = window_hop(plan.config().sample_rate, config);
+    for piece in samples_16k.chunks(hop * windows.batch) {
+        windows.push(predictor, plan, piece)?;
+        windows.classify(predictor)?;
+    }
+    windows.end(predictor, plan)?;
+    windows.classify(predictor)?;
+    Ok(windows.finish())
 }
 
 #[cfg(test)]

@@ -177,3 +177,50 @@ impl Adam {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use duet_dsp::Preset;
+    use duet_model::{ModelConfig, ModelKind, weights};
+
+    /// A checkpoint's optimizer state is checked against the model it resumes: a moment for a
+    /// tensor the model lacks, of the wrong size, or without its partner is refused by name.
+    #[test]
+    fn import_refuses_moments_that_do_not_fit_the_model() {
+        let device = duet_model::backend::cpu_device();
+        let model = weights::init(
+            ModelConfig::new(ModelKind::Base1, Preset::Paper),
+            1,
+            &device,
+        )
+        .unwrap();
+        let sizes = model.tensor_sizes();
+        let n = sizes["mfcc.head.bias"];
+        let state = |entries: &[(&str, usize)]| -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
+            entries
+                .iter()
+                .map(|(name, len)| (name.to_string(), (vec![*len], vec![0.5; *len])))
+                .collect()
+        };
+        let import = |s| Adam::import(AdamConfig::default(), 3, &s, &model, &device);
+        let ok = import(state(&[("m.mfcc.head.bias", n), ("v.mfcc.head.bias", n)])).unwrap();
+        assert_eq!(ok.moments.len(), 1);
+        assert_eq!(ok.step, 3);
+        let err = |s| import(s).err().unwrap();
+        assert!(
+            err(state(&[("m.ds.head.bias", 4), ("v.ds.head.bias", 4)]))
+                .contains("`ds.head.bias`, which the model does not have")
+        );
+        assert!(
+            err(state(&[
+                ("m.mfcc.head.bias", n + 1),
+                ("v.mfcc.head.bias", n + 1)
+            ]))
+            .contains("has 5 and 5 values, the tensor 4")
+        );
+        assert!(err(state(&[("m.mfcc.head.bias", n)])).contains("no v.mfcc.head.bias"));
+        assert!(err(state(&[("v.mfcc.head.bias", n)])).contains("no m.mfcc.head.bias"));
+        assert!(err(state(&[("x.mfcc.head.bias", n)])).contains("neither m.* nor v.*"));
+    }
+}

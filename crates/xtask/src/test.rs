@@ -153,7 +153,14 @@ pub fn run(args: &[String]) -> Result<()> {
         crate::util::run(
             cmd(root().join("tests/e2e/node_modules/.bin/eslint"))
                 .current_dir(root())
-                .args(["--max-warnings", "0", "-c", "tests/e2e/eslint.config.js", "www", "tests/e2e"]),
+                .args([
+                    "--max-warnings",
+                    "0",
+                    "-c",
+                    "tests/e2e/eslint.config.js",
+                    "www",
+                    "tests/e2e",
+                ]),
         )
     })
     .is_ok();

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use duet_dsp::{FeaturePlan, SAMPLE_RATE, SampleStream};
-use duet_model::timeline::{self, Segment, Streamed, TimelineConfig, Windower};
+use duet_model::timeline::{self, Segment, TimelineConfig, WindowBatches};
 use duet_model::{Prediction, Predictor};
 
 use crate::cmd::Backend;
@@ -191,16 +191,16 @@ fn analyse(
     let expected = stream.expected_samples();
     let progress = std::io::stderr().is_terminal();
     let name = file.display().to_string();
-    let mut windower = Windower::new(rate, &config);
-    let mut streamed = Streamed::new(predictor, rate, config.batch);
+    let mut windows = WindowBatches::new(rate, &config);
     let mut last_shown = 0usize;
+    windows.push(predictor, plan, &head)?;
+    drop(head);
     loop {
-        windower.push(&head, |span, w| streamed.add(plan, span, w))?;
-        windower.push(&block, |span, w| streamed.add(plan, span, w))?;
-        head.clear();
-        if progress && streamed.segments().len() >= last_shown + 16 {
-            last_shown = streamed.segments().len();
-            let done = windower.samples_seen() as f64 / rate as f64;
+        windows.push(predictor, plan, &block)?;
+        windows.classify(predictor)?;
+        if progress && windows.segments().len() >= last_shown + 16 {
+            last_shown = windows.segments().len();
+            let done = windows.samples_seen() as f64 / rate as f64;
             match expected {
                 Some(n) => eprint!("\r{name}: {:.0} of {:.0} s", done, n as f64 / rate as f64),
                 None => eprint!("\r{name}: {done:.0} s"),
@@ -214,13 +214,11 @@ fn analyse(
     if progress && last_shown > 0 {
         eprint!("\r\x1b[K");
     }
-    let duration = windower.samples_seen() as f32 / rate as f32;
-    windower.finish(|span, w| streamed.add(plan, span, w))?;
-    let segments = streamed.finish()?;
-    let predictions: Vec<Prediction> = segments.iter().map(|s| s.prediction.clone()).collect();
-    let p = predictor
-        .mean_of(&predictions)
-        .context("a long file without windows")?;
+    let duration = windows.samples_seen() as f32 / rate as f32;
+    windows.end(predictor, plan)?;
+    windows.classify(predictor)?;
+    let segments = windows.finish();
+    let p = timeline::mean_of_windows(predictor, &segments)?;
     Ok((duration, p, How::MeanOfWindows(segments)))
 }
 
