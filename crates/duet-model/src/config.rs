@@ -46,6 +46,7 @@ pub enum ModelKind {
 }
 
 impl ModelKind {
+    /// Every kind, in paper Table 1's order.
     pub const ALL: [ModelKind; 8] = [
         ModelKind::Base1,
         ModelKind::Base2,
@@ -57,6 +58,7 @@ impl ModelKind {
         ModelKind::Dual,
     ];
 
+    /// The kind's name in files and on the command line (`dual`, `base1`...).
     pub fn name(self) -> &'static str {
         match self {
             ModelKind::Base1 => "base1",
@@ -138,6 +140,7 @@ pub enum Branch {
 }
 
 impl Branch {
+    /// The branch's name in tensor names and reports (`mfcc`, `narrow`, `wide`, `ds`).
     pub fn name(self) -> &'static str {
         match self {
             Branch::Mfcc => "mfcc",
@@ -219,7 +222,9 @@ pub struct Provenance {
 pub struct ModelConfig {
     /// [`FORMAT_VERSION`] of the writer.
     pub format_version: u32,
+    /// Which of paper Table 1's models this is.
     pub kind: ModelKind,
+    /// The feature preset the model was built for (docs/reference.md).
     pub preset: Preset,
     /// Class names in logit order (§2.1: angry, happy, neutral, sad).
     pub classes: Vec<String>,
@@ -229,19 +234,23 @@ pub struct ModelConfig {
     pub hidden: usize,
     /// Stacked recurrent layers: 2, single-directional (§2.3.2, §3.1).
     pub layers: usize,
+    /// The CNN blocks' sizes (paper §3.1).
     pub cnn: CnnConfig,
+    /// How the narrow and wide sequences are brought to one length (docs/weights.md §4.3).
     pub alignment: Alignment,
     /// Batch-norm epsilon (PyTorch's default, used by the authors).
     pub bn_eps: f64,
     /// Batch-norm momentum for running statistics while training (PyTorch's default).
     #[serde(default = "default_momentum")]
     pub bn_momentum: f64,
+    /// The spectrogram lengths the CNN branches resize to (docs/weights.md §2).
     pub resize: ResizeConfig,
     /// The feature front end (duet-dsp) the model was trained with.
     pub features: FeatureConfig,
     /// Fusion weight of each branch (docs/weights.md §6).
     pub branch_weights: BTreeMap<Branch, f32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Where the weights came from (corpora, counts, figures); absent for an untrained model.
     pub provenance: Option<Provenance>,
     /// Temperature scaling of the fused probabilities (docs/weights.md §2); `None`: T = 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -331,6 +340,7 @@ impl ModelConfig {
         }
     }
 
+    /// Number of classes.
     pub fn n_classes(&self) -> usize {
         self.classes.len()
     }
@@ -340,6 +350,7 @@ impl ModelConfig {
         self.branch_weights.keys().copied().collect()
     }
 
+    /// Whether the model has branch `b`.
     pub fn has(&self, b: Branch) -> bool {
         self.branch_weights.contains_key(&b)
     }

@@ -11,23 +11,46 @@ pub enum ModelError {
     Metadata(String),
     /// A configuration field is invalid.
     #[error("model config field `{field}`: {message}")]
-    Config { field: String, message: String },
+    Config {
+        /// The field's name (dotted for nested fields).
+        field: String,
+        /// What is wrong with it.
+        message: String,
+    },
     /// A tensor the model needs is not in the file.
     #[error("tensor `{name}` is missing from the weights file (expected shape {expected:?})")]
-    MissingTensor { name: String, expected: Vec<usize> },
+    MissingTensor {
+        /// The tensor's documented name (docs/weights.md).
+        name: String,
+        /// The shape the configuration implies.
+        expected: Vec<usize>,
+    },
     /// A tensor has the wrong shape for the configuration.
     #[error("tensor `{name}` has shape {found:?}, the config requires {expected:?}")]
     Shape {
+        /// The tensor's documented name.
         name: String,
+        /// The shape the configuration implies.
         expected: Vec<usize>,
+        /// The shape in the file.
         found: Vec<usize>,
     },
     /// A tensor has a dtype other than F32/F16, or holds NaN/Inf.
     #[error("tensor `{name}`: {message}")]
-    Tensor { name: String, message: String },
+    Tensor {
+        /// The tensor's name.
+        name: String,
+        /// What is wrong with it.
+        message: String,
+    },
     /// The file has tensors the configuration does not use (a file from another kind).
     #[error("the weights file has tensors the `{kind}` model does not use: {names}")]
-    UnexpectedTensors { kind: String, names: String },
+    UnexpectedTensors {
+        /// The model kind the configuration names.
+        kind: String,
+        /// The unused tensors' names, comma-separated.
+        names: String,
+    },
     /// The features do not fit the model (wrong preset, too short...).
     #[error("input: {0}")]
     Input(String),

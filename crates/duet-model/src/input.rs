@@ -14,6 +14,7 @@ use crate::error::ModelError;
 pub struct Prepared {
     /// Row-major [mfcc_frames, mfcc_dim].
     pub mfcc: Vec<f32>,
+    /// Valid MFCC frames (the rest of a batch's rows are padding).
     pub mfcc_frames: usize,
     /// Row-major [n_mels, narrow_frames], 10·log10 power.
     pub narrow: Vec<f32>,
@@ -109,6 +110,7 @@ pub struct ModelInput {
 }
 
 impl ModelInput {
+    /// One batch of prepared utterances of any lengths, padded and masked, on `device`.
     pub fn batch(items: &[&Prepared], config: &ModelConfig, device: &Device) -> ModelInput {
         let b = items.len();
         let d = config.mfcc_dim;

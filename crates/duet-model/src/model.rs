@@ -13,8 +13,8 @@ use crate::store::{Builder, ParamSource, Sink, TensorNames};
 /// MLSTM (paper §2.3.2): a 2-layer LSTM over the MFCC frames, mean-pooled over valid frames.
 #[derive(Module, Debug)]
 pub struct MfccBranch {
-    pub lstm: Lstm,
-    pub head: Head,
+    pub(crate) lstm: Lstm,
+    pub(crate) head: Head,
 }
 
 impl MfccBranch {
@@ -37,11 +37,11 @@ impl MfccBranch {
 /// Base 2 / Base 3: CNN + LSTM over one spectrogram, mean-pooled over time.
 #[derive(Module, Debug)]
 pub struct CnnLstmBranch {
-    pub cnn: CnnBlock,
-    pub lstm: Lstm,
-    pub head: Head,
+    pub(crate) cnn: CnnBlock,
+    pub(crate) lstm: Lstm,
+    pub(crate) head: Head,
     #[module(skip)]
-    pub name: String,
+    pub(crate) name: String,
 }
 
 impl CnnLstmBranch {
@@ -85,12 +85,12 @@ impl CnnLstmBranch {
 /// MDS-LSTM (paper §2.3.3-2.3.4): CNNs on S1 and S2, alignment, DS-LSTM, mean pool, head.
 #[derive(Module, Debug)]
 pub struct DsBranch {
-    pub cnn_narrow: CnnBlock,
-    pub cnn_wide: CnnBlock,
-    pub layers: Vec<DsLstmLayer>,
-    pub head: Head,
+    pub(crate) cnn_narrow: CnnBlock,
+    pub(crate) cnn_wide: CnnBlock,
+    pub(crate) layers: Vec<DsLstmLayer>,
+    pub(crate) head: Head,
     #[module(skip)]
-    pub alignment: Alignment,
+    pub(crate) alignment: Alignment,
 }
 
 impl DsBranch {
@@ -180,11 +180,12 @@ pub fn align(x: Tensor<3>, y: Tensor<3>, alignment: Alignment) -> (Tensor<3>, Te
 /// A model of any kind of paper Table 1: the branches it has, fused by [`ModelConfig::branch_weights`].
 #[derive(Module, Debug)]
 pub struct DuetModel {
-    pub mfcc: Option<MfccBranch>,
-    pub narrow: Option<CnnLstmBranch>,
-    pub wide: Option<CnnLstmBranch>,
-    pub ds: Option<DsBranch>,
+    pub(crate) mfcc: Option<MfccBranch>,
+    pub(crate) narrow: Option<CnnLstmBranch>,
+    pub(crate) wide: Option<CnnLstmBranch>,
+    pub(crate) ds: Option<DsBranch>,
     #[module(skip)]
+    /// The configuration the model was built from (stored in its file).
     pub config: ModelConfig,
     /// The name of every tensor, recorded by [`DuetModel::build`].
     #[module(skip)]
@@ -201,6 +202,7 @@ pub struct ModelOutput {
 }
 
 impl ModelOutput {
+    /// [B, C]: softmax of the fused logits.
     pub fn probabilities(&self) -> Tensor<2> {
         softmax(self.logits.clone(), 1)
     }
@@ -293,6 +295,7 @@ impl DuetModel {
         &self.names
     }
 
+    /// The fused logits and each branch's for a batch, with batch norms in `mode`.
     pub fn forward(&self, input: &ModelInput, mode: Mode) -> ModelOutput {
         let mut branches = Vec::new();
         for b in self.config.branches() {

@@ -16,8 +16,13 @@ use crate::store::{Builder, Init};
 /// calibration with momentum 1).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Mode {
+    /// Inference: running statistics.
     Infer,
-    Train { momentum: f64 },
+    /// Training: batch statistics; running ones updated with `momentum` (docs/weights.md §3).
+    Train {
+        /// Weight of the batch's statistics in the running ones.
+        momentum: f64,
+    },
 }
 
 /// Where f32's `tanh` is already ±1: for |x| ≥ 9.02, 1 − tanh|x| ≈ 2e^(−2|x|) is below half an

@@ -71,14 +71,17 @@ impl Predictor {
         }
     }
 
+    /// The model's configuration.
     pub fn config(&self) -> &ModelConfig {
         &self.model.config
     }
 
+    /// The model.
     pub fn model(&self) -> &DuetModel {
         &self.model
     }
 
+    /// The device the model runs on.
     pub fn device(&self) -> &Device {
         &self.device
     }

@@ -23,6 +23,9 @@
 //! The backend extension is burn 0.22.1's `#[backend_extension]`: the trait is implemented for each
 //! backend and the macro generates the routing of a dispatch tensor to the right implementation.
 
+// The LSTM backward (`lstm_backward` and its per-backend kernels) serves training only.
+#![cfg_attr(not(feature = "train"), allow(dead_code))]
+
 use burn::backend::TensorMetadata;
 use burn::backend::{Backend, backend_extension, tensor::FloatTensor};
 use burn::prelude::*;

@@ -36,6 +36,7 @@ pub struct RandomSource {
 }
 
 impl RandomSource {
+    /// Random initialisation for `seed`.
     pub fn new(seed: u64) -> Self {
         RandomSource {
             rng: SplitMix64::new(seed),
@@ -59,6 +60,7 @@ pub struct FileSource {
 }
 
 impl FileSource {
+    /// The tensors of a file ([`crate::weights::read`]).
     pub fn new(tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)>) -> Self {
         FileSource { tensors }
     }
@@ -115,6 +117,7 @@ pub struct Builder<'a> {
 }
 
 impl<'a> Builder<'a> {
+    /// Tensors from `src`, on `device`.
     pub fn new(src: &'a mut dyn ParamSource, device: &'a Device) -> Self {
         Builder {
             src,
@@ -233,18 +236,23 @@ pub fn export<M: Module>(
 
 /// A named tensor on its way to a file.
 pub struct Exported {
+    /// The tensor's documented name.
     pub name: String,
+    /// Its shape.
     pub shape: Vec<usize>,
+    /// Its elements, row-major.
     pub data: Vec<f32>,
 }
 
 /// Collects tensors for export (native: reads tensors synchronously).
 #[derive(Default)]
 pub struct Sink {
+    /// The tensors, in the module tree's order.
     pub tensors: Vec<Exported>,
 }
 
 impl Sink {
+    /// Reads `t` from its device and adds it as `name`.
     pub fn push<const D: usize>(&mut self, name: String, t: Tensor<D>) -> Result<(), ModelError> {
         let shape = t.dims().to_vec();
         let data = t

@@ -37,7 +37,9 @@ impl Default for TimelineConfig {
 /// A segment of the signal, in samples.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Span {
+    /// First sample.
     pub start: usize,
+    /// One past the last sample.
     pub end: usize,
 }
 

@@ -16,6 +16,7 @@ pub const CONFIG_KEY: &str = "duet.config";
 /// Storage precision of a written file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Precision {
+    /// Every tensor in single precision.
     F32,
     /// Half precision for matrices and kernels (vectors stay f32): about half the size;
     /// probabilities move by < 1e-3 (measured in the tests).
@@ -25,7 +26,9 @@ pub enum Precision {
 /// The config and every tensor (as f32) of a weights file, validated against each other only when
 /// the model is built.
 pub struct WeightsFile {
+    /// The model's configuration (`duet.config`).
     pub config: ModelConfig,
+    /// Every tensor by name: shape and elements.
     pub tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
 }
 

@@ -9,8 +9,8 @@
 use std::time::Instant;
 
 use duet_dsp::Preset;
+use duet_model::Mode;
 use duet_model::input::{ModelInput, Prepared};
-use duet_model::nn::Mode;
 use duet_model::rng::SplitMix64;
 use duet_model::{DuetModel, ModelConfig, ModelKind, weights};
 use duet_train::adam::{Adam, AdamConfig};
@@ -57,7 +57,7 @@ fn main() {
     let recurrence: String = arg(&args, "--recurrence", "fused".to_string());
     match recurrence.as_str() {
         "fused" => {}
-        "steps" => duet_model::recurrence::set_step_loop_only(true),
+        "steps" => duet_model::set_step_loop_only(true),
         other => panic!("--recurrence fused|steps, not {other}"),
     }
     let (device, info) = match backend.as_str() {
