@@ -259,13 +259,7 @@ impl MelAnalyzer {
 
     /// Finishes the input: a frame waiting for its partner and a partial batch.
     pub fn flush(&mut self) {
-        if self.pair.pending {
-            for c in self.pair.buf.iter_mut() {
-                c.im = 0.0;
-            }
-            self.pair.powers_into(&mut self.power, self.in_batch);
-            self.in_batch += 1;
-        }
+        self.pair.flush_pending(&mut self.power, &mut self.in_batch);
         self.sum_bands();
     }
 

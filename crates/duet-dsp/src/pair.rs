@@ -64,6 +64,18 @@ impl<T: FftNum + Add<Output = T> + Sub<Output = T> + Mul<Output = T>> PairFft<T>
         }
         self.pending = false;
     }
+
+    /// At the end of the input: a frame waiting for its partner is transformed alone (a zero
+    /// partner) into column `*col` of `out`, and `*col` advances past it.
+    pub fn flush_pending(&mut self, out: &mut [[T; BATCH]], col: &mut usize) {
+        if self.pending {
+            for c in self.buf.iter_mut() {
+                c.im = T::zero();
+            }
+            self.powers_into(out, *col);
+            *col += 1;
+        }
+    }
 }
 
 /// A filterbank weight scaled for spectra written by [`PairFft::powers_into`] (×4): `w / 4`, exact in

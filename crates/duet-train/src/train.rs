@@ -758,6 +758,22 @@ pub fn run(
     while state.fold < n_stages {
         let is_final = state.fold == folds.len();
         let fold_t = Instant::now();
+        // The run's state (with Adam's step and the fold's time so far), the model, the optimizer
+        // and the best epoch's weights, written so that `--resume` continues from here.
+        let checkpoint = |state: &mut RunState,
+                          model: &DuetModel,
+                          adam: &Adam,
+                          best: Option<&[u8]>|
+         -> Result<(), DataError> {
+            state.adam_step = adam.step;
+            save_checkpoint(
+                &run_dir.checkpoint(),
+                &with_fold_time(state, &fold_t),
+                model,
+                adam,
+                best,
+            )
+        };
         // The fold's utterances; the final model trains on everything for the selected epochs.
         let (name, train, valid, test, description, warnings) = if is_final {
             let all: Vec<usize> = (0..corpus.utterances.len()).collect();
@@ -852,15 +868,8 @@ pub fn run(
             let lr = options.lr_at(state.epoch);
             while state.batch < batches.len() {
                 if stop.load(Ordering::SeqCst) {
-                    state.adam_step = adam.step;
                     state.elapsed_before += started.elapsed().as_secs_f64();
-                    save_checkpoint(
-                        &run_dir.checkpoint(),
-                        &with_fold_time(&state, &fold_t),
-                        &model,
-                        &adam,
-                        best_bytes.as_deref(),
-                    )?;
+                    checkpoint(&mut state, &model, &adam, best_bytes.as_deref())?;
                     return Ok(Outcome::Interrupted {
                         checkpoint: run_dir.checkpoint(),
                     });
@@ -935,14 +944,7 @@ pub fn run(
             state.batch = 0;
             state.loss_sum = 0.0;
             state.loss_count = 0;
-            state.adam_step = adam.step;
-            save_checkpoint(
-                &run_dir.checkpoint(),
-                &with_fold_time(&state, &fold_t),
-                &model,
-                &adam,
-                best_bytes.as_deref(),
-            )?;
+            checkpoint(&mut state, &model, &adam, best_bytes.as_deref())?;
         }
         if is_final {
             let mut final_model = model.valid();

@@ -172,22 +172,7 @@ fn bench_forward(
     let model = model_file()?;
     let b = batch.to_string();
     let duet = forward_json(bench_model, batch, &[])?;
-    let peer = json_of(&output(threads_env(
-        cmd(python)
-            .arg(root().join("tests/reference/torch_model.py"))
-            .arg("--model")
-            .arg(&model)
-            .args([
-                "--bench-forward",
-                "--batch",
-                &b,
-                "--seconds",
-                "4",
-                "--threads",
-                "1",
-            ]),
-        1,
-    ))?)?;
+    let peer = torch_bench(python, &model, &["--bench-forward", "--batch", &b])?;
     let steps = forward_json(bench_model, batch, &["--recurrence", "steps"])?;
     rows.push(Row {
         figure: format!(
@@ -302,26 +287,19 @@ fn bench_train(python: &Path, bench_model: &Path, rows: &mut Vec<Row>) -> Result
     };
     let duet = train("fused")?;
     let steps = train("steps")?;
-    let peer = json_of(&output(threads_env(
-        cmd(python)
-            .arg(root().join("tests/reference/torch_model.py"))
-            .arg("--model")
-            .arg(&model)
-            .args([
-                "--bench-train",
-                "--batch",
-                "32",
-                "--seconds",
-                "4",
-                "--threads",
-                "1",
-                "--runs",
-                "5",
-                "--warmup",
-                "1",
-            ]),
-        1,
-    ))?)?;
+    let peer = torch_bench(
+        python,
+        &model,
+        &[
+            "--bench-train",
+            "--batch",
+            "32",
+            "--runs",
+            "5",
+            "--warmup",
+            "1",
+        ],
+    )?;
     rows.push(Row {
         figure: "training step (fwd + bwd + Adam), `dual`, batch 32 of 4 s, CPU, 1 thread".into(),
         duet: format!(
@@ -573,4 +551,18 @@ pub fn run(args: &[String]) -> Result<()> {
     } else {
         Err(format!("{} benchmark part(s) failed", failures.len()))
     }
+}
+
+/// The PyTorch peer (`tests/reference/torch_model.py`) on `model`, one thread, 4 s of runs, with
+/// `args` saying what to time; its JSON line.
+fn torch_bench(python: &Path, model: &Path, args: &[&str]) -> Result<serde_json::Value> {
+    json_of(&output(threads_env(
+        cmd(python)
+            .arg(root().join("tests/reference/torch_model.py"))
+            .arg("--model")
+            .arg(model)
+            .args(args)
+            .args(["--seconds", "4", "--threads", "1"]),
+        1,
+    ))?)
 }
