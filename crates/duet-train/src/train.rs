@@ -529,6 +529,12 @@ pub fn calibration_summary(folds: &[FoldResult]) -> Option<CalibrationSummary> {
 
 /// The state as a checkpoint stores it: the fold's time so far includes this process's part, so a
 /// resumed fold reports the time of all its parts.
+/// Mean and spread over the folds done so far.
+fn cv_summary(state: &RunState) -> metrics::Summary {
+    let folds: Vec<_> = state.done.iter().map(|f| f.metrics.clone()).collect();
+    metrics::summarize(&folds)
+}
+
 fn with_fold_time(state: &RunState, fold_t: &Instant) -> RunState {
     RunState {
         fold_started: state.fold_started + fold_t.elapsed().as_secs_f64(),
@@ -962,13 +968,7 @@ pub fn run(
                 )),
                 ..Default::default()
             };
-            let summary = metrics::summarize(
-                &state
-                    .done
-                    .iter()
-                    .map(|f| f.metrics.clone())
-                    .collect::<Vec<_>>(),
-            );
+            let summary = cv_summary(&state);
             prov.metrics.insert("cv_wa_mean".into(), summary.wa.mean);
             prov.metrics.insert("cv_wa_std".into(), summary.wa.std);
             prov.metrics.insert("cv_ua_mean".into(), summary.ua.mean);
@@ -1090,13 +1090,7 @@ pub fn run(
         }
     }
 
-    let summary = metrics::summarize(
-        &state
-            .done
-            .iter()
-            .map(|f| f.metrics.clone())
-            .collect::<Vec<_>>(),
-    );
+    let summary = cv_summary(&state);
     let final_epochs = options
         .final_model
         .then(|| median(state.done.iter().map(|f| f.best_epoch).collect()).max(1));
