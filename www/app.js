@@ -1,111 +1,27 @@
 // The page's UI. Every computation (decoding WAV, resampling, features, the model) happens in the
 // wasm inside a Web Worker (worker.js), so the page never freezes; this file only moves bytes and
 // samples there and draws what comes back.
-import { TimelineView, classColour, hasStyledColour } from "./timeline.js";
+import { $, pct, clock, bytesText, showError, showNotice, announce } from "./dom.js";
+import { state, FALLBACK_CLASSES } from "./state.js";
+import { backendLabel, renderBackend, renderSpeed, renderModel } from "./card.js";
+import { tint, newRow, fillRow, failRow, updateResultActions, timelines } from "./results.js";
+import { TimelineView, classColour } from "./timeline.js";
 import { Recorder, describeMicError } from "./recorder.js";
 import { Engine } from "./engine.js";
 import { isWav, isSafetensors, decodeInBrowser } from "./formats.js";
 import { download, resultsCsv, resultsJson } from "./export.js";
 
-const $ = (id) => document.getElementById(id);
-
-const FALLBACK_CLASSES = ["angry", "happy", "neutral", "sad"];
 const LIVE_WINDOW_S = 3;
 const LIVE_EVERY_MS = 500;
 
-// ---------------------------------------------------------------------------------------------
-// Small helpers.
-
-function el(tag, props = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(props)) {
-    if (v === undefined || v === null || v === false) continue;
-    if (k === "class") node.className = v;
-    else if (k === "text") node.textContent = v;
-    else if (k.startsWith("data-") || k.startsWith("aria-") || k === "role" || k === "for") node.setAttribute(k, v);
-    else node[k] = v;
-  }
-  for (const c of children.flat()) if (c !== null && c !== undefined) node.append(c);
-  return node;
-}
-
-const pct = (p) => `${(p * 100).toFixed(1)}%`;
-const seconds = (s) => (s < 60 ? `${s.toFixed(1)} s` : `${Math.floor(s / 60)} min ${(s % 60).toFixed(0)} s`);
-function clock(s) {
-  const m = Math.floor(s / 60);
-  return `${m}:${(s - m * 60).toFixed(1).padStart(4, "0")}`;
-}
-function bytesText(n) {
-  return n >= 1e6 ? `${(n / 1e6).toFixed(1)} MB` : `${Math.max(1, Math.round(n / 1e3))} kB`;
-}
-
-function showError(message) {
-  const p = el("p", { text: message });
-  const close = el("button", { class: "close", type: "button", "aria-label": "Dismiss this message", text: "×" });
-  close.addEventListener("click", () => p.remove());
-  p.append(close);
-  $("errors").append(p);
-  // Keep the last few only.
-  while ($("errors").children.length > 4) $("errors").firstElementChild.remove();
-}
-
-function showNotice(message) {
-  $("notices").replaceChildren(el("p", { text: message }));
-}
-
-function announce(message) {
-  // Clearing first makes screen readers repeat an identical message.
-  $("announcer").textContent = "";
-  requestAnimationFrame(() => ($("announcer").textContent = message));
-}
-
-// ---------------------------------------------------------------------------------------------
-// State shared by the panels.
-
-const state = {
-  classes: FALLBACK_CLASSES,
-  model: null,
-  backend: null,
-  results: [], // {name, durationS, probabilities: {class: p}, label, timeline, backend, ms}
-  busy: 0,
-};
-
 const engine = new Engine(onBackendChange, (message) => showError(message));
 
-function backendLabel(b) {
-  return b.kind === "webgpu" ? "WebGPU" : b.kind === "wgpu" ? "GPU" : "CPU";
-}
-
-function renderBackend(b) {
-  state.backend = b;
-  document.body.dataset.backend = b.kind;
-  $("backend").textContent = backendLabel(b);
-  $("adapter").textContent = b.adapter;
-  $("engine-summary").textContent = `${backendLabel(b)} · ${b.adapter}`;
-  if (b.fallbackReason) {
-    $("fallback-reason").hidden = false;
-    $("fallback-reason").textContent = `Not on the GPU: ${b.fallbackReason}.`;
-  } else {
-    $("fallback-reason").hidden = true;
-  }
-}
-
-// The two backends' times on the same clip, when the page measured them to choose.
-function renderSpeed(speed) {
-  if (!speed) {
-    $("speed").textContent = "not compared (backend chosen in the address)";
-    return;
-  }
-  const mark = (kind) => (speed.chosen === kind ? " ✓" : "");
-  $("speed").textContent =
-    `${speed.clipS} s clip: WebGPU ${Math.round(speed.webgpuMs)} ms${mark("webgpu")} · ` +
-    `CPU ${Math.round(speed.cpuMs)} ms${mark("cpu")}`;
-  document.body.dataset.speedChosen = speed.chosen;
-}
+/** The model card for `info`, with the user's own model file if one is loaded. */
+const showModel = (info) => renderModel(info, engine.customModel);
 
 function onBackendChange(msg) {
   renderBackend(msg.backend);
-  if (msg.model) renderModel(msg.model);
+  if (msg.model) showModel(msg.model);
   if (msg.warmupMs !== undefined) $("warmup").textContent = `${Math.round(msg.warmupMs)} ms`;
   const text = msg.restarted
     ? `The engine stopped unexpectedly and was restarted on the ${backendLabel(msg.backend)}.`
@@ -116,89 +32,12 @@ function onBackendChange(msg) {
   announce(text);
 }
 
-// ---------------------------------------------------------------------------------------------
-// The model card.
-
-function renderModel(info) {
-  state.model = info;
-  state.classes = info.classes;
-  renderLegend(info.classes);
-  const custom = Boolean(engine.customModel);
-  const prov = info.provenance || {};
-  $("model-name").textContent = custom ? engine.customModel.name : "Bundled model (demo.safetensors)";
-  const badge = $("model-badge");
-  badge.textContent = !info.trained ? "untrained" : custom ? "your model" : "demo";
-  badge.dataset.kind = !info.trained ? "untrained" : custom ? "custom" : "demo";
-
-  const facts = [
-    ["Kind", `${info.kind} — ${info.kindDescription}`],
-    ["Classes", info.classes.join(", ")],
-    ["Features", `${info.preset} preset, at least ${(info.minDurationS * 1000).toFixed(0)} ms of audio`],
-    ["Weights", `${(info.parameters / 1e6).toFixed(2)} M parameters, ${info.dtype}, ${bytesText(info.bytes)}`],
-    ["Training corpus", prov.corpus || (info.trained ? "not recorded" : "none — untrained")],
-  ];
-  if (prov.protocol) facts.push(["Protocol", prov.protocol]);
-  if (info.levelDbfs != null) facts.push(["Level", `each recording normalised to ${info.levelDbfs} dBFS before the features`]);
-  if (info.calibration) {
-    facts.push(["Calibration", `temperature ${info.calibration.temperature.toFixed(2)} (fitted on validation speakers); results under ${Math.round(info.calibration.uncertain_below * 100)}% are marked uncertain`]);
-  }
-  const metrics = Object.entries(prov.metrics || {});
-  if (metrics.length) {
-    facts.push([
-      "Cross-validation",
-      metrics
-        .map(([k, v]) => `${k.replace(/_/g, " ")} ${v <= 1 ? `${(v * 100).toFixed(1)}%` : v.toFixed(3)}`)
-        .join(" · "),
-    ]);
-  }
-  // The weights' license and the corpus citation first: users must see them.
-  const first = ["license", "citation", "intended_use", "level", "augmentation"];
-  const rank = (k) => (first.includes(k) ? first.indexOf(k) : first.length);
-  const notes = Object.entries(prov.notes || {}).sort(([a], [b]) => rank(a) - rank(b));
-  for (const [k, v] of notes.slice(0, 9)) facts.push([k.replace(/_/g, " "), v]);
-  $("model-facts").replaceChildren(...facts.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })]));
-
-  const note = $("model-note");
-  const train = el("p", {},
-    "To train a real model, run ",
-    el("code", { text: "train --corpus iemocap:DIR --model dual --protocol loso --out runs/iemocap" }),
-    " and drop ", el("code", { text: "runs/iemocap/model.safetensors" }), " here; ",
-    el("code", { text: "cargo xtask demo-model" }), " rebuilds this demo.");
-  if (!info.trained) {
-    note.replaceChildren(
-      el("p", { class: "warn" }, el("strong", { text: "Untrained: " }),
-        "this model file has no training record, its weights are random, so its probabilities mean nothing yet."),
-      train);
-  } else if (!custom && /ravdess/i.test(prov.corpus || "")) {
-    note.replaceChildren(
-      el("p", {}, el("strong", { text: "Trained on real speech: " }),
-        "20 North American actors of RAVDESS, two sentences acted in each emotion (speaker-independent " +
-          "cross-validation above: the tested actors were never heard in training)."),
-      el("p", { class: "warn" }, el("strong", { text: "What it is not: " }),
-        "acted English speech and four classes only; spontaneous speech, other languages and other " +
-          "emotions will be misjudged more often. Not for judging people at work, in education or anywhere " +
-          "a decision about them follows."),
-      el("p", {}, "Weights license: CC BY-NC-SA 4.0 (derived from RAVDESS: Livingstone & Russo 2018, " +
-          "PLoS ONE 13(5): e0196391), separate from the code's license — not for commercial use."),
-      train);
-  } else if (!custom) {
-    note.replaceChildren(
-      el("p", { class: "warn" }, el("strong", { text: "A demo: " }),
-        "this model was trained on synthetic speech (voices of speech synthesisers acting each emotion), " +
-          "not on real people — expect it to misjudge real voices."),
-      train);
-  } else {
-    note.replaceChildren(el("p", { text: "Your own model, read from your file on this device." }));
-  }
-  $("model-reset").hidden = !custom;
-}
-
 async function useModelFile(name, buffer) {
   const previous = engine.customModel;
   engine.customModel = { name, bytes: buffer };
   try {
     const { model } = await engine.call("loadModel", { bytes: buffer });
-    renderModel(model);
+    showModel(model);
     announce(`Model ${name} loaded: ${model.kind}, classes ${model.classes.join(", ")}.`);
   } catch (err) {
     engine.customModel = previous;
@@ -211,161 +50,12 @@ async function resetModel() {
   try {
     // The worker keeps the bundled model's bytes from its start: no request.
     const { model } = await engine.call("loadModel", { demo: true });
-    renderModel(model);
+    showModel(model);
     announce("Back to the bundled demo model.");
   } catch (err) {
     showError(`Could not reload the demo model: ${err.message}`);
   }
 }
-
-// ---------------------------------------------------------------------------------------------
-// Results.
-
-/** Gives `node` class `c`'s colour (`--c`): the style sheet's for the four emotions, an extra hue
- * for a class of a user's model that the sheet does not know. */
-function tint(node, c) {
-  node.classList.add(`c-${c}`);
-  if (!hasStyledColour(c)) node.style.setProperty("--c", classColour(c, Math.max(0, state.classes.indexOf(c))));
-  return node;
-}
-
-/** The legend above the results: the loaded model's classes, in its order. */
-function renderLegend(classes) {
-  $("legend").replaceChildren(...classes.map((c) =>
-    tint(el("li", {}, el("span", { class: "swatch", "aria-hidden": "true" }), c), c)));
-}
-
-function probabilitiesOf(classes, values) {
-  return Object.fromEntries(classes.map((c, i) => [c, values[i]]));
-}
-
-function barList(classes, probabilities, label) {
-  return el("ul", { class: "bars" },
-    classes.map((c, i) => {
-      const fill = el("span", { class: "fill" });
-      fill.style.width = `${(probabilities[i] * 100).toFixed(2)}%`;
-      return tint(el("li", { class: `bar${c === label ? " top" : ""}`, "data-class": c },
-        el("span", { class: "bar-name" }, c, c === label ? el("span", { class: "top-mark", text: " (top)" }) : null),
-        el("span", { class: "track", "aria-hidden": "true" }, fill),
-        el("span", { class: "bar-pct", text: pct(probabilities[i]) })), c);
-    }));
-}
-
-// Rows are made when the table is first opened, a few hundred per frame: a 2-hour recording has
-// 4800 windows, and building them at once blocked the page for most of a second.
-const SEGMENT_ROWS_PER_FRAME = 300;
-
-function segmentTable(classes, segments) {
-  const tbody = el("tbody", {});
-  const details = el("details", { class: "segments" },
-    el("summary", { text: `Segments (${segments.length})` }),
-    el("table", {},
-      el("thead", {}, el("tr", {}, el("th", { text: "from" }), el("th", { text: "to" }),
-        classes.map((c) => el("th", { text: c })), el("th", { text: "top" }))),
-      tbody));
-  let made = 0;
-  const more = () => {
-    const end = Math.min(segments.length, made + SEGMENT_ROWS_PER_FRAME);
-    tbody.append(...segments.slice(made, end).map((s) => el("tr", {},
-      el("td", { text: `${s.startS.toFixed(1)} s` }), el("td", { text: `${s.endS.toFixed(1)} s` }),
-      s.probabilities.map((p) => el("td", { text: pct(p) })), el("td", { text: s.label }))));
-    made = end;
-    if (made < segments.length) requestAnimationFrame(more);
-  };
-  details.addEventListener("toggle", () => {
-    if (details.open && made === 0) more();
-  });
-  return details;
-}
-
-function newRow(name) {
-  $("results-empty").hidden = true;
-  const row = el("li", { class: "result", "data-state": "pending" },
-    el("div", { class: "result-head" },
-      el("h3", { class: "result-name", text: name }),
-      el("span", { class: "result-meta", text: "analysing…" })),
-    el("div", { class: "result-body" }, el("div", { class: "spinner", "aria-hidden": "true" })));
-  $("results").prepend(row);
-  return row;
-}
-
-function fillRow(row, name, a, ms) {
-  const classes = a.classes;
-  row.dataset.state = "done";
-  row.dataset.label = a.label;
-  const meta = [seconds(a.durationS), `${(a.sampleRate / 1000).toFixed(a.sampleRate % 1000 ? 1 : 0)} kHz`];
-  if (a.channels > 1) meta.push(`${a.channels} ch`);
-  // Over 5 min the overall answer is the mean of the timeline's windows (as in `duet predict`).
-  if (a.meanOfWindows) meta.push(`mean of ${a.meanOfWindows} windows`);
-  row.querySelector(".result-meta").textContent = meta.join(" · ");
-  const top = tint(el("p", { class: "result-top" },
-    el("span", { class: "swatch", "aria-hidden": "true" }),
-    el("strong", { text: a.label }), ` ${pct(a.probabilities[classes.indexOf(a.label)])}`), a.label);
-  if (a.uncertain) {
-    const t = state.model && state.model.calibration;
-    top.append(" ", el("span", {
-      class: "uncertain",
-      text: "uncertain",
-      title: `The top probability is under ${t ? Math.round(t.uncertain_below * 100) : 50}%, the model card's threshold: no class stands out.`,
-    }));
-  }
-  const body = el("div", { class: "result-body" }, top, barList(classes, a.probabilities, a.label));
-  if (a.timeline && a.timeline.length) {
-    const canvas = el("canvas", {
-      class: "timeline-canvas", height: 90, role: "img",
-      "aria-label": `Timeline of ${name}: ${a.timeline.length} segments; ${summariseTimeline(a.timeline)}`,
-    });
-    body.append(el("div", { class: "result-timeline" }, canvas), segmentTable(classes, a.timeline));
-    const view = new TimelineView(canvas, classes);
-    view.setStatic(a.timeline, a.durationS);
-    timelines.add(view);
-  }
-  row.querySelector(".result-body").replaceWith(body);
-  state.results.push({
-    name,
-    durationS: a.durationS,
-    probabilities: probabilitiesOf(classes, a.probabilities),
-    label: a.label,
-    uncertain: Boolean(a.uncertain),
-    timeline: a.timeline
-      ? a.timeline.map((s) => ({ startS: s.startS, endS: s.endS, probabilities: probabilitiesOf(classes, s.probabilities), label: s.label }))
-      : null,
-    backend: state.backend ? state.backend.kind : null,
-    ms,
-  });
-  updateResultActions();
-  const others = classes
-    .map((c, i) => [c, a.probabilities[i]])
-    .filter(([c]) => c !== a.label)
-    .map(([c, p]) => `${c} ${Math.round(p * 100)}`)
-    .join(", ");
-  announce(`${name}: ${a.label}${a.uncertain ? " (uncertain)" : ""}, ${Math.round(a.probabilities[classes.indexOf(a.label)] * 100)} percent. Others: ${others} percent.`);
-}
-
-function summariseTimeline(segments) {
-  const runs = [];
-  for (const s of segments) {
-    const last = runs[runs.length - 1];
-    if (last && last.label === s.label) last.end = s.endS;
-    else runs.push({ label: s.label, start: s.startS, end: s.endS });
-  }
-  return runs.slice(0, 12).map((r) => `${r.label} ${r.start.toFixed(0)}–${r.end.toFixed(0)} s`).join(", ");
-}
-
-function failRow(row, message) {
-  row.dataset.state = "error";
-  row.querySelector(".result-meta").textContent = "could not analyse";
-  row.querySelector(".result-body").replaceWith(el("div", { class: "result-body" }, el("p", { class: "result-error", text: message })));
-}
-
-function updateResultActions() {
-  const any = state.results.length > 0;
-  $("export-csv").disabled = !any;
-  $("export-json").disabled = !any;
-  $("clear").disabled = $("results").children.length === 0;
-}
-
-const timelines = new Set();
 
 // ---------------------------------------------------------------------------------------------
 // Files: WAV through duet-dsp in the wasm; anything else through the browser's decoder.
@@ -705,7 +395,7 @@ async function main() {
     const ok = init.smoke === 480;
     $("selftest").textContent = ok ? `ok (4×4 matmul = ${init.smoke})` : `WRONG: ${init.smoke} (expected 480)`;
     $("warmup").textContent = `${Math.round(init.warmupMs)} ms`;
-    renderModel(init.model);
+    showModel(init.model);
     live.setClasses(init.model.classes);
     const recErr = await recorderReady;
     if (recErr instanceof Error) $("record-hint").textContent = `Recording is unavailable here: ${recErr.message}`;
