@@ -529,6 +529,178 @@ pub fn calibration_summary(folds: &[FoldResult]) -> Option<CalibrationSummary> {
 
 /// The state as a checkpoint stores it: the fold's time so far includes this process's part, so a
 /// resumed fold reports the time of all its parts.
+/// The features of a run: every utterance's, then each augmented copy's (copy c of utterance i is
+/// feature index c·n + i, training only), from the run's cache or computed once.
+struct RunFeatures {
+    features: Vec<Option<Features>>,
+    bad_audio: BadAudioReport,
+    /// Whether the plain features came from the cache.
+    cached: bool,
+    seconds: f64,
+}
+
+fn run_features(
+    corpus: &Corpus,
+    options: &TrainOptions,
+    run_dir: &RunDir,
+    observer: &dyn Observer,
+) -> Result<RunFeatures, DataError> {
+    // Once per corpus and preset, shared by every fold and epoch.
+    let feature_config = options.feature_config();
+    let t_feat = Instant::now();
+    let (cache, cached) = FeatureCache::load_or_compute(
+        &run_dir.features(&feature_config, 0),
+        corpus,
+        &feature_config,
+        options.on_bad_audio,
+        &|d, t| observer.features(d, t),
+    )?;
+    let augment = crate::augment::Augment {
+        copies: options.augment,
+        seed: options.seed,
+    };
+    let mut copies = Vec::with_capacity(options.augment);
+    for copy in 1..=options.augment {
+        observer.message(&format!(
+            "augmented copy {copy} of {}: gain, noise, speed and reverb",
+            options.augment
+        ));
+        copies.push(FeatureCache::load_or_compute_augmented(
+            &run_dir.features(&feature_config, copy),
+            corpus,
+            &feature_config,
+            &cache,
+            &augment,
+            copy,
+            &|d, t| observer.features(d, t),
+        )?);
+    }
+    let FeatureCache {
+        mut features,
+        bad_audio,
+    } = cache;
+    features.extend(copies.into_iter().flatten());
+    if !bad_audio.skipped.is_empty() {
+        observer.message(&format!(
+            "skipped {} of {} utterances whose audio could not be decoded (--on-bad-audio skip)",
+            bad_audio.skipped.len(),
+            corpus.utterances.len()
+        ));
+    }
+    Ok(RunFeatures {
+        features,
+        bad_audio,
+        cached,
+        seconds: t_feat.elapsed().as_secs_f64(),
+    })
+}
+
+/// The seed of fold (or final stage) `fold`'s initial weights.
+fn fold_seed(options: &TrainOptions, fold: usize) -> u64 {
+    options.seed.wrapping_mul(1000).wrapping_add(fold as u64)
+}
+
+/// Whether a fold's epoch is selected on its test part (`--select-on-test`, or no validation part).
+fn selects_on_test(options: &TrainOptions, data: &FoldData<'_>) -> bool {
+    options.select_on_test || data.valid.is_empty()
+}
+
+/// The final model's record: corpora and counts (not paths: the file travels to other machines),
+/// protocol, cross-validation figures and the recipe.
+fn final_provenance(
+    corpus: &Corpus,
+    options: &TrainOptions,
+    state: &RunState,
+    epochs: usize,
+) -> duet_model::config::Provenance {
+    let mut prov = duet_model::config::Provenance {
+        corpus: Some(corpus.corpora_summary()),
+        protocol: Some(format!(
+            "{}{}",
+            options.protocol,
+            if options.select_on_test {
+                " (epochs selected on the test folds: optimistic)"
+            } else {
+                ""
+            }
+        )),
+        ..Default::default()
+    };
+    let summary = cv_summary(state);
+    prov.metrics.insert("cv_wa_mean".into(), summary.wa.mean);
+    prov.metrics.insert("cv_wa_std".into(), summary.wa.std);
+    prov.metrics.insert("cv_ua_mean".into(), summary.ua.mean);
+    prov.metrics.insert("cv_ua_std".into(), summary.ua.std);
+    prov.metrics
+        .insert("cv_macro_f1_mean".into(), summary.macro_f1.mean);
+    prov.notes.insert("epochs".into(), epochs.to_string());
+    prov.notes
+        .insert("folds".into(), state.done.len().to_string());
+    prov.notes.insert("seed".into(), options.seed.to_string());
+    prov.notes.insert("lr".into(), options.lr.to_string());
+    prov.notes.insert("batch".into(), options.batch.to_string());
+    prov.notes.insert(
+        "trainer".into(),
+        format!("duet train {}", env!("CARGO_PKG_VERSION")),
+    );
+    if let Some(level) = &options.level {
+        prov.notes.insert(
+            "level".into(),
+            format!(
+                "{} dBFS at the {}th percentile frame",
+                level.target_dbfs,
+                level.percentile * 100.0
+            ),
+        );
+    }
+    if let Some(c) = calibration_summary(&state.done) {
+        prov.metrics
+            .insert("cv_ece_before_mean".into(), c.ece_before_mean);
+        prov.metrics
+            .insert("cv_ece_after_mean".into(), c.ece_after_mean);
+    }
+    if options.augment > 0 {
+        prov.notes.insert(
+            "augmentation".into(),
+            format!(
+                "{} copies per utterance: gain, noise, speed, reverb",
+                options.augment
+            ),
+        );
+    }
+    prov.notes
+        .extend(options.notes.iter().map(|(k, v)| (k.clone(), v.clone())));
+    prov
+}
+
+/// Writes the final model: its provenance, the folds' mean calibration temperature, and the file
+/// written atomically in the precision asked for.
+fn export_final(
+    model: &DuetModel,
+    corpus: &Corpus,
+    options: &TrainOptions,
+    state: &RunState,
+    epochs: usize,
+    run_dir: &RunDir,
+) -> Result<(), DataError> {
+    let mut final_model = model.valid();
+    if let Some(c) = calibration_summary(&state.done) {
+        final_model.config.calibration = Some(duet_model::Calibration {
+            temperature: c.temperature,
+            uncertain_below: duet_model::Calibration::UNCERTAIN_BELOW,
+        });
+    }
+    final_model.config.provenance = Some(final_provenance(corpus, options, state, epochs));
+    let precision = if options.f16 {
+        Precision::F16
+    } else {
+        Precision::F32
+    };
+    let bytes =
+        weights::save(&final_model, precision).map_err(|e| DataError::Training(e.to_string()))?;
+    weights::write_atomic(&run_dir.model(), &bytes).map_err(|e| DataError::io(run_dir.model(), e))
+}
+
 /// Mean and spread over the folds done so far.
 fn cv_summary(state: &RunState) -> metrics::Summary {
     let folds: Vec<_> = state.done.iter().map(|f| f.metrics.clone()).collect();
@@ -682,43 +854,13 @@ pub fn run(
             c.state.options
         )));
     }
-    // Features: once per corpus and preset, shared by every fold and epoch.
-    let feature_config = options.feature_config();
-    let t_feat = Instant::now();
-    let (cache, cached) = FeatureCache::load_or_compute(
-        &run_dir.features(&feature_config, 0),
-        corpus,
-        &feature_config,
-        options.on_bad_audio,
-        &|d, t| observer.features(d, t),
-    )?;
-    // Augmented copies: copy c of utterance i is feature index c·n + i (training only).
-    let n_utt = corpus.utterances.len();
-    let augment = crate::augment::Augment {
-        copies: options.augment,
-        seed: options.seed,
-    };
-    let mut copies = Vec::with_capacity(options.augment);
-    for copy in 1..=options.augment {
-        observer.message(&format!(
-            "augmented copy {copy} of {}: gain, noise, speed and reverb",
-            options.augment
-        ));
-        copies.push(FeatureCache::load_or_compute_augmented(
-            &run_dir.features(&feature_config, copy),
-            corpus,
-            &feature_config,
-            &cache,
-            &augment,
-            copy,
-            &|d, t| observer.features(d, t),
-        )?);
-    }
-    let FeatureCache {
-        mut features,
+    let RunFeatures {
+        features,
         bad_audio,
-    } = cache;
-    features.extend(copies.into_iter().flatten());
+        cached,
+        seconds: feature_seconds,
+    } = run_features(corpus, options, run_dir, observer)?;
+    let n_utt = corpus.utterances.len();
     let with_copies = |train: &[usize]| -> Vec<usize> {
         let mut v = train.to_vec();
         for c in 1..=options.augment {
@@ -726,14 +868,6 @@ pub fn run(
         }
         v
     };
-    let feature_seconds = t_feat.elapsed().as_secs_f64();
-    if !bad_audio.skipped.is_empty() {
-        observer.message(&format!(
-            "skipped {} of {} utterances whose audio could not be decoded (--on-bad-audio skip)",
-            bad_audio.skipped.len(),
-            corpus.utterances.len()
-        ));
-    }
     let mut folds: Vec<Fold> = protocol::folds(corpus, &options.protocol, options.seed)?;
     if let Some(n) = options.max_folds {
         folds.truncate(n.max(1));
@@ -842,12 +976,12 @@ pub fn run(
                 (model, adam, c.best)
             }
             None => {
-                let seed = options
-                    .seed
-                    .wrapping_mul(1000)
-                    .wrapping_add(state.fold as u64);
-                let model = weights::init(data.config.clone(), seed, &ad_device)
-                    .map_err(|e| DataError::Training(e.to_string()))?;
+                let model = weights::init(
+                    data.config.clone(),
+                    fold_seed(options, state.fold),
+                    &ad_device,
+                )
+                .map_err(|e| DataError::Training(e.to_string()))?;
                 (model, Adam::new(AdamConfig::default()), None)
             }
         };
@@ -930,7 +1064,7 @@ pub fn run(
             };
             observer.epoch_end(&data.name, &record);
             if !is_final {
-                let score = if options.select_on_test || data.valid.is_empty() {
+                let score = if selects_on_test(options, &data) {
                     record.test_ua
                 } else {
                     record.valid_ua
@@ -953,79 +1087,7 @@ pub fn run(
             checkpoint(&mut state, &model, &adam, best_bytes.as_deref())?;
         }
         if is_final {
-            let mut final_model = model.valid();
-            let mut prov = duet_model::config::Provenance {
-                // Names and counts, not paths: the file travels to other machines.
-                corpus: Some(corpus.corpora_summary()),
-                protocol: Some(format!(
-                    "{}{}",
-                    options.protocol,
-                    if options.select_on_test {
-                        " (epochs selected on the test folds: optimistic)"
-                    } else {
-                        ""
-                    }
-                )),
-                ..Default::default()
-            };
-            let summary = cv_summary(&state);
-            prov.metrics.insert("cv_wa_mean".into(), summary.wa.mean);
-            prov.metrics.insert("cv_wa_std".into(), summary.wa.std);
-            prov.metrics.insert("cv_ua_mean".into(), summary.ua.mean);
-            prov.metrics.insert("cv_ua_std".into(), summary.ua.std);
-            prov.metrics
-                .insert("cv_macro_f1_mean".into(), summary.macro_f1.mean);
-            prov.notes.insert("epochs".into(), epochs.to_string());
-            prov.notes
-                .insert("folds".into(), state.done.len().to_string());
-            prov.notes.insert("seed".into(), options.seed.to_string());
-            prov.notes.insert("lr".into(), options.lr.to_string());
-            prov.notes.insert("batch".into(), options.batch.to_string());
-            prov.notes.insert(
-                "trainer".into(),
-                format!("duet train {}", env!("CARGO_PKG_VERSION")),
-            );
-            if let Some(level) = &options.level {
-                prov.notes.insert(
-                    "level".into(),
-                    format!(
-                        "{} dBFS at the {}th percentile frame",
-                        level.target_dbfs,
-                        level.percentile * 100.0
-                    ),
-                );
-            }
-            if let Some(c) = calibration_summary(&state.done) {
-                prov.metrics
-                    .insert("cv_ece_before_mean".into(), c.ece_before_mean);
-                prov.metrics
-                    .insert("cv_ece_after_mean".into(), c.ece_after_mean);
-                final_model.config.calibration = Some(duet_model::Calibration {
-                    temperature: c.temperature,
-                    uncertain_below: duet_model::Calibration::UNCERTAIN_BELOW,
-                });
-            }
-            if options.augment > 0 {
-                prov.notes.insert(
-                    "augmentation".into(),
-                    format!(
-                        "{} copies per utterance: gain, noise, speed, reverb",
-                        options.augment
-                    ),
-                );
-            }
-            prov.notes
-                .extend(options.notes.iter().map(|(k, v)| (k.clone(), v.clone())));
-            final_model.config.provenance = Some(prov);
-            let precision = if options.f16 {
-                Precision::F16
-            } else {
-                Precision::F32
-            };
-            let bytes = weights::save(&final_model, precision)
-                .map_err(|e| DataError::Training(e.to_string()))?;
-            weights::write_atomic(&run_dir.model(), &bytes)
-                .map_err(|e| DataError::io(run_dir.model(), e))?;
+            export_final(&model, corpus, options, &state, epochs, run_dir)?;
         } else {
             // The fold's result: the selected epoch's model on the test part.
             let best = best_bytes.take().ok_or_else(|| {
@@ -1046,7 +1108,7 @@ pub fn run(
                 valid: data.valid.len(),
                 test: data.test.len(),
                 best_epoch: state.best_epoch,
-                selected_on: if options.select_on_test || data.valid.is_empty() {
+                selected_on: if selects_on_test(options, &data) {
                     "test UA (optimistic: the test fold chose the epoch)".into()
                 } else {
                     "validation UA (from the training sessions)".into()
@@ -1073,11 +1135,7 @@ pub fn run(
                 folds[state.fold].train.clone()
             };
             let cfg = fold_config(options, &features, &next_train);
-            let seed = options
-                .seed
-                .wrapping_mul(1000)
-                .wrapping_add(state.fold as u64);
-            let fresh = weights::init(cfg, seed, &ad_device)
+            let fresh = weights::init(cfg, fold_seed(options, state.fold), &ad_device)
                 .map_err(|e| DataError::Training(e.to_string()))?;
             state.adam_step = 0;
             save_checkpoint(
