@@ -302,8 +302,12 @@ function wire() {
     if (e.key !== "r" && e.key !== "R") return;
     if (!shortcut.checked) return;
     if (e.ctrlKey || e.metaKey || e.altKey) return;
+    // Not while typing: text fields and lists take the key. A focused checkbox or button does not
+    // (the shortcut's own checkbox is focused right after it is turned on).
     const t = e.target;
-    if (t && (t.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(t.tagName))) return;
+    const typing = t && (t.isContentEditable || ["TEXTAREA", "SELECT"].includes(t.tagName) ||
+      (t.tagName === "INPUT" && !["checkbox", "radio", "button", "submit", "reset", "file"].includes(t.type)));
+    if (typing) return;
     e.preventDefault();
     toggleRecording();
   });

@@ -38,8 +38,10 @@ test("recording: level meter, live timeline, probabilities on stop, nothing sent
     assert.match(await b.page.$eval("#live-now", (e) => e.textContent), /now: (angry|happy|neutral|sad) \d/);
     const elapsed = await b.page.$eval("#elapsed", (e) => e.textContent);
     assert.match(elapsed, /^0:0[2-9]\.\d$|^0:[1-5]\d\.\d$/);
-    // With the single-key shortcut turned off, R does nothing; turned back on, R stops the take.
+    // With the single-key shortcut turned off, R does nothing; turned back on, R stops the take
+    // (both with the shortcut's checkbox focused, as a keyboard user leaves it).
     await b.page.click("#shortcut-r");
+    assert.equal(await b.page.evaluate(() => document.activeElement.id), "shortcut-r");
     await b.page.keyboard.press("r");
     await b.page.waitForTimeout(300);
     assert.equal(await b.page.evaluate(() => document.body.dataset.recording), "true", "R while turned off");
