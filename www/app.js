@@ -32,7 +32,17 @@ function onBackendChange(msg) {
   announce(text);
 }
 
-async function useModelFile(name, buffer) {
+// The largest model file the page reads: a model is held whole (the bundled one is far smaller).
+const MAX_MODEL_BYTES = 500e6;
+
+async function useModelFile(file) {
+  const name = file.name;
+  if (file.size > MAX_MODEL_BYTES) {
+    // Refused before it is read.
+    showError(`${name}: too large for a model file (${bytesText(file.size)}; the page reads models up to ${bytesText(MAX_MODEL_BYTES)}). The previous model stays in use.`);
+    return;
+  }
+  const buffer = await file.arrayBuffer();
   const previous = engine.customModel;
   engine.customModel = { name, bytes: buffer };
   try {
@@ -78,26 +88,32 @@ function explain(name, err) {
   }
 }
 
-/** `read`: the file's bytes again (a WAV's buffer is moved to the worker, not copied: a 2-hour
- * recording is 230 MB, and copying it blocked the page). */
-async function analyseBuffer(name, buffer, read, onProgress = null) {
-  const bytes = new Uint8Array(buffer);
-  if (isWav(bytes)) {
+// The largest file the page decodes in the browser (formats other than WAV): the browser holds it
+// and its decoded samples at once. A WAV is read by the worker from the file itself, a block at a
+// time when it is over 5 minutes (any length then), whole when shorter (the worker refuses, from the
+// header, one that would not fit in its memory).
+const MAX_DECODED_BYTES = 500e6;
+
+function tooLarge(file) {
+  return Object.assign(
+    new Error(`${bytesText(file.size)}; it reads files up to ${bytesText(MAX_DECODED_BYTES)} unless they are WAV, which it reads a block at a time. \`duet predict\` analyses any format at any length`),
+    { kind: "too-large" });
+}
+
+/** `head`: the file's first bytes, which say its format. */
+async function analyseFile(file, head, onProgress = null) {
+  if (isWav(head)) {
     try {
-      const again = async () => {
-        const b = await read();
-        return { payload: { bytes: b }, transfer: [b] };
-      };
-      return await engine.call("analyzeWav", { bytes: buffer }, { transfer: [buffer], again, onProgress });
+      return await engine.call("analyzeFile", { file }, { onProgress });
     } catch (err) {
       // A WAV codec duet-dsp does not read (ADPCM, A-law…) may still be one the browser decodes.
       if (err.kind !== "unsupported-wav") throw err;
-      buffer = await read();
     }
   }
+  if (file.size > MAX_DECODED_BYTES) throw tooLarge(file);
   let pcm;
   try {
-    pcm = await decodeInBrowser(buffer);
+    pcm = await decodeInBrowser(await file.arrayBuffer());
   } catch (err) {
     throw Object.assign(
       new Error(`not audio Duet can read: it is not a WAV file and this browser cannot decode it (${err.message || err.name}).`),
@@ -106,26 +122,13 @@ async function analyseBuffer(name, buffer, read, onProgress = null) {
   return engine.call("analyzePcm", { planar: pcm.planar, channels: pcm.channels, sampleRate: pcm.sampleRate }, { onProgress });
 }
 
-// The largest file the page reads: it is held twice (here and in the worker's wasm memory, 4 GB at
-// most) during its analysis. A WAV over 5 minutes is then read from those bytes a block at a time;
-// a shorter one, or another format, is decoded to floats first (the worker refuses, from the header,
-// a WAV that would not fit). Longer recordings are for `duet predict`, which reads from disk.
-const MAX_FILE_BYTES = 500e6;
-
 let fileQueue = Promise.resolve();
 function handleFiles(fileList) {
   const received = performance.now();
   const files = [...fileList];
   for (const file of files) {
-    if (file.size > MAX_FILE_BYTES) {
-      // Refused before anything is read.
-      const message = `${file.name}: too large for the page (${bytesText(file.size)}; it reads files up to ${bytesText(MAX_FILE_BYTES)}, about 4 hours of 16 kHz 16-bit WAV). \`duet predict\` analyses longer recordings.`;
-      failRow(newRow(file.name), message);
-      showError(message);
-      continue;
-    }
     if (/\.safetensors$/i.test(file.name)) {
-      fileQueue = fileQueue.then(async () => useModelFile(file.name, await file.arrayBuffer()));
+      fileQueue = fileQueue.then(async () => useModelFile(file));
       continue;
     }
     const row = newRow(file.name);
@@ -133,17 +136,18 @@ function handleFiles(fileList) {
     fileQueue = fileQueue.then(async () => {
       state.busy++;
       try {
-        const buffer = await file.arrayBuffer();
-        if (isSafetensors(file.name, new Uint8Array(buffer))) {
+        // The format from the first bytes; the rest is read by whoever decodes it.
+        const head = new Uint8Array(await file.slice(0, 64).arrayBuffer());
+        if (isSafetensors(file.name, head)) {
           row.remove();
-          await useModelFile(file.name, buffer);
+          await useModelFile(file);
           return;
         }
         const meta = row.querySelector(".result-meta");
         const progress = (done, total) => {
           meta.textContent = `analysing… ${Math.floor((100 * done) / total)}% (${done} of ${total} windows)`;
         };
-        const a = await analyseBuffer(file.name, buffer, () => file.arrayBuffer(), progress);
+        const a = await analyseFile(file, head, progress);
         fillRow(row, file.name, a, performance.now() - received);
       } catch (err) {
         const message = explain(file.name, err);
@@ -321,7 +325,7 @@ function wire() {
   $("model-input").addEventListener("change", async (e) => {
     const file = e.target.files[0];
     e.target.value = "";
-    if (file) fileQueue = fileQueue.then(async () => useModelFile(file.name, await file.arrayBuffer()));
+    if (file) fileQueue = fileQueue.then(async () => useModelFile(file));
   });
   $("model-reset").addEventListener("click", () => (fileQueue = fileQueue.then(resetModel)));
 

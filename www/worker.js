@@ -148,8 +148,8 @@ const handlers = {
     const { info, warmupMs } = await loadModel(bytes);
     return { model: info, warmupMs };
   },
-  analyzeWav: (p, progress) =>
-    engine.analyzeWav(new Uint8Array(p.bytes), p.timeline, p.windowS, p.hopS, progress),
+  // A File (a handle: nothing is copied to post it) read by the wasm a block at a time.
+  analyzeFile: (p, progress) => engine.analyzeFile(p.file, p.timeline, p.windowS, p.hopS, progress),
   analyzePcm: (p, progress) =>
     engine.analyzePcm(p.planar, p.channels, p.sampleRate, p.timeline, p.windowS, p.hopS, progress),
   // The wasm heap's size in bytes: a linear memory never shrinks, so this is the worker's peak.

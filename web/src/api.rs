@@ -108,13 +108,19 @@ impl Engine {
         Ok(info)
     }
 
-    /// Analyses a WAV file's bytes with duet-dsp's decoder and resampler (the samples `duet
-    /// predict` sees). `timeline`: force the timeline on or off (default: on for audio longer than
-    /// 8 s). `progress(done, total)`: called after each batch of the timeline's windows.
-    #[wasm_bindgen(js_name = analyzeWav)]
-    pub fn analyze_wav(
+    /// Analyses a WAV file (a `File` or any `Blob`) with duet-dsp's decoder and resampler (the
+    /// samples `duet predict` sees). `timeline`: force the timeline on or off (default: on for audio
+    /// longer than 8 s). `progress(done, total)`: called after each batch of the timeline's windows.
+    ///
+    /// A recording over [`timeline::WHOLE_MAX_S`] is read from the file a block at a time, as `duet
+    /// predict` reads one from disk: the page then holds a block and a batch of windows whatever its
+    /// length. A shorter one is read whole (after its header says it fits the worker's memory).
+    /// Reading a file block by block needs `FileReaderSync`, which browsers give Web Workers only:
+    /// call this from a worker (the page does).
+    #[wasm_bindgen(js_name = analyzeFile)]
+    pub fn analyze_file(
         &self,
-        bytes: Vec<u8>,
+        file: web_sys::Blob,
         timeline: Option<bool>,
         window_s: Option<f32>,
         hop_s: Option<f32>,
@@ -129,10 +135,12 @@ impl Engine {
                 hop_s,
                 progress,
             };
-            // A recording over WHOLE_MAX_S is read a block at a time, as `duet predict` reads a
-            // file: the page then holds the file's bytes and a batch of windows, not its samples.
-            let stream =
-                duet_dsp::SampleStream::from_bytes(&bytes).map_err(|e| analysis_error(e.into()))?;
+            let file = BlobReader::new(file).map_err(read_error)?;
+            let len = file.len;
+            // Big reads: each is one call into the browser.
+            let reader = std::io::BufReader::with_capacity(BLOB_BLOCK_BYTES, file.clone());
+            let stream = duet_dsp::SampleStream::from_reader(reader, len)
+                .map_err(|e| analysis_error(e.into()))?;
             let long = stream
                 .expected_samples()
                 .is_some_and(|n| !timeline::classified_whole(n, duet_dsp::SAMPLE_RATE));
@@ -140,7 +148,9 @@ impl Engine {
                 return analyze_stream(loaded, stream, request).await;
             }
             drop(stream);
-            model::check_wav_fits(&bytes).map_err(analysis_error)?;
+            let head = file.read_at(0, HEADER_BYTES).map_err(read_error)?;
+            model::check_wav_fits(&head, len).map_err(analysis_error)?;
+            let bytes = file.read_at(0, len as usize).map_err(read_error)?;
             let audio = duet_dsp::decode_wav_16k(&bytes).map_err(|e| analysis_error(e.into()))?;
             drop(bytes);
             let (rate, channels) = (audio.source_rate, audio.source_channels);
@@ -150,7 +160,7 @@ impl Engine {
 
     /// Analyses decoded PCM: `planar` holds `channels` blocks of equal length (the browser's
     /// decodeAudioData output, or the microphone's mono frames) at `sample_rate`; mixed to mono and
-    /// resampled to 16 kHz in wasm. `progress`: as for [`Engine::analyze_wav`].
+    /// resampled to 16 kHz in wasm. `progress`: as for [`Engine::analyze_file`].
     #[wasm_bindgen(js_name = analyzePcm)]
     #[allow(clippy::too_many_arguments)] // the JS API's positional optional arguments
     pub fn analyze_pcm(
@@ -238,12 +248,12 @@ impl Engine {
     }
 }
 
-/// Classifies a long WAV read from its bytes a block at a time ([`duet_dsp::SampleStream`]): its
-/// timeline's windows a batch at a time, its answer their mean (`duet predict`'s rule and code for
-/// files over [`timeline::WHOLE_MAX_S`]).
-async fn analyze_stream(
+/// Classifies a long WAV read a block at a time ([`duet_dsp::SampleStream`]): its timeline's
+/// windows a batch at a time, its answer their mean (`duet predict`'s rule and code for files over
+/// [`timeline::WHOLE_MAX_S`]).
+async fn analyze_stream<R: std::io::Read>(
     loaded: Rc<RefCell<Loaded>>,
-    mut stream: duet_dsp::SampleStream<std::io::Cursor<&[u8]>>,
+    mut stream: duet_dsp::SampleStream<R>,
     request: Request,
 ) -> Result<JsValue, JsValue> {
     let (sample_rate, channels) = (stream.format().sample_rate, stream.format().channels);
@@ -290,6 +300,86 @@ async fn analyze_stream(
     };
     let analysis = loaded.borrow().finish(&job, whole, segments, want);
     to_js(&analysis)
+}
+
+/// Bytes per read of a file analysed a block at a time: few calls into the browser, little memory.
+const BLOB_BLOCK_BYTES: usize = 1 << 20;
+
+/// Enough of a WAV file for its header chunks (what [`model::check_wav_fits`] reads).
+const HEADER_BYTES: usize = 1 << 16;
+
+/// A `File` or `Blob` read synchronously (`FileReaderSync`, a worker's) from any offset: the page's
+/// files are read from the browser's handle a block at a time instead of held whole.
+#[derive(Clone)]
+struct BlobReader {
+    blob: web_sys::Blob,
+    reader: web_sys::FileReaderSync,
+    len: u64,
+    pos: u64,
+}
+
+impl BlobReader {
+    fn new(blob: web_sys::Blob) -> std::io::Result<Self> {
+        let reader = web_sys::FileReaderSync::new().map_err(js_io)?;
+        let len = blob.size() as u64;
+        Ok(BlobReader {
+            blob,
+            reader,
+            len,
+            pos: 0,
+        })
+    }
+
+    /// Up to `n` bytes from `offset` (fewer at the file's end).
+    fn read_at(&self, offset: u64, n: usize) -> std::io::Result<Vec<u8>> {
+        let end = offset.saturating_add(n as u64).min(self.len);
+        if end <= offset {
+            return Ok(Vec::new());
+        }
+        let part = self
+            .blob
+            .slice_with_f64_and_f64(offset as f64, end as f64)
+            .map_err(js_io)?;
+        let buffer = self.reader.read_as_array_buffer(&part).map_err(js_io)?;
+        Ok(js_sys::Uint8Array::new(&buffer).to_vec())
+    }
+}
+
+impl std::io::Read for BlobReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let end = self.pos.saturating_add(buf.len() as u64).min(self.len);
+        if end <= self.pos {
+            return Ok(0);
+        }
+        let part = self
+            .blob
+            .slice_with_f64_and_f64(self.pos as f64, end as f64)
+            .map_err(js_io)?;
+        let buffer = self.reader.read_as_array_buffer(&part).map_err(js_io)?;
+        let bytes = js_sys::Uint8Array::new(&buffer);
+        let n = (bytes.length() as usize).min(buf.len());
+        bytes.subarray(0, n as u32).copy_to(&mut buf[..n]);
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+fn read_error(source: std::io::Error) -> JsValue {
+    analysis_error(AnalysisError::Audio(duet_dsp::DspError::Io {
+        path: "the file".into(),
+        source,
+    }))
+}
+
+/// A browser's refusal to read a file (it was deleted or changed since it was picked) as an I/O
+/// error, which the decoder reports like a disk's.
+fn js_io(e: JsValue) -> std::io::Error {
+    let message = e
+        .dyn_ref::<js_sys::Error>()
+        .map(|e| String::from(e.message()))
+        .or_else(|| e.as_string())
+        .unwrap_or_else(|| "the browser could not read the file".into());
+    std::io::Error::other(message)
 }
 
 /// Tells the page's progress callback, if any, that `done` of about `total` windows are classified.
@@ -374,8 +464,7 @@ async fn analyze_16k(
     if let Some(cfg) = &job.windows {
         let total = timeline::spans(samples.len(), rate, cfg).len();
         let mut windows = timeline::WindowBatches::new(rate, cfg);
-        let piece = (cfg.hop_s * rate as f32).max(1.0) as usize * cfg.batch.max(1);
-        let mut pieces = samples.chunks(piece).peekable();
+        let mut pieces = samples.chunks(windows.piece_len()).peekable();
         while let Some(p) = pieces.next() {
             {
                 let mut l = loaded.borrow_mut();

@@ -2,7 +2,7 @@
 //! out; every computation lives in duet-dsp and duet-model, shared with `duet predict` and `train`.
 //!
 //! - [`api`]: the [`Engine`] JavaScript holds (`Engine.create`, `backend`, `smokeTest`, `loadModel`,
-//!   `analyzeWav`, `analyzePcm`, `warmUp`): it owns its device and model; and the error values its
+//!   `analyzeFile`, `analyzePcm`, `warmUp`): it owns its device and model; and the error values its
 //!   methods throw.
 //! - [`model`]: the loaded model (predictor + feature plan), its description for the model card, and
 //!   the analysis of one signal (whole utterance + timeline), the same path as `duet predict`.

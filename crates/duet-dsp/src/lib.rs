@@ -137,14 +137,20 @@ impl SampleStream {
 }
 
 impl<'a> SampleStream<std::io::Cursor<&'a [u8]>> {
-    /// A stream over WAV bytes in memory (the page's files).
+    /// A stream over WAV bytes in memory.
     pub fn from_bytes(bytes: &'a [u8]) -> Result<Self, DspError> {
-        let reader = WavReader::new(std::io::Cursor::new(bytes))?;
-        SampleStream::new(std::path::PathBuf::new(), reader, bytes.len() as u64, None)
+        SampleStream::from_reader(std::io::Cursor::new(bytes), bytes.len() as u64)
     }
 }
 
 impl<R: std::io::Read> SampleStream<R> {
+    /// A stream over a WAV file of `len` bytes read through `reader` (the page's files, read a
+    /// block at a time from the browser's file handle). `len` bounds what the header may claim.
+    pub fn from_reader(reader: R, len: u64) -> Result<Self, DspError> {
+        let reader = WavReader::new(reader)?;
+        SampleStream::new(std::path::PathBuf::new(), reader, len, None)
+    }
+
     fn new(
         path: std::path::PathBuf,
         reader: WavReader<R>,

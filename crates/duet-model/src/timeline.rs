@@ -251,6 +251,12 @@ impl WindowBatches {
         self.windower.samples_seen()
     }
 
+    /// How many samples to push at a time so that each push completes about one batch of windows
+    /// (a batch's hops): then one batch's features are all that is held between model calls.
+    pub fn piece_len(&self) -> usize {
+        self.windower.hop * self.batch
+    }
+
     /// Segments classified so far, in time order.
     pub fn segments(&self) -> &[Segment] {
         &self.segments
@@ -349,9 +355,7 @@ pub fn timeline(
     config: &TimelineConfig,
 ) -> Result<Vec<Segment>, ModelError> {
     let mut windows = WindowBatches::new(plan.config().sample_rate, config);
-    // A batch of windows' samples at a time, so that a batch's features are all that is prepared.
-    let (_, hop) = window_hop(plan.config().sample_rate, config);
-    for piece in samples_16k.chunks(hop * windows.batch) {
+    for piece in samples_16k.chunks(windows.piece_len()) {
         windows.push(predictor, plan, piece)?;
         windows.classify(predictor)?;
     }
