@@ -126,15 +126,8 @@ impl Engine {
         hop_s: Option<f32>,
         progress: Option<js_sys::Function>,
     ) -> js_sys::Promise {
-        let loaded = self.loaded();
-        future_to_promise(async move {
-            let loaded = loaded?;
-            let request = Request {
-                timeline,
-                window_s,
-                hop_s,
-                progress,
-            };
+        let request = Request::new(timeline, window_s, hop_s, progress);
+        self.with_model(move |loaded| async move {
             let file = BlobReader::new(file).map_err(read_error)?;
             let len = file.len;
             // Big reads: each is one call into the browser.
@@ -173,27 +166,14 @@ impl Engine {
         hop_s: Option<f32>,
         progress: Option<js_sys::Function>,
     ) -> js_sys::Promise {
-        let loaded = self.loaded();
-        future_to_promise(async move {
-            let loaded = loaded?;
+        let request = Request::new(timeline, window_s, hop_s, progress);
+        self.with_model(move |loaded| async move {
             let channels = channels.clamp(1, u16::MAX as u32) as u16;
             let mono = model::mix_planar(&planar, channels as usize);
             drop(planar);
             let samples =
                 duet_dsp::to_16k(&mono, sample_rate).map_err(|e| analysis_error(e.into()))?;
-            analyze_16k(
-                loaded,
-                samples,
-                sample_rate,
-                channels,
-                Request {
-                    timeline,
-                    window_s,
-                    hop_s,
-                    progress,
-                },
-            )
-            .await
+            analyze_16k(loaded, samples, sample_rate, channels, request).await
         })
     }
 
@@ -216,9 +196,7 @@ impl Engine {
 impl Engine {
     /// Analyses a chirp of `seconds` (0.1 to 60) and resolves to the milliseconds it took.
     fn time_chirp(&self, seconds: f64) -> js_sys::Promise {
-        let loaded = self.loaded();
-        future_to_promise(async move {
-            let loaded = loaded?;
+        self.with_model(move |loaded| async move {
             let t0 = js_sys::Date::now();
             let rate = duet_dsp::SAMPLE_RATE;
             let n = (seconds.clamp(0.1, 60.0) * f64::from(rate)) as usize;
@@ -238,6 +216,17 @@ impl Engine {
             }
             Ok(JsValue::from_f64(js_sys::Date::now() - t0))
         })
+    }
+
+    /// `analysis` of the loaded model as a Promise, rejected with a `state` error when no model is
+    /// loaded.
+    fn with_model<F, Fut>(&self, analysis: F) -> js_sys::Promise
+    where
+        F: FnOnce(Rc<RefCell<Loaded>>) -> Fut + 'static,
+        Fut: std::future::Future<Output = Result<JsValue, JsValue>> + 'static,
+    {
+        let loaded = self.loaded();
+        future_to_promise(async move { analysis(loaded?).await })
     }
 
     fn loaded(&self) -> Result<Rc<RefCell<Loaded>>, JsValue> {
@@ -405,6 +394,20 @@ struct Request {
 }
 
 impl Request {
+    fn new(
+        timeline: Option<bool>,
+        window_s: Option<f32>,
+        hop_s: Option<f32>,
+        progress: Option<js_sys::Function>,
+    ) -> Self {
+        Request {
+            timeline,
+            window_s,
+            hop_s,
+            progress,
+        }
+    }
+
     /// The timeline's windows as asked (the defaults where not).
     fn config(&self) -> TimelineConfig {
         let defaults = TimelineConfig::default();
@@ -417,12 +420,7 @@ impl Request {
 
     /// The whole signal alone.
     fn whole() -> Self {
-        Request {
-            timeline: Some(false),
-            window_s: None,
-            hop_s: None,
-            progress: None,
-        }
+        Request::new(Some(false), None, None, None)
     }
 }
 

@@ -126,16 +126,20 @@ fn emobox_jsonl_and_label_map() {
     assert_eq!(c.utterances[1].speaker, "");
     assert_eq!(c.sessions(), ["all"]);
 
+    let read_mapped = |map: &str| {
+        let map = LabelMap::parse(map).unwrap();
+        manifest::read_with(
+            &path,
+            &ManifestOptions {
+                label_map: Some(&map),
+                classes: None,
+            },
+        )
+        .unwrap()
+    };
+
     // Merge, rename and drop.
-    let map = LabelMap::parse("exc=happy,hap=happy,fru=,neu=neutral,ang=angry").unwrap();
-    let (c, report) = manifest::read_with(
-        &path,
-        &ManifestOptions {
-            label_map: Some(&map),
-            classes: None,
-        },
-    )
-    .unwrap();
+    let (c, report) = read_mapped("exc=happy,hap=happy,fru=,neu=neutral,ang=angry");
     assert_eq!(c.classes, ["angry", "happy", "neutral", "sad"]);
     assert_eq!(c.class_counts(), vec![1, 2, 1, 1]);
     assert_eq!(c.utterances.len(), 5);
@@ -145,15 +149,7 @@ fn emobox_jsonl_and_label_map() {
     assert!(report.unused_map_entries.is_empty());
 
     // `*=` drops everything not named; a map entry that never matches is reported.
-    let map = LabelMap::parse("neu=neutral,sad=sad,fea=fear,*=").unwrap();
-    let (c, report) = manifest::read_with(
-        &path,
-        &ManifestOptions {
-            label_map: Some(&map),
-            classes: None,
-        },
-    )
-    .unwrap();
+    let (c, report) = read_mapped("neu=neutral,sad=sad,fea=fear,*=");
     assert_eq!(c.classes, ["neutral", "sad"]);
     assert_eq!(report.unused_map_entries, ["fea"]);
     assert_eq!(report.dropped.values().sum::<usize>(), 4);

@@ -38,9 +38,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let (bytes, name) = crate::cmd::model_bytes(args.model.as_deref())?;
-    let (device, _) = args.backend.device();
-    let predictor = Predictor::from_bytes(&bytes, &device).with_context(|| name.clone())?;
+    let (predictor, name) = crate::cmd::load_predictor(args.model.as_deref(), args.backend)?;
     for spec in &args.corpus {
         eval_one(&args, &predictor, &name, spec).with_context(|| format!("corpus {spec}"))?;
     }

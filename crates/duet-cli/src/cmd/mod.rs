@@ -35,6 +35,22 @@ pub fn model_bytes(
     }
 }
 
+/// The model `--model` names (or the bundled one) loaded on `backend`'s device, with its name for
+/// messages. A GPU asked for but missing is said on stderr: the CPU then runs it.
+pub fn load_predictor(
+    model: Option<&Path>,
+    backend: Backend,
+) -> anyhow::Result<(duet_model::Predictor, String)> {
+    let (bytes, name) = model_bytes(model)?;
+    let (device, info) = backend.device();
+    if let Some(reason) = &info.fallback_reason {
+        eprintln!("note: using the CPU: {reason}");
+    }
+    let predictor =
+        duet_model::Predictor::from_bytes(&bytes, &device).with_context(|| name.clone())?;
+    Ok((predictor, name))
+}
+
 /// Parses `fail` / `skip` (`--on-bad-audio`).
 pub fn parse_bad_audio(s: &str) -> Result<duet_data::OnBadAudio, String> {
     s.parse::<duet_data::OnBadAudio>()

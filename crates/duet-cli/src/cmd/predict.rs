@@ -3,7 +3,6 @@
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use duet_dsp::{FeaturePlan, SAMPLE_RATE, SampleStream};
 use duet_model::timeline::{self, Segment, TimelineConfig, WindowBatches};
 use duet_model::{Prediction, Predictor};
@@ -35,12 +34,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let (bytes, model_name) = crate::cmd::model_bytes(args.model.as_deref())?;
-    let (device, info) = args.backend.device();
-    if let Some(reason) = &info.fallback_reason {
-        eprintln!("note: using the CPU: {reason}");
-    }
-    let predictor = Predictor::from_bytes(&bytes, &device).with_context(|| model_name.clone())?;
+    let (predictor, _) = crate::cmd::load_predictor(args.model.as_deref(), args.backend)?;
     let uncertain_below = predictor
         .config()
         .calibration
