@@ -319,33 +319,29 @@ impl BlobReader {
         })
     }
 
-    /// Up to `n` bytes from `offset` (fewer at the file's end).
-    fn read_at(&self, offset: u64, n: usize) -> std::io::Result<Vec<u8>> {
+    /// Up to `n` bytes from `offset` (fewer at the file's end, none past it), as the browser's array.
+    fn bytes_at(&self, offset: u64, n: usize) -> std::io::Result<js_sys::Uint8Array> {
         let end = offset.saturating_add(n as u64).min(self.len);
         if end <= offset {
-            return Ok(Vec::new());
+            return Ok(js_sys::Uint8Array::new_with_length(0));
         }
         let part = self
             .blob
             .slice_with_f64_and_f64(offset as f64, end as f64)
             .map_err(js_io)?;
         let buffer = self.reader.read_as_array_buffer(&part).map_err(js_io)?;
-        Ok(js_sys::Uint8Array::new(&buffer).to_vec())
+        Ok(js_sys::Uint8Array::new(&buffer))
+    }
+
+    /// Up to `n` bytes from `offset`, copied into wasm memory.
+    fn read_at(&self, offset: u64, n: usize) -> std::io::Result<Vec<u8>> {
+        Ok(self.bytes_at(offset, n)?.to_vec())
     }
 }
 
 impl std::io::Read for BlobReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let end = self.pos.saturating_add(buf.len() as u64).min(self.len);
-        if end <= self.pos {
-            return Ok(0);
-        }
-        let part = self
-            .blob
-            .slice_with_f64_and_f64(self.pos as f64, end as f64)
-            .map_err(js_io)?;
-        let buffer = self.reader.read_as_array_buffer(&part).map_err(js_io)?;
-        let bytes = js_sys::Uint8Array::new(&buffer);
+        let bytes = self.bytes_at(self.pos, buf.len())?;
         let n = (bytes.length() as usize).min(buf.len());
         bytes.subarray(0, n as u32).copy_to(&mut buf[..n]);
         self.pos += n as u64;
