@@ -97,41 +97,23 @@ pub fn run(args: &[String]) -> Result<()> {
         util::run(cargo().args(["build", "--release", "-p", "duet-cli", "--bins"]))
     })?;
     let bin = root().join("target/release");
-    let mut train = cmd(bin.join("train"));
-    if synthetic {
-        let dir = work.join("synthetic");
-        if !dir.join("manifest.csv").is_file() {
-            util::step("render the synthetic corpus", || {
-                util::run(
-                    cmd(bin.join("duet"))
-                        .args(["synth-corpus", "--out"])
-                        .arg(&dir)
-                        .args([
-                            "--voices",
-                            VOICES,
-                            "--sentences",
-                            SENTENCES,
-                            "--seed",
-                            CORPUS_SEED,
-                        ]),
-                )
-            })?;
-        }
-        train
-            .arg("--corpus")
-            .arg(format!("manifest:{}", dir.join("manifest.csv").display()))
-            .args(["--protocol", "loso"])
-            .args(TRAIN_ARGS.iter().filter(|a| !a.starts_with("--level-norm")));
-        if folds.is_none() {
-            folds = Some("2".into());
-        }
-    } else {
-        train
-            .arg("--corpus")
-            .arg(corpus.as_deref().unwrap_or_default())
-            .args(["--label-map", "calm=neutral", "--protocol", "speakers:5"])
-            .args(TRAIN_ARGS)
-            .args(LICENSE_NOTES);
+    let corpus_dir = work.join("synthetic");
+    if synthetic && !corpus_dir.join("manifest.csv").is_file() {
+        util::step("render the synthetic corpus", || {
+            util::run(
+                cmd(bin.join("duet"))
+                    .args(["synth-corpus", "--out"])
+                    .arg(&corpus_dir)
+                    .args([
+                        "--voices",
+                        VOICES,
+                        "--sentences",
+                        SENTENCES,
+                        "--seed",
+                        CORPUS_SEED,
+                    ]),
+            )
+        })?;
     }
     let run_dir = work.join(if synthetic { "run-synthetic" } else { "run" });
     // A checkpoint without a final model is an interrupted run: hours of work to continue, not redo.
@@ -139,17 +121,35 @@ pub fn run(args: &[String]) -> Result<()> {
         .iter()
         .any(|c| run_dir.join(c).join("state.json").is_file())
         && !run_dir.join("model.safetensors").is_file();
+    let mut train = cmd(bin.join("train"));
     if interrupted && !fresh {
         println!(
             "continuing the interrupted run in {} with the options it started with (--fresh starts over)",
             run_dir.display()
         );
-        train = cmd(bin.join("train"));
         train.arg("--resume").arg(&run_dir);
     } else {
         if run_dir.exists() {
             std::fs::remove_dir_all(&run_dir)
                 .map_err(|e| format!("cannot remove {}: {e}", run_dir.display()))?;
+        }
+        if synthetic {
+            train
+                .arg("--corpus")
+                .arg(format!(
+                    "manifest:{}",
+                    corpus_dir.join("manifest.csv").display()
+                ))
+                .args(["--protocol", "loso"])
+                .args(TRAIN_ARGS.iter().filter(|a| !a.starts_with("--level-norm")));
+            folds.get_or_insert_with(|| "2".into());
+        } else {
+            train
+                .arg("--corpus")
+                .arg(corpus.as_deref().unwrap_or_default())
+                .args(["--label-map", "calm=neutral", "--protocol", "speakers:5"])
+                .args(TRAIN_ARGS)
+                .args(LICENSE_NOTES);
         }
         train.args(["--backend", "cpu", "--out"]).arg(&run_dir);
         if let Some(n) = &folds {
