@@ -92,6 +92,11 @@ pub struct Args {
     /// never augmented. 0 (default): none.
     #[arg(long, default_value_t = 0)]
     pub augment: usize,
+    /// Mask a stretch of frames and a range of mel bands of each training utterance every time it
+    /// enters a batch (SpecAugment; replaced by the utterance's means, seeded by --seed). Validation,
+    /// test and every later use of the model see the features unchanged.
+    #[arg(long)]
+    pub spec_augment: bool,
     /// A note for the model file's provenance, `KEY=VALUE` (repeatable), e.g. the weights' license.
     #[arg(long, value_parser = parse_note)]
     pub note: Vec<(String, String)>,
@@ -303,6 +308,7 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
             o.f16 = args.f16;
             o.level = args.level_norm.0;
             o.augment = args.augment;
+            o.spec_augment = args.spec_augment;
             o.notes = args.note.iter().cloned().collect();
             if o.epochs == 0 || o.batch < 2 {
                 bail!(

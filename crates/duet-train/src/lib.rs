@@ -8,6 +8,7 @@
 //!   bit for bit on the CPU; then the final model on all data. [`TrainOptions`] determines a run.
 //! - [`adam`]: the optimizer and its exportable moments (checkpoints).
 //! - [`augment`]: seeded gain, noise, speed and reverb copies of the training audio (`--augment N`).
+//! - [`masking`]: time and mel-band masks on the training features (`--spec-augment`).
 //! - [`cache`]: [`FeatureCache`], features computed once per corpus and feature configuration.
 //! - [`report`]: `report.json`, `report.md` and the learning-curve SVG of a run.
 //!
@@ -18,6 +19,7 @@
 pub mod adam;
 pub mod augment;
 pub mod cache;
+pub mod masking;
 pub mod report;
 pub mod train;
 

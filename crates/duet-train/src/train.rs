@@ -73,6 +73,9 @@ pub struct TrainOptions {
     /// Augmented copies of each training utterance (crate::augment); 0: none.
     #[serde(default)]
     pub augment: usize,
+    /// Mask frames and bands of each training utterance in every batch (crate::masking).
+    #[serde(default)]
+    pub spec_augment: bool,
 }
 
 impl TrainOptions {
@@ -96,6 +99,7 @@ impl TrainOptions {
             level: None,
             notes: BTreeMap::new(),
             augment: 0,
+            spec_augment: false,
         }
     }
 
@@ -659,6 +663,12 @@ fn final_provenance(
         prov.metrics
             .insert("cv_ece_after_mean".into(), c.ece_after_mean);
     }
+    if options.spec_augment {
+        prov.notes.insert(
+            "spec_augment".into(),
+            "time and mel-band masks on the training features".into(),
+        );
+    }
     if options.augment > 0 {
         prov.notes.insert(
             "augmentation".into(),
@@ -1015,10 +1025,30 @@ pub fn run(
                     });
                 }
                 let b = &batches[state.batch];
-                let refs: Vec<&Prepared> = b
+                let mut refs: Vec<&Prepared> = b
                     .iter()
                     .filter_map(|&i| data.prepared[i].as_ref())
                     .collect();
+                let masked: Vec<Prepared>;
+                if options.spec_augment {
+                    let (n1, _) = data.config.spectrogram_shape(false);
+                    let (n2, _) = data.config.spectrogram_shape(true);
+                    masked = refs
+                        .iter()
+                        .enumerate()
+                        .map(|(k, p)| {
+                            let mut rng = crate::masking::rng(
+                                options.seed,
+                                state.fold,
+                                state.epoch,
+                                state.batch,
+                                k,
+                            );
+                            crate::masking::mask(p, data.config.mfcc_dim, n1, n2, &mut rng)
+                        })
+                        .collect();
+                    refs = masked.iter().collect();
+                }
                 let labels: Vec<usize> = b
                     .iter()
                     .map(|&i| corpus.utterances[i % n_utt].label)
