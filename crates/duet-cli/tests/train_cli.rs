@@ -124,7 +124,8 @@ fn dual_loso_learns_on_held_out_voices() {
 }
 
 /// The run both resume tests compare: 2 sessions x 2 epochs of `dual` on 48 utterances, with level
-/// normalisation and augmented copies (resumed == uninterrupted must hold for them too).
+/// normalisation, augmented copies and feature masks (resumed == uninterrupted must hold for them
+/// too).
 fn resumable_run(manifest: &Path, out: &Path) -> Command {
     let mut c = Command::new(TRAIN);
     c.args([
@@ -150,6 +151,7 @@ fn resumable_run(manifest: &Path, out: &Path) -> Command {
         "--level-norm=-20",
         "--augment",
         "1",
+        "--spec-augment",
         "--note",
         "license=test license",
     ])
@@ -218,6 +220,10 @@ fn interrupted_and_resumed_run_ends_with_the_same_weights() {
     let corpus = config["provenance"]["corpus"].as_str().unwrap();
     assert!(corpus.starts_with("synth-4x3 48 (angry 12,"), "{corpus}");
     assert_eq!(config["provenance"]["notes"]["license"], "test license");
+    assert!(
+        config["provenance"]["notes"]["spec_augment"].is_string(),
+        "the feature masks are recorded: {config}"
+    );
     for f in ra["folds"].as_array().unwrap() {
         let c = &f["calibration"];
         assert!(

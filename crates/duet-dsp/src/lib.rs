@@ -195,13 +195,22 @@ impl<R: std::io::Read> SampleStream<R> {
     /// [`DspError::NoSamples`].
     pub fn next_block(&mut self, out: &mut Vec<f32>) -> Result<bool, DspError> {
         out.clear();
+        self.next_into(&mut |s: &[f32]| {
+            out.extend_from_slice(s);
+            Ok(())
+        })
+    }
+
+    /// Hands the next 16 kHz samples to `sink` as the resampler produces them (one or more
+    /// slices, no copy in between); false once the file is done. Errors as
+    /// [`SampleStream::next_block`].
+    pub fn next_into(
+        &mut self,
+        sink: &mut dyn FnMut(&[f32]) -> Result<(), DspError>,
+    ) -> Result<bool, DspError> {
         if self.finished {
             return Ok(false);
         }
-        let mut sink = |s: &[f32]| {
-            out.extend_from_slice(s);
-            Ok(())
-        };
         self.block.clear();
         let n = self
             .reader
@@ -209,14 +218,14 @@ impl<R: std::io::Read> SampleStream<R> {
             .map_err(|e| with_path(&self.path, e))?;
         if n > 0 {
             self.frames_read += n as u64;
-            self.resampler.push(&self.block, &mut sink)?;
+            self.resampler.push(&self.block, sink)?;
             return Ok(true);
         }
         self.finished = true;
         if self.frames_read == 0 {
             return Err(DspError::NoSamples);
         }
-        self.resampler.finish(&mut sink)?;
+        self.resampler.finish(sink)?;
         Ok(false)
     }
 }
@@ -250,13 +259,8 @@ fn stream_features(
     if let Some(n) = samples.expected_samples() {
         stream.reserve(n);
     }
-    let mut block = Vec::new();
-    loop {
-        let more = samples.next_block(&mut block)?;
-        stream.push(&block)?;
-        if !more {
-            break;
-        }
-    }
+    // Straight from the resampler into the analysis: a copy of every sample in between (a block
+    // Vec) cost 3-5 % of the features' time.
+    while samples.next_into(&mut |s: &[f32]| stream.push(s))? {}
     stream.finish()
 }

@@ -10,7 +10,7 @@
 //! - the MFCC sequence (paper §2.2, 39 values per frame): one time mask of 0 .. 10 % of its valid
 //!   frames, each coefficient set to its mean over the utterance (the deltas are coefficients like
 //!   any other here; a frequency mask across them would mix unrelated rows, so there is none);
-//! - each log mel spectrogram (S1 and S2 of paper §2.3, after the resize): one time mask of 0 .. 10 %
+//! - each log mel spectrogram (S1 and S2 of paper §2.2, after the resize): one time mask of 0 .. 10 %
 //!   of its columns, each band set to its mean over time, and one frequency mask of 0 .. 1/8 of its
 //!   bands, set to the spectrogram's mean.
 //!
