@@ -1,6 +1,7 @@
 //! `cargo xtask bench [dsp|model|gpu|train|web|all]`: Duet's figures side by side with its peers, run in
 //! the same invocation (machines are noisy: we claim ratios measured together, not absolute times),
-//! printed as one table and written to docs/benchmarks.md with the machine and the date.
+//! printed as one table; `all` also writes it to docs/benchmarks.md with the machine and the date (one
+//! part alone would replace the whole table with its few rows).
 //!
 //! Peers: librosa + openSMILE (features), PyTorch eager on the same safetensors weights
 //! (tests/reference/torch_model.py), real time (the page). Each figure is the median of >= 5 runs
@@ -543,9 +544,13 @@ pub fn run(args: &[String]) -> Result<()> {
             format!("\nNot measured this time: {}\n", failures.join("; "))
         }
     );
-    let path = root().join("docs/benchmarks.md");
-    std::fs::write(&path, doc).map_err(|e| format!("writing {}: {e}", path.display()))?;
-    println!("wrote {}", path.display());
+    if all {
+        let path = root().join("docs/benchmarks.md");
+        std::fs::write(&path, doc).map_err(|e| format!("writing {}: {e}", path.display()))?;
+        println!("wrote {}", path.display());
+    } else {
+        println!("(docs/benchmarks.md is rewritten by `cargo xtask bench all` only)");
+    }
     if failures.is_empty() {
         Ok(())
     } else {
