@@ -13,12 +13,14 @@
 //!
 //! Inside: `nn` (LSTM, CNN block, recurrent batch norm, DS-LSTM layer; docs/weights.md §3-4) and
 //! `recurrence` (the LSTM and DS-LSTM recurrences as one fused operation per layer: a GPU kernel,
-//! a CPU loop; the step loop for training).
+//! a CPU loop; the step loop for training) and `cnn` (the CNN's kernel-offset products and max
+//! pooling as operations with a backward that writes no zero tensor per view).
 
 #![warn(missing_docs)]
 
 pub mod backend;
 pub mod calibrate;
+mod cnn;
 pub mod config;
 pub mod error;
 pub mod input;

@@ -7,7 +7,6 @@ use burn::prelude::*;
 use burn::tensor::activation::{relu, sigmoid};
 use burn::tensor::module::{conv2d, max_pool2d};
 use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
-use burn::tensor::s;
 
 use crate::error::ModelError;
 use crate::store::{Builder, Init};
@@ -462,28 +461,13 @@ fn conv_rows(x: Tensor<4>, w: Tensor<4>, shift: Option<Tensor<1>>) -> Padded {
             .matmul(w.reshape([1, k, cout]))
             .reshape([b, fo, t, cout])
     } else {
-        // One [rows, Cin] x [Cin, Cout] product per kernel offset, accumulated. The runs stop at
-        // the last valid output column; the missing kt - 1 rows are appended after (the output is
-        // a fraction of the input's size here).
+        // One [rows, Cin] x [Cin, Cout] product per kernel offset on a view of the rows,
+        // accumulated (`crate::cnn`, which also gives it a backward without a zero tensor per
+        // view). The runs stop at the last valid output column; the missing kt - 1 rows are
+        // appended after (the output is a fraction of the input's size here).
         let len = fo * t - (kt - 1);
         let rows = x.reshape([b, f * t, cin]);
-        let w = w.permute([2, 3, 1, 0]); // [kf, kt, Cin, Cout]
-        let mut acc: Option<Tensor<3>> = None;
-        for i in 0..kf {
-            for j in 0..kt {
-                let wij = w
-                    .clone()
-                    .narrow(0, i, 1)
-                    .narrow(1, j, 1)
-                    .reshape([1, cin, cout]);
-                let p = rows.clone().narrow(1, i * t + j, len).matmul(wij);
-                acc = Some(match acc {
-                    Some(a) => a + p,
-                    None => p,
-                });
-            }
-        }
-        let acc = acc.expect("kernel has at least one offset");
+        let acc = crate::cnn::offset_products(rows, w.permute([2, 3, 1, 0]), t, len);
         let acc = match shift {
             Some(s) => acc + s.reshape([1, 1, cout]),
             None => acc,
@@ -538,25 +522,10 @@ fn bn_padded(bn: &BatchNorm, p: Padded, mode: Mode, bias: Tensor<1>) -> Padded {
 }
 
 /// Max pooling `k x k` with stride `k` (floor: trailing rows/columns dropped) over the valid
-/// columns, as the running maximum of the k² strided views. max(a, b) is written a + relu(b - a):
-/// burn's `max_pair` is a comparison plus a masked select, twice as slow on the CPU backend, and
-/// this form has the same gradient (all of it to one input; on ties to the first).
+/// columns (`crate::cnn::max_pool_valid`: the running maximum of the k² strided views, with a
+/// backward that sends each window's gradient to its maximum, the first on ties).
 fn max_pool_padded(p: Padded, k: usize) -> Tensor<4> {
-    let [_, f, _, _] = p.x.dims();
-    let (fo, to) = (f / k, p.valid / k);
-    let mut out: Option<Tensor<4>> = None;
-    for i in 0..k {
-        for j in 0..k {
-            let v =
-                p.x.clone()
-                    .slice(s![.., i..i + k * (fo - 1) + 1;k, j..j + k * (to - 1) + 1;k, ..]);
-            out = Some(match out {
-                Some(o) => o.clone() + relu(v - o),
-                None => v,
-            });
-        }
-    }
-    out.expect("pool size is at least 1")
+    crate::cnn::max_pool_valid(p.x, p.valid, k)
 }
 
 /// Recurrent batch normalisation (paper §2.3.4, Cooijmans et al.): statistics per time step,
