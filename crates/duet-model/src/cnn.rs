@@ -4,8 +4,8 @@
 //! [`offset_products`] is the kernel-offset sum of a channels-last convolution and
 //! [`max_pool_valid`] the k×k max pooling of the valid columns (see `crate::nn::conv_rows` and
 //! `crate::nn::max_pool_padded` for the layouts). Their forward is the composition of tensor
-//! operations each backend already has (the trait's default bodies), unchanged from before. What
-//! changes is training: burn's autodiff differentiates every slice of a tensor by writing a zero
+//! operations each backend already has (the trait's default bodies), except on the CPU, where the
+//! pooling and its backward are one pass each over the windows. What changes is training: burn's autodiff differentiates every slice of a tensor by writing a zero
 //! tensor the size of its source and assigning the slice's gradient into it, so the 16 kernel-offset
 //! views of the second conv and the 4 pooling views each cost a full-size zero-filled tensor in the
 //! backward (15 % of a CPU training step in `perf`). Here:
@@ -15,8 +15,7 @@
 //!   kernel flipped in both axes with its channel axes swapped), read through views in place; the
 //!   kernel's gradient is one product per offset;
 //! - the gradient of [`max_pool_valid`] goes to each window's maximum (the first on ties, as in the
-//!   forward's running maximum) through one zero tensor that the k² views' gradients are written
-//!   into in place.
+//!   forward's running maximum): one write per window into one zero tensor.
 //!
 //! Both are tested against burn's own gradients of the same composition.
 
