@@ -348,6 +348,7 @@ mod autodiff {
 
 mod backends {
     use super::CnnOps;
+    use crate::recurrence::cpu::contiguous;
     use burn::backend::TensorMetadata;
     use burn::tensor::{DType, TensorData};
     use burn_flex::{Flex, FlexTensor};
@@ -437,14 +438,6 @@ mod backends {
                 }
             }
             FlexTensor::from_data(TensorData::new(dx, [b, f, t, c]))
-        }
-    }
-
-    fn contiguous(x: FlexTensor) -> FlexTensor {
-        if x.is_contiguous() && x.layout().start_offset() == 0 {
-            x
-        } else {
-            x.to_contiguous()
         }
     }
 

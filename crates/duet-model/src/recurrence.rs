@@ -430,7 +430,7 @@ mod autodiff {
     }
 }
 
-mod cpu {
+pub(crate) mod cpu {
     use super::{RecurrenceOps, TensorMetadata, sigmoid_f32, tanh_f32};
     use burn::tensor::TensorData;
     use burn_flex::{Flex, FlexTensor};
@@ -667,7 +667,9 @@ mod cpu {
         FlexTensor::from_data(TensorData::new(out, [b, t, hd]))
     }
 
-    fn contiguous(x: FlexTensor) -> FlexTensor {
+    /// `x` itself when its storage is already row-major from the start, else a row-major copy:
+    /// what the CPU kernels that read raw storage need.
+    pub(crate) fn contiguous(x: FlexTensor) -> FlexTensor {
         if x.is_contiguous() && x.layout().start_offset() == 0 {
             x
         } else {
