@@ -505,10 +505,12 @@ mod tests {
         out.unwrap()
     }
 
-    fn max_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> (f32, f32) {
+    /// Asserts `a` within `tol` of `b`, relative to `b`'s largest magnitude (at least 1).
+    fn assert_close<const D: usize>(a: Tensor<D>, b: Tensor<D>, tol: f32, what: &str) {
         let scale: f32 = b.clone().abs().max().into_scalar();
         let d: f32 = (a - b).abs().max().into_scalar();
-        (d, scale)
+        println!("{what}: max diff {d:.2e} (largest {scale:.2e})");
+        assert!(d.is_finite() && d <= tol * scale.max(1.0), "{what}: {d}");
     }
 
     /// (B, F, T, Cin, Cout, kf, kt): the second conv's shape at small sizes, odd sizes, a kernel
@@ -547,20 +549,9 @@ mod tests {
                 };
                 let ((o, dr, dw), (ro, rdr, rdw)) = (run(true), run(false));
                 let what = format!("{kind} {b}x{f}x{t}x{cin}->{cout} kernel {kf}x{kt}");
-                for (name, (d, scale)) in [
-                    ("output", max_diff(o.inner(), ro.inner())),
-                    ("d rows", max_diff(dr, rdr)),
-                    (
-                        "d w",
-                        max_diff(dw.flatten::<1>(0, 3), rdw.flatten::<1>(0, 3)),
-                    ),
-                ] {
-                    println!("{what} {name}: max diff {d:.2e} (largest {scale:.2e})");
-                    assert!(
-                        d.is_finite() && d <= 1e-5 * scale.max(1.0),
-                        "{what} {name}: {d}"
-                    );
-                }
+                assert_close(o.inner(), ro.inner(), 1e-5, &format!("{what} output"));
+                assert_close(dr, rdr, 1e-5, &format!("{what} d rows"));
+                assert_close(dw, rdw, 1e-5, &format!("{what} d w"));
             }
         }
     }
@@ -599,16 +590,8 @@ mod tests {
                 };
                 let ((o, dx), (ro, rdx)) = (run(true), run(false));
                 let what = format!("{kind} {b}x{f}x{t} valid {valid} c {c} k {k}");
-                for (name, (d, scale)) in [
-                    ("output", max_diff(o.inner(), ro.inner())),
-                    ("d x", max_diff(dx, rdx)),
-                ] {
-                    println!("{what} {name}: max diff {d:.2e} (largest {scale:.2e})");
-                    assert!(
-                        d.is_finite() && d <= 1e-6 * scale.max(1.0),
-                        "{what} {name}: {d}"
-                    );
-                }
+                assert_close(o.inner(), ro.inner(), 1e-6, &format!("{what} output"));
+                assert_close(dx, rdx, 1e-6, &format!("{what} d x"));
             }
         }
     }
