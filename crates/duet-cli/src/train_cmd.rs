@@ -97,6 +97,11 @@ pub struct Args {
     /// test and every later use of the model see the features unchanged.
     #[arg(long)]
     pub spec_augment: bool,
+    /// Standardise each MFCC value, (x − mean) / std, with the statistics of the training part's
+    /// frames, in training and wherever the model is used (stored in the model file). Off (the
+    /// paper: the frames enter the MLSTM as they are) by default.
+    #[arg(long)]
+    pub mfcc_standardise: bool,
     /// A note for the model file's provenance, `KEY=VALUE` (repeatable), e.g. the weights' license.
     #[arg(long, value_parser = parse_note)]
     pub note: Vec<(String, String)>,
@@ -309,6 +314,7 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
             o.level = args.level_norm.0;
             o.augment = args.augment;
             o.spec_augment = args.spec_augment;
+            o.mfcc_standardise = args.mfcc_standardise;
             o.notes = args.note.iter().cloned().collect();
             if o.epochs == 0 || o.batch < 2 {
                 bail!(

@@ -124,8 +124,8 @@ fn dual_loso_learns_on_held_out_voices() {
 }
 
 /// The run both resume tests compare: 2 sessions x 2 epochs of `dual` on 48 utterances, with level
-/// normalisation, augmented copies and feature masks (resumed == uninterrupted must hold for them
-/// too).
+/// normalisation, augmented copies, feature masks and MFCC standardisation (resumed ==
+/// uninterrupted must hold for them too).
 fn resumable_run(manifest: &Path, out: &Path) -> Command {
     let mut c = Command::new(TRAIN);
     c.args([
@@ -152,6 +152,7 @@ fn resumable_run(manifest: &Path, out: &Path) -> Command {
         "--augment",
         "1",
         "--spec-augment",
+        "--mfcc-standardise",
         "--note",
         "license=test license",
     ])
@@ -224,6 +225,9 @@ fn interrupted_and_resumed_run_ends_with_the_same_weights() {
         config["provenance"]["notes"]["spec_augment"].is_string(),
         "the feature masks are recorded: {config}"
     );
+    let z = &config["mfcc_standardisation"];
+    assert_eq!(z["mean"].as_array().map(Vec::len), Some(39), "{config}");
+    assert_eq!(z["std"].as_array().map(Vec::len), Some(39), "{config}");
     for f in ra["folds"].as_array().unwrap() {
         let c = &f["calibration"];
         assert!(

@@ -255,6 +255,63 @@ pub struct ModelConfig {
     /// Temperature scaling of the fused probabilities (docs/weights.md §2); `None`: T = 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub calibration: Option<Calibration>,
+    /// Standardisation of the MFCC frames before the MLSTM ([`MfccStandardisation`]); `None`
+    /// (absent from the file): the frames enter as they are, as in the paper (§2.3.2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mfcc_standardisation: Option<MfccStandardisation>,
+}
+
+/// Per-value standardisation of the MFCC frames, `(x − mean) / std`, with the statistics of the
+/// training utterances' frames (docs/weights.md §2). Not in the paper, whose MFCC frames (§2.2) reach
+/// the MLSTM as they are: their log energy and low cepstra are tens in size and saturate its gates.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MfccStandardisation {
+    /// Mean of each of the `mfcc_dim` values of a frame.
+    pub mean: Vec<f32>,
+    /// Standard deviation of each value, positive.
+    pub std: Vec<f32>,
+}
+
+impl MfccStandardisation {
+    /// The smallest standard deviation kept: a value that never varies (digital silence, a constant
+    /// coefficient) is divided by this instead of by zero.
+    pub const MIN_STD: f32 = 1e-3;
+
+    /// Statistics of `frames` (each `dim` values long), accumulated in f64; `None` without a frame.
+    pub fn fit<'a>(frames: impl IntoIterator<Item = &'a [f32]>, dim: usize) -> Option<Self> {
+        let mut n = 0usize;
+        let mut sum = vec![0.0f64; dim];
+        let mut sq = vec![0.0f64; dim];
+        for frame in frames {
+            for ((s, q), &x) in sum.iter_mut().zip(&mut sq).zip(frame) {
+                *s += x as f64;
+                *q += x as f64 * x as f64;
+            }
+            n += 1;
+        }
+        if n == 0 {
+            return None;
+        }
+        let mean: Vec<f64> = sum.iter().map(|s| s / n as f64).collect();
+        let std = sq
+            .iter()
+            .zip(&mean)
+            .map(|(q, m)| ((q / n as f64 - m * m).max(0.0).sqrt() as f32).max(Self::MIN_STD))
+            .collect();
+        Some(MfccStandardisation {
+            mean: mean.iter().map(|&m| m as f32).collect(),
+            std,
+        })
+    }
+
+    /// Standardises `frames` (row-major, `mean.len()` values per frame) in place.
+    pub fn apply(&self, frames: &mut [f32]) {
+        for frame in frames.chunks_exact_mut(self.mean.len()) {
+            for ((x, m), s) in frame.iter_mut().zip(&self.mean).zip(&self.std) {
+                *x = (*x - m) / s;
+            }
+        }
+    }
 }
 
 /// How the model's probabilities are calibrated and when a result is uncertain (docs/weights.md §2).
@@ -337,6 +394,7 @@ impl ModelConfig {
             branch_weights: kind.branch_weights().into_iter().collect(),
             provenance: None,
             calibration: None,
+            mfcc_standardisation: None,
         }
     }
 
@@ -431,6 +489,38 @@ impl ModelConfig {
                 return bad(
                     "calibration.uncertain_below",
                     format!("{} is not a probability", c.uncertain_below),
+                );
+            }
+        }
+        if let Some(z) = &self.mfcc_standardisation {
+            if z.mean.len() != self.mfcc_dim || z.std.len() != self.mfcc_dim {
+                return bad(
+                    "mfcc_standardisation",
+                    format!(
+                        "has {} means and {} standard deviations for {} MFCC values per frame",
+                        z.mean.len(),
+                        z.std.len(),
+                        self.mfcc_dim
+                    ),
+                );
+            }
+            if let Some(m) = z.mean.iter().find(|m| !m.is_finite()) {
+                return bad(
+                    "mfcc_standardisation.mean",
+                    format!("{m} is not a finite mean"),
+                );
+            }
+            if let Some(s) = z
+                .std
+                .iter()
+                .find(|s| !(s.is_finite() && **s >= MfccStandardisation::MIN_STD))
+            {
+                return bad(
+                    "mfcc_standardisation.std",
+                    format!(
+                        "{s} is not a standard deviation of at least {}",
+                        MfccStandardisation::MIN_STD
+                    ),
                 );
             }
         }
@@ -561,6 +651,57 @@ mod tests {
         // T1: 460 -> 457 -> 228 -> 225 -> 112; T2: 230 -> 227 -> 113 -> 110 -> 55; pairs: 56.
         assert_eq!(c.aligned_steps(), 55);
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn mfcc_standardisation_fits_applies_and_is_validated() {
+        // Two values per frame: the first varies (mean 2, std 2), the second never does.
+        let frames = [[0.0f32, 5.0], [4.0, 5.0], [0.0, 5.0], [4.0, 5.0]];
+        let z = MfccStandardisation::fit(frames.iter().map(|f| &f[..]), 2).unwrap();
+        assert_eq!(z.mean, vec![2.0, 5.0]);
+        assert_eq!(z.std, vec![2.0, MfccStandardisation::MIN_STD]);
+        let mut x = vec![6.0, 5.0, -2.0, 5.0];
+        z.apply(&mut x);
+        assert_eq!(x, vec![2.0, 0.0, -2.0, 0.0]);
+        assert!(MfccStandardisation::fit(std::iter::empty(), 2).is_none());
+
+        let mut c = ModelConfig::new(ModelKind::Dual, Preset::Paper);
+        let fit = |std: f32| MfccStandardisation {
+            mean: vec![0.0; c.mfcc_dim],
+            std: vec![std; c.mfcc_dim],
+        };
+        let with = |z: MfccStandardisation| ModelConfig {
+            mfcc_standardisation: Some(z),
+            ..c.clone()
+        };
+        with(fit(1.0)).validate().unwrap();
+        for (z, field) in [
+            (fit(0.0), "mfcc_standardisation.std"),
+            (fit(f32::NAN), "mfcc_standardisation.std"),
+            (
+                MfccStandardisation {
+                    mean: vec![f32::INFINITY; c.mfcc_dim],
+                    std: vec![1.0; c.mfcc_dim],
+                },
+                "mfcc_standardisation.mean",
+            ),
+            (
+                MfccStandardisation {
+                    mean: vec![0.0; 3],
+                    std: vec![1.0; 3],
+                },
+                "mfcc_standardisation",
+            ),
+        ] {
+            match with(z).validate() {
+                Err(ModelError::Config { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("{field}: {other:?}"),
+            }
+        }
+        // Files without the field (every model written before it) still read.
+        c.mfcc_standardisation = None;
+        let json = serde_json::to_string(&c).unwrap();
+        assert!(!json.contains("mfcc_standardisation"));
     }
 
     #[test]

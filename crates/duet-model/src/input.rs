@@ -8,7 +8,8 @@ use duet_dsp::Features;
 use crate::config::ModelConfig;
 use crate::error::ModelError;
 
-/// One utterance ready for the model, on the CPU: MFCC frames as they are and both spectrograms
+/// One utterance ready for the model, on the CPU: MFCC frames as they are (or standardised, where the
+/// model says so: [`crate::config::MfccStandardisation`]) and both spectrograms
 /// resized along time (nearest neighbour) and put on a log scale (paper §2.2).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Prepared {
@@ -88,8 +89,12 @@ pub fn prepare(features: &Features, config: &ModelConfig) -> Result<Prepared, Mo
         .mel_wide
         .resize_time_nearest(config.resize.wide_frames)
         .to_log(f.log_floor);
+    let mut mfcc = features.mfcc.data.clone();
+    if let Some(z) = &config.mfcc_standardisation {
+        z.apply(&mut mfcc);
+    }
     Ok(Prepared {
-        mfcc: features.mfcc.data.clone(),
+        mfcc,
         mfcc_frames: features.mfcc.n_frames,
         narrow: narrow.data,
         wide: wide.data,
@@ -140,5 +145,43 @@ impl ModelInput {
             mel_narrow: Tensor::from_data(TensorData::new(narrow, [b, 1, n1, f1]), device),
             mel_wide: Tensor::from_data(TensorData::new(wide, [b, 1, n2, f2]), device),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ModelKind;
+    use crate::config::MfccStandardisation;
+    use duet_dsp::{FeatureConfig, FeaturePlan, Preset};
+
+    /// A model's MFCC standardisation reaches the prepared frames (the one path of `train`,
+    /// `duet predict` and the page), and only the MFCC.
+    #[test]
+    fn prepare_standardises_the_mfcc_when_the_model_says_so() {
+        let audio = crate::calibrate::synthetic_voice(1.5, 150.0, 4.0, 7);
+        let features = FeaturePlan::new(&FeatureConfig::paper())
+            .compute(&audio)
+            .unwrap();
+        let mut config = ModelConfig::new(ModelKind::Dual, Preset::Paper);
+        let plain = prepare(&features, &config).unwrap();
+        let d = config.mfcc_dim;
+        config.mfcc_standardisation =
+            MfccStandardisation::fit(features.mfcc.data.chunks_exact(d), d);
+        let z = prepare(&features, &config).unwrap();
+        assert_eq!(
+            (z.narrow == plain.narrow, z.wide == plain.wide),
+            (true, true)
+        );
+        // With its own statistics every value's mean is 0 and every varying one's std 1.
+        let frames = z.mfcc_frames as f64;
+        for j in 0..d {
+            let col = z.mfcc.iter().skip(j).step_by(d).map(|&x| x as f64);
+            let mean = col.clone().sum::<f64>() / frames;
+            let var = col.map(|x| (x - mean).powi(2)).sum::<f64>() / frames;
+            assert!(mean.abs() < 1e-4, "value {j}: mean {mean}");
+            assert!((var - 1.0).abs() < 1e-3, "value {j}: variance {var}");
+        }
+        assert_ne!(z.mfcc, plain.mfcc);
     }
 }

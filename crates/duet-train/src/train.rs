@@ -22,6 +22,7 @@ use burn::prelude::*;
 use burn::tensor::TensorData;
 use duet_dsp::{Features, Preset};
 use duet_model::Mode;
+use duet_model::config::MfccStandardisation;
 use duet_model::input::{ModelInput, Prepared, prepare};
 use duet_model::rng::SplitMix64;
 use duet_model::weights::{self, Precision};
@@ -76,6 +77,10 @@ pub struct TrainOptions {
     /// Mask frames and bands of each training utterance in every batch (crate::masking).
     #[serde(default)]
     pub spec_augment: bool,
+    /// Standardise the MFCC frames with the training part's statistics (stored in the model file;
+    /// duet_model::config::MfccStandardisation). Off in the paper.
+    #[serde(default)]
+    pub mfcc_standardise: bool,
 }
 
 impl TrainOptions {
@@ -100,6 +105,7 @@ impl TrainOptions {
             notes: BTreeMap::new(),
             augment: 0,
             spec_augment: false,
+            mfcc_standardise: false,
         }
     }
 
@@ -316,6 +322,15 @@ pub fn fold_config(
         // The CNN needs some frames; very short corpora keep a floor (documented in the report).
         config.resize.narrow_frames = n.max(32);
         config.resize.wide_frames = w.max(16);
+    }
+    if options.mfcc_standardise {
+        // The training utterances' frames only, as for the resize targets: nothing of the
+        // validation or test speakers shapes the model.
+        let frames = train
+            .iter()
+            .filter_map(|&i| features[i].as_ref())
+            .flat_map(|f| f.mfcc.data.chunks_exact(config.mfcc_dim));
+        config.mfcc_standardisation = MfccStandardisation::fit(frames, config.mfcc_dim);
     }
     config
 }
@@ -662,6 +677,12 @@ fn final_provenance(
             .insert("cv_ece_before_mean".into(), c.ece_before_mean);
         prov.metrics
             .insert("cv_ece_after_mean".into(), c.ece_after_mean);
+    }
+    if options.mfcc_standardise {
+        prov.notes.insert(
+            "mfcc_standardisation".into(),
+            "MFCC frames standardised with the training utterances' statistics".into(),
+        );
     }
     if options.spec_augment {
         prov.notes.insert(
