@@ -102,6 +102,16 @@ pub struct Args {
     /// paper: the frames enter the MLSTM as they are) by default.
     #[arg(long)]
     pub mfcc_standardise: bool,
+    /// Report and export the mean of the weights after each of the last N epochs (batch-norm
+    /// statistics included) instead of the epoch chosen on validation, which a few validation
+    /// speakers make noisy; validation then only fits the temperature. 0 (default): choose an epoch.
+    #[arg(
+        long,
+        default_value_t = 0,
+        value_name = "N",
+        conflicts_with = "select_on_test"
+    )]
+    pub average_last: usize,
     /// A note for the model file's provenance, `KEY=VALUE` (repeatable), e.g. the weights' license.
     #[arg(long, value_parser = parse_note)]
     pub note: Vec<(String, String)>,
@@ -315,10 +325,18 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
             o.augment = args.augment;
             o.spec_augment = args.spec_augment;
             o.mfcc_standardise = args.mfcc_standardise;
+            o.average_last = args.average_last;
             o.notes = args.note.iter().cloned().collect();
             if o.epochs == 0 || o.batch < 2 {
                 bail!(
                     "--epochs must be at least 1 and --batch at least 2 (batch norm needs two examples)"
+                );
+            }
+            if o.average_last > o.epochs {
+                bail!(
+                    "--average-last {} is more than --epochs {}: it averages the weights of the last N epochs",
+                    o.average_last,
+                    o.epochs
                 );
             }
             if !(o.lr > 0.0 && o.lr.is_finite()) {

@@ -167,7 +167,12 @@ fn resumable_run(manifest: &Path, out: &Path) -> Command {
 fn interrupted_and_resumed_run_ends_with_the_same_weights() {
     let tmp = tempfile::tempdir().unwrap();
     let manifest = corpus(tmp.path(), 4, 3); // 48 utterances, 2 sessions
-    let args = |out: &Path| resumable_run(&manifest, out);
+    // With the weights averaged over both epochs: the running mean too survives the interruptions.
+    let args = |out: &Path| {
+        let mut c = resumable_run(&manifest, out);
+        c.args(["--average-last", "2"]);
+        c
+    };
     let a = tmp.path().join("straight");
     ok(&mut args(&a));
     let b = tmp.path().join("interrupted");
@@ -225,6 +230,13 @@ fn interrupted_and_resumed_run_ends_with_the_same_weights() {
         config["provenance"]["notes"]["spec_augment"].is_string(),
         "the feature masks are recorded: {config}"
     );
+    assert!(
+        config["provenance"]["notes"]["weight_averaging"].is_string(),
+        "{config}"
+    );
+    for f in ra["folds"].as_array().unwrap() {
+        assert_eq!(f["selected_on"], "mean of the weights of epochs 1-2", "{f}");
+    }
     let z = &config["mfcc_standardisation"];
     assert_eq!(z["mean"].as_array().map(Vec::len), Some(39), "{config}");
     assert_eq!(z["std"].as_array().map(Vec::len), Some(39), "{config}");

@@ -68,7 +68,13 @@ pub fn write(
             })).collect::<Vec<_>>(),
         },
         "protocol": options.protocol.to_string(),
-        "epoch_selection": if optimistic { "test fold (optimistic: the test data chose the epoch)" } else { "validation split from the training sessions" },
+        "epoch_selection": if optimistic {
+            "test fold (optimistic: the test data chose the epoch)".to_string()
+        } else if options.average_last > 0 {
+            format!("none: the mean of the weights of the last {} epochs", options.average_last)
+        } else {
+            "validation split from the training sessions".to_string()
+        },
         "optimistic": optimistic,
         "folds": result.folds,
         "summary": result.summary,
@@ -136,6 +142,14 @@ pub fn write(
             md,
             "> **Optimistic numbers.** `--select-on-test` picked each fold's epoch on its TEST data, as the \
              authors' code did. These figures overstate what the model does on unseen data.\n"
+        );
+    } else if options.average_last > 0 {
+        let _ = writeln!(
+            md,
+            "Each fold's model is the mean of its weights after each of the last {} epochs (no epoch was \
+             chosen); the validation split fitted only the temperature, and the test data influenced \
+             nothing.\n",
+            options.average_last
         );
     } else {
         let _ = writeln!(
@@ -264,10 +278,18 @@ pub fn write(
         let _ = writeln!(md);
     }
     if let (Some(e), Some(r)) = (result.final_epochs, result.final_resize) {
+        let how = if options.average_last > 0 {
+            format!(
+                "the folds' schedule; the mean of the weights of its last {} epochs",
+                options.average_last
+            )
+        } else {
+            "the median selected epoch".to_string()
+        };
         let _ = writeln!(
             md,
-            "## Exported model\n\n`model.safetensors`: trained on all {} utterances for {e} epochs (the median selected \
-             epoch), spectrograms resized to {} / {} frames (the corpus medians). Its metadata carries the \
+            "## Exported model\n\n`model.safetensors`: trained on all {} utterances for {e} epochs ({how}), \
+             spectrograms resized to {} / {} frames (the corpus medians). Its metadata carries the \
              cross-validation figures above.\n",
             corpus.utterances.len(),
             r.narrow_frames,

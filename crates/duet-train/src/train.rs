@@ -81,6 +81,10 @@ pub struct TrainOptions {
     /// duet_model::config::MfccStandardisation). Off in the paper.
     #[serde(default)]
     pub mfcc_standardise: bool,
+    /// Report and export the mean of the weights after each of the last N epochs (batch-norm
+    /// statistics included) instead of the epoch chosen on validation; 0: choose an epoch.
+    #[serde(default)]
+    pub average_last: usize,
 }
 
 impl TrainOptions {
@@ -106,6 +110,7 @@ impl TrainOptions {
             augment: 0,
             spec_augment: false,
             mfcc_standardise: false,
+            average_last: 0,
         }
     }
 
@@ -114,6 +119,12 @@ impl TrainOptions {
         let mut f = duet_dsp::FeatureConfig::for_preset(self.preset);
         f.level = self.level;
         f
+    }
+
+    /// The 0-based epoch from which the weights are averaged in a stage of `epochs` epochs, when
+    /// they are.
+    fn average_from(&self, epochs: usize) -> Option<usize> {
+        (self.average_last > 0).then(|| epochs.saturating_sub(self.average_last))
     }
 
     fn lr_at(&self, epoch: usize) -> f64 {
@@ -678,6 +689,15 @@ fn final_provenance(
         prov.metrics
             .insert("cv_ece_after_mean".into(), c.ece_after_mean);
     }
+    if options.average_last > 0 {
+        prov.notes.insert(
+            "weight_averaging".into(),
+            format!(
+                "the mean of the weights after each of the last {} epochs",
+                options.average_last
+            ),
+        );
+    }
     if options.mfcc_standardise {
         prov.notes.insert(
             "mfcc_standardisation".into(),
@@ -730,6 +750,34 @@ fn export_final(
     let bytes =
         weights::save(&final_model, precision).map_err(|e| DataError::Training(e.to_string()))?;
     weights::write_atomic(&run_dir.model(), &bytes).map_err(|e| DataError::io(run_dir.model(), e))
+}
+
+/// The running mean of the weights after the `n`-th averaged epoch, `mean + (w − mean) / n` for
+/// every tensor (batch-norm statistics included), as f32 weights bytes.
+fn running_mean(
+    mean: Option<&[u8]>,
+    model: &DuetModel,
+    n: usize,
+    device: &Device,
+) -> Result<Vec<u8>, DataError> {
+    let err = |e: duet_model::ModelError| DataError::Training(e.to_string());
+    let now = weights::save(model, Precision::F32).map_err(err)?;
+    let Some(mean) = mean.filter(|_| n > 1) else {
+        return Ok(now);
+    };
+    let mut acc = weights::read(mean).map_err(err)?;
+    let w = weights::read(&now).map_err(err)?;
+    for (name, (_, data)) in acc.tensors.iter_mut() {
+        let (_, x) = w.tensors.get(name).ok_or_else(|| {
+            DataError::Training(format!("weight averaging: tensor {name} is missing"))
+        })?;
+        for (m, &x) in data.iter_mut().zip(x) {
+            *m += (x - *m) / n as f32;
+        }
+    }
+    let mean =
+        DuetModel::build(acc.config, &mut FileSource::new(acc.tensors), device).map_err(err)?;
+    weights::save(&mean, Precision::F32).map_err(err)
 }
 
 /// Mean and spread over the folds done so far.
@@ -1114,7 +1162,19 @@ pub fn run(
                 seconds: epoch_t.elapsed().as_secs_f64(),
             };
             observer.epoch_end(&data.name, &record);
-            if !is_final {
+            if let Some(from) = options.average_from(epochs) {
+                // The stage's model is the running mean of the weights; it is kept, like a chosen
+                // epoch's, as f32 bytes in the checkpoint, so a resumed run averages the same values.
+                if state.epoch >= from {
+                    best_bytes = Some(running_mean(
+                        best_bytes.as_deref(),
+                        &eval_model,
+                        state.epoch - from + 1,
+                        device,
+                    )?);
+                    state.best_epoch = record.epoch;
+                }
+            } else if !is_final {
                 let score = if selects_on_test(options, &data) {
                     record.test_ua
                 } else {
@@ -1138,7 +1198,14 @@ pub fn run(
             checkpoint(&mut state, &model, &adam, best_bytes.as_deref())?;
         }
         if is_final {
-            export_final(&model, corpus, options, &state, epochs, run_dir)?;
+            match best_bytes.as_deref() {
+                Some(mean) => {
+                    let mean = weights::load(mean, device)
+                        .map_err(|e| DataError::Training(e.to_string()))?;
+                    export_final(&mean, corpus, options, &state, epochs, run_dir)?
+                }
+                None => export_final(&model, corpus, options, &state, epochs, run_dir)?,
+            }
         } else {
             // The fold's result: the selected epoch's model on the test part.
             let best = best_bytes.take().ok_or_else(|| {
@@ -1159,7 +1226,9 @@ pub fn run(
                 valid: data.valid.len(),
                 test: data.test.len(),
                 best_epoch: state.best_epoch,
-                selected_on: if selects_on_test(options, &data) {
+                selected_on: if let Some(from) = options.average_from(epochs) {
+                    format!("mean of the weights of epochs {}-{epochs}", from + 1)
+                } else if selects_on_test(options, &data) {
                     "test UA (optimistic: the test fold chose the epoch)".into()
                 } else {
                     "validation UA (from the training sessions)".into()
@@ -1231,6 +1300,45 @@ mod tests {
         assert_eq!(median(vec![3, 1, 2]), 2);
         assert_eq!(median(vec![4, 1, 2, 3]), 3);
         assert_eq!(median(vec![]), 0);
+    }
+
+    /// The running mean over three models equals their element-wise mean, every tensor (batch-norm
+    /// statistics included).
+    #[test]
+    fn running_mean_is_the_mean_of_the_weights() {
+        let device = duet_model::backend::cpu_device();
+        let mut config = ModelConfig::new(ModelKind::Dual, Preset::Paper);
+        config.hidden = 8;
+        let models: Vec<DuetModel> = (0..3)
+            .map(|seed| weights::init(config.clone(), seed, &device).unwrap())
+            .collect();
+        let tensors = |bytes: &[u8]| weights::read(bytes).unwrap().tensors;
+        let mut mean = None;
+        for (i, m) in models.iter().enumerate() {
+            mean = Some(running_mean(mean.as_deref(), m, i + 1, &device).unwrap());
+        }
+        let got = tensors(&mean.unwrap());
+        let each: Vec<_> = models
+            .iter()
+            .map(|m| tensors(&weights::save(m, Precision::F32).unwrap()))
+            .collect();
+        assert_eq!(got.len(), each[0].len());
+        let mut differ = 0;
+        for (name, (shape, data)) in &got {
+            assert_eq!(shape, &each[0][name].0, "{name}");
+            for (j, &v) in data.iter().enumerate() {
+                let want = each.iter().map(|t| t[name].1[j]).sum::<f32>() / 3.0;
+                assert!(
+                    (v - want).abs() <= 1e-6 * (1.0 + want.abs()),
+                    "{name}[{j}]: {v} vs {want}"
+                );
+                differ += usize::from(each[0][name].1[j] != each[1][name].1[j]);
+            }
+        }
+        assert!(
+            differ > 1000,
+            "the three models should differ ({differ} values do)"
+        );
     }
 
     #[test]
