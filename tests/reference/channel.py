@@ -5,6 +5,7 @@ through four channels a user's recording may have and a studio's does not:
 
 - `phone`: the telephone band, 300-3400 Hz (sox `highpass 300 lowpass 3400`);
 - `noise`: white noise at 20 dB SNR (seeded);
+- `pink`: pink noise at 20 dB SNR (seeded; `train --augment` adds white or brown noise, never pink);
 - `room`: a small reverberant room (sox `reverb 50 50 50`);
 - `laptop`: a 150-7000 Hz microphone in a damped room with noise at 30 dB SNR.
 
@@ -32,6 +33,7 @@ import wave
 CHANNELS = {
     "phone": (["highpass", "300", "lowpass", "3400"], None),
     "noise": ([], 20.0),
+    "pink": ([], ("pink", 20.0)),
     "room": (["reverb", "50", "50", "50"], None),
     "laptop": (["highpass", "150", "lowpass", "7000", "reverb", "20", "50", "30"], 30.0),
 }
@@ -55,10 +57,29 @@ def write_pcm16(path, rate, samples):
         w.writeframes(struct.pack(f"<{len(samples)}h", *clipped))
 
 
-def with_noise(samples, snr_db, rng):
-    power = sum(v * v for v in samples) / max(1, len(samples))
-    sigma = math.sqrt(power / 10.0 ** (snr_db / 10.0))
-    return [v + rng.gauss(0.0, sigma) for v in samples]
+def pink(n, rng):
+    """Pink (1/f) noise: white noise through Paul Kellet's economy filter (three one-pole sections)."""
+    b0 = b1 = b2 = 0.0
+    out = []
+    for _ in range(n):
+        w = rng.gauss(0.0, 1.0)
+        b0 = 0.99765 * b0 + w * 0.0990460
+        b1 = 0.96300 * b1 + w * 0.2965164
+        b2 = 0.57000 * b2 + w * 1.0526913
+        out.append(b0 + b1 + b2 + w * 0.1848)
+    return out
+
+
+def with_noise(samples, snr, rng):
+    """Adds noise at an SNR (dB) against the recording's mean power; `snr` is dB (white) or
+    ("pink", dB)."""
+    colour, snr_db = snr if isinstance(snr, tuple) else ("white", snr)
+    n = len(samples)
+    noise = pink(n, rng) if colour == "pink" else [rng.gauss(0.0, 1.0) for _ in range(n)]
+    power = sum(v * v for v in samples) / max(1, n)
+    noise_power = sum(v * v for v in noise) / max(1, n)
+    scale = math.sqrt(power / 10.0 ** (snr_db / 10.0) / max(noise_power, 1e-30))
+    return [v + scale * e for v, e in zip(samples, noise)]
 
 
 def predictions(duet, model, files):
