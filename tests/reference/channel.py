@@ -11,7 +11,7 @@ through four channels a user's recording may have and a studio's does not:
 
 Runs `duet predict --json` on the originals and on each set of copies and prints, per channel, how
 many labels stay the same and the accuracy against the manifest's labels (after `--label-map`).
-Needs sox; otherwise the standard library only.
+Needs sox; otherwise the standard library only (and `quieter.py` beside it).
 
     python3 tests/reference/channel.py --duet target/release/duet \
         --manifest RAVDESS/manifest.csv --label-map calm=neutral \
@@ -20,15 +20,15 @@ Needs sox; otherwise the standard library only.
 
 import argparse
 import csv
-import json
 import math
 import os
 import random
-import struct
 import subprocess
 import sys
 import tempfile
-import wave
+
+from quieter import labels as predictions
+from quieter import read_pcm16, write_pcm16
 
 CHANNELS = {
     "phone": (["highpass", "300", "lowpass", "3400"], None),
@@ -37,24 +37,6 @@ CHANNELS = {
     "room": (["reverb", "50", "50", "50"], None),
     "laptop": (["highpass", "150", "lowpass", "7000", "reverb", "20", "50", "30"], 30.0),
 }
-
-
-def read_pcm16(path):
-    with wave.open(path, "rb") as w:
-        if w.getsampwidth() != 2 or w.getnchannels() != 1:
-            sys.exit(f"{path}: expected 16-bit mono PCM")
-        rate = w.getframerate()
-        data = w.readframes(w.getnframes())
-    return rate, list(struct.unpack(f"<{len(data) // 2}h", data))
-
-
-def write_pcm16(path, rate, samples):
-    with wave.open(path, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        clipped = (max(-32768, min(32767, round(v))) for v in samples)
-        w.writeframes(struct.pack(f"<{len(samples)}h", *clipped))
 
 
 def pink(n, rng):
@@ -80,14 +62,6 @@ def with_noise(samples, snr, rng):
     noise_power = sum(v * v for v in noise) / max(1, n)
     scale = math.sqrt(power / 10.0 ** (snr_db / 10.0) / max(noise_power, 1e-30))
     return [v + scale * e for v, e in zip(samples, noise)]
-
-
-def predictions(duet, model, files):
-    extra = ["--model", model] if model else []
-    out = subprocess.run(
-        [duet, "predict", "--json", *extra, *files], check=True, capture_output=True, text=True
-    ).stdout
-    return [json.loads(line)["label"] for line in out.splitlines() if line.strip()]
 
 
 def main():
@@ -133,7 +107,8 @@ def main():
                     src = path
                 if snr is not None:
                     rate, x = read_pcm16(src)
-                    write_pcm16(out, rate, with_noise(x, snr, rng))
+                    noisy = with_noise(x, snr, rng)
+                    write_pcm16(out, rate, [max(-32768, min(32767, round(v))) for v in noisy])
                 copies.append(out)
             labels = predictions(args.duet, args.model, copies)
             same = sum(a == b for a, b in zip(original, labels))
