@@ -237,6 +237,11 @@ fn interrupted_and_resumed_run_ends_with_the_same_weights() {
     for f in ra["folds"].as_array().unwrap() {
         assert_eq!(f["selected_on"], "mean of the weights of epochs 1-2", "{f}");
     }
+    let md = std::fs::read_to_string(a.join("report.md")).unwrap();
+    assert!(
+        md.contains("| epochs averaged |") && md.contains(" | 1-2 | "),
+        "the report names the averaged epochs:\n{md}"
+    );
     let z = &config["mfcc_standardisation"];
     assert_eq!(z["mean"].as_array().map(Vec::len), Some(39), "{config}");
     assert_eq!(z["std"].as_array().map(Vec::len), Some(39), "{config}");

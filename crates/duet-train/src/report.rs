@@ -161,10 +161,25 @@ pub fn write(
     let _ = writeln!(md, "## Results\n");
     let _ = writeln!(
         md,
-        "| fold | train / valid / test | selected epoch | WA % | UA % | macro-F1 % |"
+        "| fold | train / valid / test | {} | WA % | UA % | macro-F1 % |",
+        if options.average_last > 0 {
+            "epochs averaged"
+        } else {
+            "selected epoch"
+        }
     );
     let _ = writeln!(md, "|---|---|---|---|---|---|");
     for f in &result.folds {
+        // With averaging the fold's model is no single epoch: name the range its mean covers.
+        let epoch = if options.average_last > 0 {
+            format!(
+                "{}-{}",
+                f.best_epoch + 1 - options.average_last.min(f.best_epoch),
+                f.best_epoch
+            )
+        } else {
+            f.best_epoch.to_string()
+        };
         let _ = writeln!(
             md,
             "| {} | {} / {} / {} | {} | {} | {} | {} |",
@@ -172,7 +187,7 @@ pub fn write(
             f.train,
             f.valid,
             f.test,
-            f.best_epoch,
+            epoch,
             pct(f.metrics.wa),
             pct(f.metrics.ua),
             pct(f.metrics.macro_f1)
