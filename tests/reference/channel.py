@@ -1,7 +1,7 @@
 """Does a model keep its answers when a recording goes through another microphone and room?
 
 For each 16-bit mono WAV of the chosen speakers in a manifest (`path,label,speaker`), writes copies
-through four channels a user's recording may have and a studio's does not:
+through five channels a user's recording may have and a studio's does not:
 
 - `phone`: the telephone band, 300-3400 Hz (sox `highpass 300 lowpass 3400`);
 - `noise`: white noise at 20 dB SNR (seeded);
@@ -31,11 +31,12 @@ from quieter import labels as predictions
 from quieter import read_pcm16, write_pcm16
 
 CHANNELS = {
+    # name: (sox effects, (noise colour, SNR in dB) or None)
     "phone": (["highpass", "300", "lowpass", "3400"], None),
-    "noise": ([], 20.0),
+    "noise": ([], ("white", 20.0)),
     "pink": ([], ("pink", 20.0)),
     "room": (["reverb", "50", "50", "50"], None),
-    "laptop": (["highpass", "150", "lowpass", "7000", "reverb", "20", "50", "30"], 30.0),
+    "laptop": (["highpass", "150", "lowpass", "7000", "reverb", "20", "50", "30"], ("white", 30.0)),
 }
 
 
@@ -52,10 +53,8 @@ def pink(n, rng):
     return out
 
 
-def with_noise(samples, snr, rng):
-    """Adds noise at an SNR (dB) against the recording's mean power; `snr` is dB (white) or
-    ("pink", dB)."""
-    colour, snr_db = snr if isinstance(snr, tuple) else ("white", snr)
+def with_noise(samples, colour, snr_db, rng):
+    """Adds white or pink noise at an SNR (dB) against the recording's mean power."""
     n = len(samples)
     noise = pink(n, rng) if colour == "pink" else [rng.gauss(0.0, 1.0) for _ in range(n)]
     power = sum(v * v for v in samples) / max(1, n)
@@ -96,7 +95,7 @@ def main():
     print(f"originals: accuracy {accuracy(original):.1f} % of {len(files)}")
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
-            effects, snr = CHANNELS[name]
+            effects, noise = CHANNELS[name]
             copies = []
             for i, path in enumerate(files):
                 out = os.path.join(tmp, f"{name}-{i}.wav")
@@ -105,9 +104,9 @@ def main():
                     src = out
                 else:
                     src = path
-                if snr is not None:
+                if noise is not None:
                     rate, x = read_pcm16(src)
-                    noisy = with_noise(x, snr, rng)
+                    noisy = with_noise(x, *noise, rng)
                     write_pcm16(out, rate, [max(-32768, min(32767, round(v))) for v in noisy])
                 copies.append(out)
             labels = predictions(args.duet, args.model, copies)
