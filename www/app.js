@@ -223,7 +223,7 @@ async function liveTick() {
   try {
     const a = await engine.call("analyzePcm", { planar: samples, channels: 1, sampleRate: rate, timeline: false });
     live.push(end / rate, a.probabilities);
-    $("live-now").textContent = `now: ${a.label} ${pct(a.probabilities[a.classes.indexOf(a.label)])}${a.uncertain ? " (uncertain)" : ""}`;
+    $("live-now").textContent = `now: ${a.label} ${pct(a.probabilities[a.classes.indexOf(a.label)])}${a.uncertain ? " (uncertain)" : ""}${a.noisy ? " (noisy)" : ""}`;
     const now = $("live-now");
     now.className = "live-now";
     now.style.removeProperty("--c");

@@ -60,6 +60,9 @@ export function renderModel(info, customModel) {
   if (info.calibration) {
     facts.push(["Calibration", `temperature ${info.calibration.temperature.toFixed(2)} (fitted on validation speakers); results under ${Math.round(info.calibration.uncertain_below * 100)}% are marked uncertain`]);
   }
+  if (info.noisyBelowDb != null) {
+    facts.push(["Noise", `a recording whose speech stands less than ${info.noisyBelowDb} dB above its noise floor is marked noisy: trained on quiet studio speech, the model answers noisy recordings unreliably`]);
+  }
   const metrics = Object.entries(prov.metrics || {});
   if (metrics.length) {
     facts.push([

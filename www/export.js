@@ -32,6 +32,8 @@ export function resultsJson(model, backend, results) {
       probabilities: r.probabilities,
       label: r.label,
       uncertain: r.uncertain,
+      noisy: r.noisy,
+      speech_to_noise_db: r.speechToNoiseDb,
       timeline: r.timeline && r.timeline.map((s) => ({ start_s: s.startS, end_s: s.endS, probabilities: s.probabilities, label: s.label })),
     })),
   };

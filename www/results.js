@@ -92,6 +92,14 @@ export function fillRow(row, name, a, ms) {
       title: `The top probability is under ${t ? Math.round(t.uncertain_below * 100) : 50}%, the model card's threshold: no class stands out.`,
     }));
   }
+  if (a.noisy) {
+    const limit = state.model ? state.model.noisyBelowDb : 25;
+    top.append(" ", el("span", {
+      class: "uncertain noisy",
+      text: "noisy",
+      title: `The speech stands only ${Math.round(a.speechToNoiseDb)} dB above the recording's noise floor (under ${limit} dB). The model has heard only quiet studio recordings and answers noisy ones unreliably, often "sad": record in a quiet room, close to the microphone.`,
+    }));
+  }
   const body = el("div", { class: "result-body" }, top, barList(classes, a.probabilities, a.label));
   if (a.timeline && a.timeline.length) {
     const canvas = el("canvas", {
@@ -110,6 +118,8 @@ export function fillRow(row, name, a, ms) {
     probabilities: probabilitiesOf(classes, a.probabilities),
     label: a.label,
     uncertain: Boolean(a.uncertain),
+    noisy: Boolean(a.noisy),
+    speechToNoiseDb: a.speechToNoiseDb == null ? null : a.speechToNoiseDb,
     timeline: a.timeline
       ? a.timeline.map((s) => ({ startS: s.startS, endS: s.endS, probabilities: probabilitiesOf(classes, s.probabilities), label: s.label }))
       : null,
@@ -122,7 +132,7 @@ export function fillRow(row, name, a, ms) {
     .filter(([c]) => c !== a.label)
     .map(([c, p]) => `${c} ${Math.round(p * 100)}`)
     .join(", ");
-  announce(`${name}: ${a.label}${a.uncertain ? " (uncertain)" : ""}, ${Math.round(a.probabilities[classes.indexOf(a.label)] * 100)} percent. Others: ${others} percent.`);
+  announce(`${name}: ${a.label}${a.uncertain ? " (uncertain)" : ""}${a.noisy ? " (noisy recording)" : ""}, ${Math.round(a.probabilities[classes.indexOf(a.label)] * 100)} percent. Others: ${others} percent.`);
 }
 
 export function summariseTimeline(segments) {

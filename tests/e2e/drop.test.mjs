@@ -56,7 +56,7 @@ test("real recordings dropped on WebGPU: finite, and the same probabilities as d
 
 test("without WebGPU: picked files match duet predict, FLAC decodes, long files get a timeline, export works", async () => {
   const fx = fixtures();
-  const cli = predictCli([...fx.drop, fx.long, ...fx.real]);
+  const cli = predictCli([...fx.drop, fx.long, ...fx.real, fx.noisyReal]);
   const b = await launch({ webgpu: false });
   try {
     const backend = await openReady(b.page);
@@ -70,23 +70,30 @@ test("without WebGPU: picked files match duet predict, FLAC decodes, long files 
       assert.equal(r.backend, "cpu");
       assertSameProbabilities(assert, r, cli[r.name]);
     }
-    // Real recordings, on the CPU too.
-    await b.page.setInputFiles("#file-input", fx.real);
-    results = await waitResults(b.page, 3 + fx.real.length);
+    // Real recordings, on the CPU too, and one under noise: marked noisy, as duet predict marks it.
+    const real = [...fx.real, fx.noisyReal];
+    await b.page.setInputFiles("#file-input", real);
+    results = await waitResults(b.page, 3 + real.length);
     for (const r of results.slice(3)) {
       assert.equal(r.backend, "cpu");
       assertSameProbabilities(assert, r, cli[r.name]);
+      assert.equal(r.noisy, cli[r.name].noisy, r.name);
+      assert.ok(Math.abs(r.speechToNoiseDb - cli[r.name].speech_to_noise_db) < 0.01, r.name);
     }
+    assert.equal(cli["noisy-real.wav"].noisy, true);
+    assert.equal(results.filter((r) => r.noisy).length, 1);
+    const badges = await b.page.$$eval("#results .result .noisy", (els) => els.map((e) => e.closest(".result").querySelector(".result-name").textContent));
+    assert.deepEqual(badges, ["noisy-real.wav"]);
     // FLAC goes through the browser's decoder at its own rate, then the same wasm path: the same
     // samples as the WAV it was made from.
     await b.page.setInputFiles("#file-input", [fx.flac]);
-    results = await waitResults(b.page, 4 + fx.real.length);
+    results = await waitResults(b.page, 4 + real.length);
     const flac = results.find((r) => r.name === "happy.flac");
     assertSameProbabilities(assert, { ...flac, name: "happy.flac" }, cli["happy-16k-mono.wav"]);
 
     // A 12 s file: whole-file probabilities as duet predict, plus a timeline of 3 s windows.
     await b.page.setInputFiles("#file-input", [fx.long]);
-    results = await waitResults(b.page, 5 + fx.real.length);
+    results = await waitResults(b.page, 5 + real.length);
     const long = results.find((r) => r.name === "long-12s.wav");
     assertSameProbabilities(assert, long, cli["long-12s.wav"]);
     assert.ok(long.timeline && long.timeline.length >= 5, "a timeline of segments");

@@ -125,6 +125,9 @@ export function fixtures() {
   sox(f("long-6min.wav"), f("long-6min.wav"), f("long-11min.wav"));
   // A 5 s clip for the benchmark.
   sox(wavs.angry, wavs.happy, f("speech-5s.wav"), "trim", "0", "5");
+  // A real recording under white noise (about 15 dB below its speech): marked noisy.
+  sox("-n", "-r", "16000", "-c", "1", "-b", "16", f("white.wav"), "synth", "5", "whitenoise");
+  sox("-m", REAL_SPEECH[0], "-v", "0.03", f("white.wav"), "-b", "16", f("noisy-real.wav"), "trim", "0", "3.5");
   // Things that must fail with a message.
   sox(wavs.neutral, f("clip-10ms.wav"), "trim", "0", "0.01");
   fs.writeFileSync(f("notes.txt"), "These are notes, not audio.\n".repeat(50));
@@ -144,6 +147,7 @@ export function fixtures() {
     overflowModel: f("overflow.safetensors"),
     drop: [f("happy-16k-mono.wav"), f("sad-44k-stereo.wav"), f("angry-48k-24bit.wav")],
     real: REAL_SPEECH,
+    noisyReal: f("noisy-real.wav"),
     flac: f("happy.flac"),
     long: f("long-12s.wav"),
     sixMinutes: f("long-6min.wav"),

@@ -1,16 +1,17 @@
 """Does a model keep its answers when a recording goes through another microphone and room?
 
 For each 16-bit mono WAV of the chosen speakers in a manifest (`path,label,speaker`), writes copies
-through five channels a user's recording may have and a studio's does not:
+through six channels a user's recording may have and a studio's does not:
 
 - `phone`: the telephone band, 300-3400 Hz (sox `highpass 300 lowpass 3400`);
-- `noise`: white noise at 20 dB SNR (seeded);
+- `noise`: white noise at 20 dB SNR (seeded); `noise30` the same at 30 dB;
 - `pink`: pink noise at 20 dB SNR (seeded; `train --augment` adds white or brown noise, never pink);
 - `room`: a small reverberant room (sox `reverb 50 50 50`);
 - `laptop`: a 150-7000 Hz microphone in a damped room with noise at 30 dB SNR.
 
 Runs `duet predict --json` on the originals and on each set of copies and prints, per channel, how
-many labels stay the same and the accuracy against the manifest's labels (after `--label-map`).
+many labels stay the same, the accuracy against the manifest's labels (after `--label-map`), how
+many copies `duet` marked noisy and the accuracy of those it did not.
 Needs sox; otherwise the standard library only (and `quieter.py` beside it).
 
     python3 tests/reference/channel.py --duet target/release/duet \
@@ -27,13 +28,14 @@ import subprocess
 import sys
 import tempfile
 
-from quieter import labels as predictions
+from quieter import results
 from quieter import read_pcm16, write_pcm16
 
 CHANNELS = {
     # name: (sox effects, (noise colour, SNR in dB) or None)
     "phone": (["highpass", "300", "lowpass", "3400"], None),
     "noise": ([], ("white", 20.0)),
+    "noise30": ([], ("white", 30.0)),
     "pink": ([], ("pink", 20.0)),
     "room": (["reverb", "50", "50", "50"], None),
     "laptop": (["highpass", "150", "lowpass", "7000", "reverb", "20", "50", "30"], ("white", 30.0)),
@@ -91,8 +93,24 @@ def main():
     def accuracy(labels):
         return 100.0 * sum(a == b for a, b in zip(labels, truth)) / len(truth)
 
-    original = predictions(args.duet, args.model, files)
-    print(f"originals: accuracy {accuracy(original):.1f} % of {len(files)}")
+    def report(name, answers, original):
+        labels = [r["label"] for r in answers]
+        noisy = [bool(r.get("noisy")) for r in answers]
+        snr = sorted(r["speech_to_noise_db"] for r in answers if r.get("speech_to_noise_db") is not None)
+        median = f", speech {snr[len(snr) // 2]:.1f} dB above the noise (median)" if snr else ""
+        kept = [(a, t) for a, t, n in zip(labels, truth, noisy) if not n]
+        rest = 100.0 * sum(a == t for a, t in kept) / len(kept) if kept else float("nan")
+        same = ""
+        if original is not None:
+            same = f"same label for {sum(a == b for a, b in zip(original, labels))} of {len(files)}; "
+        counts = ", ".join(f"{c} {labels.count(c)}" for c in sorted(set(truth) | set(labels)))
+        print(
+            f"{name}: {same}accuracy {accuracy(labels):.1f} %"
+            f" (answered: {counts}); marked noisy {sum(noisy)}, accuracy of the rest {rest:.1f} %{median}"
+        )
+        return labels
+
+    original = report("originals", results(args.duet, args.model, files), None)
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
             effects, noise = CHANNELS[name]
@@ -109,13 +127,7 @@ def main():
                     noisy = with_noise(x, *noise, rng)
                     write_pcm16(out, rate, [max(-32768, min(32767, round(v))) for v in noisy])
                 copies.append(out)
-            labels = predictions(args.duet, args.model, copies)
-            same = sum(a == b for a, b in zip(original, labels))
-            counts = ", ".join(f"{c} {labels.count(c)}" for c in sorted(set(truth) | set(labels)))
-            print(
-                f"{name}: same label for {same} of {len(files)}; accuracy {accuracy(labels):.1f} %"
-                f" (answered: {counts})"
-            )
+            report(name, results(args.duet, args.model, copies), original)
 
 
 if __name__ == "__main__":

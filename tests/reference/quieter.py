@@ -48,12 +48,17 @@ def write_pcm16(path, rate, samples):
         w.writeframes(struct.pack(f"<{len(samples)}h", *samples))
 
 
-def labels(duet, model, files):
+def results(duet, model, files):
+    """`duet predict --json` of each file, as dicts."""
     extra = ["--model", model] if model else []
     out = subprocess.run(
         [duet, "predict", "--json", *extra, *files], check=True, capture_output=True, text=True
     ).stdout
-    return [json.loads(line)["label"] for line in out.splitlines() if line.strip()]
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def labels(duet, model, files):
+    return [r["label"] for r in results(duet, model, files)]
 
 
 def main():

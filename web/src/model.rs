@@ -42,6 +42,8 @@ pub struct ModelInfo {
     pub calibration: Option<duet_model::Calibration>,
     /// The level the front end normalises each recording to, in dBFS (`None`: not normalised).
     pub level_dbfs: Option<f32>,
+    /// A recording whose speech stands less than this many dB above its noise floor is marked noisy.
+    pub noisy_below_db: f32,
 }
 
 /// Class probabilities of one stretch of audio.
@@ -54,6 +56,10 @@ pub struct Scores {
     pub label: String,
     /// The top probability is under the model card's threshold.
     pub uncertain: bool,
+    /// How far the speech stands above the noise floor, in dB (`None`: too short to tell).
+    pub speech_to_noise_db: Option<f32>,
+    /// Under [`ModelInfo::noisy_below_db`]: the answer is not to be trusted.
+    pub noisy: bool,
 }
 
 impl From<&Prediction> for Scores {
@@ -62,6 +68,8 @@ impl From<&Prediction> for Scores {
             probabilities: p.probabilities.clone(),
             label: p.label.clone(),
             uncertain: p.uncertain,
+            speech_to_noise_db: p.speech_to_noise_db,
+            noisy: p.noisy,
         }
     }
 }
@@ -222,6 +230,7 @@ pub fn describe(bytes: &[u8]) -> Result<ModelInfo, ModelError> {
         provenance: config.provenance.clone(),
         calibration: config.calibration.clone(),
         level_dbfs: config.features.level.map(|l| l.target_dbfs),
+        noisy_below_db: duet_dsp::NOISY_BELOW_DB,
     })
 }
 

@@ -82,4 +82,79 @@ fn eval_on_real_speech_runs_and_the_model_has_learned_it() {
     let ua = e["metrics"]["ua"].as_f64().unwrap();
     assert!(ua >= 0.5, "UA {ua} on clips it was trained on");
     assert!(e["ece"].as_f64().unwrap().is_finite());
+    // Studio recordings: none is taken for a noisy one.
+    assert_eq!(e["noisy"], 0);
+}
+
+/// A 16-bit mono PCM WAV of `samples` at `rate`.
+fn write_wav(path: &std::path::Path, rate: u32, samples: &[i16]) {
+    let data = (samples.len() * 2) as u32;
+    let mut b = Vec::with_capacity(44 + data as usize);
+    b.extend_from_slice(b"RIFF");
+    b.extend_from_slice(&(36 + data).to_le_bytes());
+    b.extend_from_slice(b"WAVEfmt ");
+    for v in [16u32, 1 | (1 << 16), rate, rate * 2, 2 | (16 << 16)] {
+        b.extend_from_slice(&v.to_le_bytes());
+    }
+    b.extend_from_slice(b"data");
+    b.extend_from_slice(&data.to_le_bytes());
+    for s in samples {
+        b.extend_from_slice(&s.to_le_bytes());
+    }
+    std::fs::write(path, b).unwrap();
+}
+
+#[test]
+fn a_noisy_recording_is_marked_noisy_and_a_clean_one_is_not() {
+    let clean = ravdess().join("03-01-04-01-02-01-08.wav");
+    let bytes = std::fs::read(&clean).unwrap();
+    // The fixtures are 16 kHz 16-bit mono with a 44-byte header (tests/fixtures/ravdess/README.md).
+    assert_eq!(&bytes[36..40], b"data");
+    let x: Vec<f64> = bytes[44..]
+        .chunks_exact(2)
+        .map(|c| i16::from_le_bytes([c[0], c[1]]) as f64)
+        .collect();
+    // White noise at 15 dB SNR against the clip's mean power (a fixed LCG + Box-Muller).
+    let mut s = 12345u64;
+    let mut uniform = || {
+        s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((s >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    };
+    let noise: Vec<f64> = (0..x.len())
+        .map(|_| (-2.0 * uniform().ln()).sqrt() * (std::f64::consts::TAU * uniform()).cos())
+        .collect();
+    let p = x.iter().map(|v| v * v).sum::<f64>() / x.len() as f64;
+    let g = (p / 10f64.powf(1.5)).sqrt();
+    let noisy: Vec<i16> = x
+        .iter()
+        .zip(&noise)
+        .map(|(v, e)| (v + g * e).round().clamp(-32768.0, 32767.0) as i16)
+        .collect();
+    let dir = std::env::temp_dir().join(format!("duet-noisy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let noisy_path = dir.join("noisy.wav");
+    write_wav(&noisy_path, 16_000, &noisy);
+
+    let out = duet(&[
+        "predict",
+        "--json",
+        clean.to_str().unwrap(),
+        noisy_path.to_str().unwrap(),
+    ]);
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let (a, b) = (&lines[0], &lines[1]);
+    let db = |v: &serde_json::Value| v["speech_to_noise_db"].as_f64().unwrap();
+    assert_eq!(a["noisy"], false, "{a}");
+    assert_eq!(b["noisy"], true, "{b}");
+    assert!(db(a) > db(b) + 10.0, "{} vs {}", db(a), db(b));
+    // The table marks it and says why.
+    let table = duet(&["predict", noisy_path.to_str().unwrap()]);
+    assert!(table.contains("(noisy)"), "{table}");
+    assert!(table.contains("noise floor"), "{table}");
+    std::fs::remove_dir_all(&dir).ok();
 }

@@ -21,6 +21,10 @@ pub struct Prepared {
     pub narrow: Vec<f32>,
     /// Row-major [n_mels, wide_frames], 10·log10 power.
     pub wide: Vec<f32>,
+    /// How far the speech stands above the noise floor, in dB
+    /// ([`duet_dsp::speech_to_noise_db`], from the spectrogram before resizing); `None` when too
+    /// short to tell.
+    pub speech_to_noise_db: Option<f32>,
 }
 
 impl Prepared {
@@ -43,6 +47,7 @@ impl Prepared {
             mfcc_frames: frames,
             narrow,
             wide,
+            speech_to_noise_db: None,
         }
     }
 }
@@ -98,6 +103,7 @@ pub fn prepare(features: &Features, config: &ModelConfig) -> Result<Prepared, Mo
         mfcc_frames: features.mfcc.n_frames,
         narrow: narrow.data,
         wide: wide.data,
+        speech_to_noise_db: duet_dsp::speech_to_noise_db(&features.mel_wide),
     })
 }
 

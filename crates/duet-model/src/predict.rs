@@ -26,6 +26,12 @@ pub struct Prediction {
     pub label: String,
     /// The top probability is below the model's [`crate::Calibration::uncertain_below`].
     pub uncertain: bool,
+    /// How far the recording's speech stands above its noise floor, in dB
+    /// ([`duet_dsp::speech_to_noise_db`]); `None` when too short to tell.
+    pub speech_to_noise_db: Option<f32>,
+    /// The estimate is under [`duet_dsp::NOISY_BELOW_DB`]: the model has heard only quiet
+    /// recordings, so its answer to this one is not to be trusted.
+    pub noisy: bool,
 }
 
 /// The one check of a forward's output before anyone sees it (the page, `duet predict`, `duet eval`
@@ -106,12 +112,19 @@ impl Predictor {
         (Tensor::cat(parts, 1), n)
     }
 
-    fn unpack(&self, data: Vec<f32>, b: usize, n: usize) -> Result<Vec<Prediction>, ModelError> {
+    fn unpack(
+        &self,
+        data: Vec<f32>,
+        items: &[&Prepared],
+        n: usize,
+    ) -> Result<Vec<Prediction>, ModelError> {
         let c = self.model.config.n_classes();
         check_finite(&data, n * c, "output", &self.device)?;
         let branches = self.model.config.branches();
-        Ok((0..b)
-            .map(|i| {
+        Ok(items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
                 let row = &data[i * n * c..(i + 1) * n * c];
                 let probabilities = row[..c].to_vec();
                 let logits = row[(n - 1) * c..n * c].to_vec();
@@ -120,7 +133,7 @@ impl Predictor {
                     .enumerate()
                     .map(|(k, br)| (*br, row[(k + 1) * c..(k + 2) * c].to_vec()))
                     .collect();
-                self.labelled(probabilities, branches, logits)
+                self.labelled(probabilities, branches, logits, item.speech_to_noise_db)
             })
             .collect())
     }
@@ -131,6 +144,7 @@ impl Predictor {
         probabilities: Vec<f32>,
         branches: Vec<(Branch, Vec<f32>)>,
         logits: Vec<f32>,
+        speech_to_noise_db: Option<f32>,
     ) -> Prediction {
         let best = probabilities
             .iter()
@@ -146,6 +160,8 @@ impl Predictor {
             .is_some_and(|c| (probabilities[best] as f64) < c.uncertain_below);
         Prediction {
             uncertain,
+            speech_to_noise_db,
+            noisy: duet_dsp::is_noisy(speech_to_noise_db),
             logits,
             label: self.model.config.classes[best].clone(),
             branches,
@@ -155,7 +171,8 @@ impl Predictor {
 
     /// The mean of several predictions of this model (a long recording's windows): fused and branch
     /// probabilities averaged, the logits their logarithms (so that a softmax of them gives the mean
-    /// back), label and uncertainty from the mean. None for no predictions.
+    /// back), label and uncertainty from the mean, the noise estimate the windows' median. None for
+    /// no predictions.
     pub fn mean_of(&self, predictions: &[Prediction]) -> Option<Prediction> {
         let first = predictions.first()?;
         let scale = 1.0 / predictions.len() as f32;
@@ -179,7 +196,14 @@ impl Predictor {
             .iter()
             .map(|p| p.max(f32::MIN_POSITIVE).ln())
             .collect();
-        Some(self.labelled(probabilities, branches, logits))
+        // The windows' median: a noisy stretch in a long quiet recording does not make it noisy.
+        let mut snr: Vec<f32> = predictions
+            .iter()
+            .filter_map(|p| p.speech_to_noise_db)
+            .collect();
+        snr.sort_unstable_by(f32::total_cmp);
+        let speech_to_noise_db = snr.get(snr.len() / 2).copied();
+        Some(self.labelled(probabilities, branches, logits, speech_to_noise_db))
     }
 
     /// Resizes/logs the features for this model.
@@ -199,7 +223,7 @@ impl Predictor {
             .map_err(|e| ModelError::Backend(format!("{e:?}")))?
             .try_into_vec::<f32>()
             .map_err(|e| ModelError::Backend(format!("{e:?}")))?;
-        self.unpack(data, items.len(), n)
+        self.unpack(data, items, n)
     }
 
     /// Classifies one utterance's features (native).
@@ -224,7 +248,7 @@ impl Predictor {
             .map_err(|e| ModelError::Backend(format!("{e:?}")))?
             .try_into_vec::<f32>()
             .map_err(|e| ModelError::Backend(format!("{e:?}")))?;
-        self.unpack(data, items.len(), n)
+        self.unpack(data, items, n)
     }
 
     /// Classifies one utterance's features without blocking.

@@ -100,6 +100,7 @@ mod tests {
             mfcc_frames: 50,
             narrow: (0..640).map(|i| 1000.0 + i as f32).collect(),
             wide: (0..160).map(|i| 5000.0 + i as f32).collect(),
+            speech_to_noise_db: None,
         }
     }
 

@@ -96,11 +96,13 @@ fn eval_one(
     let mut pred = Vec::with_capacity(prepared.len());
     let mut probs = Vec::with_capacity(prepared.len());
     let mut uncertain = 0;
+    let mut noisy = 0;
     for chunk in prepared.chunks(32) {
         let refs: Vec<&Prepared> = chunk.iter().collect();
         for p in predictor.predict_prepared(&refs)? {
             pred.push(classes.iter().position(|c| *c == p.label).unwrap_or(0));
             uncertain += usize::from(p.uncertain);
+            noisy += usize::from(p.noisy);
             probs.push(p.probabilities);
         }
     }
@@ -110,17 +112,18 @@ fn eval_one(
     if args.json {
         println!(
             "{}",
-            serde_json::json!({"model": model_name, "corpus": spec, "classes": classes, "metrics": m, "ece": ece, "uncertain": uncertain, "skipped": cache.bad_audio.skipped.len()})
+            serde_json::json!({"model": model_name, "corpus": spec, "classes": classes, "metrics": m, "ece": ece, "uncertain": uncertain, "noisy": noisy, "skipped": cache.bad_audio.skipped.len()})
         );
     } else {
         println!(
-            "{spec}: {} utterances: WA {:.1} %, UA {:.1} %, macro-F1 {:.1} %, ECE {:.3}, {} uncertain{}",
+            "{spec}: {} utterances: WA {:.1} %, UA {:.1} %, macro-F1 {:.1} %, ECE {:.3}, {} uncertain, {} noisy{}",
             m.n,
             100.0 * m.wa,
             100.0 * m.ua,
             100.0 * m.macro_f1,
             ece,
             uncertain,
+            noisy,
             if cache.bad_audio.skipped.is_empty() {
                 String::new()
             } else {

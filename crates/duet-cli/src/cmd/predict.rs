@@ -53,6 +53,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let mut failures = 0;
     let mut any_mean = false;
+    let mut any_noisy = false;
+    let mut any_uncertain = false;
     for file in &args.files {
         let (duration, p, how) = match analyse(&predictor, &mut plan, file, args.timeline) {
             Ok(r) => r,
@@ -72,6 +74,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         } else {
             None
         };
+        // The table's footnotes explain the marks shown, the timeline's rows included.
+        for q in std::iter::once(&p).chain(shown.unwrap_or_default().iter().map(|s| &s.prediction))
+        {
+            any_noisy |= q.noisy;
+            any_uncertain |= q.uncertain;
+        }
         if args.json {
             let mut line = prediction_json(&classes, &p);
             let obj = line.as_object_mut().expect("an object");
@@ -110,12 +118,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     if !args.json
+        && any_uncertain
         && let Some(t) = uncertain_below
     {
         writeln!(
             out,
             "(uncertain: the top probability is under {:.0} %, the model card's threshold)",
             100.0 * t
+        )?;
+    }
+    if !args.json && any_noisy {
+        writeln!(
+            out,
+            "(noisy: the speech stands less than {:.0} dB above the recording's noise floor; a model \
+             trained on quiet studio speech answers such recordings unreliably, often \"sad\")",
+            duet_dsp::NOISY_BELOW_DB
         )?;
     }
     if !args.json && any_mean && !args.timeline {
@@ -232,6 +249,8 @@ fn prediction_json(classes: &[String], p: &Prediction) -> serde_json::Value {
         "probabilities": probs,
         "label": p.label,
         "uncertain": p.uncertain,
+        "speech_to_noise_db": p.speech_to_noise_db,
+        "noisy": p.noisy,
         "branches": branches,
         "logits": p.logits,
     })
@@ -251,8 +270,9 @@ fn write_row(
     }
     writeln!(
         out,
-        "  {}{}{mark}",
+        "  {}{}{}{mark}",
         p.label,
-        if p.uncertain { " (uncertain)" } else { "" }
+        if p.uncertain { " (uncertain)" } else { "" },
+        if p.noisy { " (noisy)" } else { "" }
     )
 }
