@@ -81,9 +81,11 @@ test("without WebGPU: picked files match duet predict, FLAC decodes, long files 
       assert.ok(Math.abs(r.speechToNoiseDb - cli[r.name].speech_to_noise_db) < 0.01, r.name);
     }
     assert.equal(cli["noisy-real.wav"].noisy, true);
-    assert.equal(results.filter((r) => r.noisy).length, 1);
+    assert.deepEqual(results.slice(3).filter((r) => r.noisy).map((r) => r.name), ["noisy-real.wav"]);
+    // A badge on every result marked noisy and on no other (the synthetic clips have a noise floor
+    // of their own, so some of them may carry one too).
     const badges = await b.page.$$eval("#results .result .noisy", (els) => els.map((e) => e.closest(".result").querySelector(".result-name").textContent));
-    assert.deepEqual(badges, ["noisy-real.wav"]);
+    assert.deepEqual(badges.sort(), results.filter((r) => r.noisy).map((r) => r.name).sort());
     // FLAC goes through the browser's decoder at its own rate, then the same wasm path: the same
     // samples as the WAV it was made from.
     await b.page.setInputFiles("#file-input", [fx.flac]);

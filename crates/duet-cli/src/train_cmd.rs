@@ -76,7 +76,8 @@ pub struct Args {
     /// is stored so); probabilities move by less than 1e-3.
     #[arg(long)]
     pub f16: bool,
-    /// The run directory (model.safetensors, report.*, checkpoint/, cache/).
+    /// The run directory (model.safetensors, report.*, folds/ with each fold's model, checkpoint/,
+    /// cache/).
     #[arg(long, required_unless_present = "resume")]
     pub out: Option<PathBuf>,
     /// Continue the run in RUN_DIR (or --out) from its last checkpoint, with its original options.

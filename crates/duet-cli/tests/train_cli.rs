@@ -121,6 +121,20 @@ fn dual_loso_learns_on_held_out_voices() {
         !out.join("model.safetensors").exists(),
         "--no-final writes no model"
     );
+    // The fold's model is kept, with its own test figures and temperature, and loads in `duet`.
+    let name = r["folds"][0]["name"].as_str().unwrap();
+    let fold_model = out.join("folds").join(format!("{name}.safetensors"));
+    let info: serde_json::Value = serde_json::from_str(&ok(Command::new(DUET)
+        .args(["info", "--json"])
+        .arg(&fold_model)))
+    .unwrap();
+    let prov = &info["config"]["provenance"];
+    assert_eq!(prov["metrics"]["test_ua"].as_f64(), Some(ua), "{prov}");
+    assert!(prov["protocol"].as_str().unwrap().contains(name), "{prov}");
+    assert_eq!(
+        info["config"]["calibration"]["temperature"],
+        r["folds"][0]["calibration"]["temperature"]
+    );
 }
 
 /// The run both resume tests compare: 2 sessions x 2 epochs of `dual` on 48 utterances, with level

@@ -264,6 +264,24 @@ impl RunDir {
     pub fn model(&self) -> PathBuf {
         self.root.join("model.safetensors")
     }
+    /// A fold's selected model, kept for evaluating it on its own held-out speakers. A fold is
+    /// named after its test session, which a manifest may spell with any characters: only
+    /// letters, digits, `.`, `-` and `_` reach the file name.
+    pub fn fold_model(&self, fold: &str) -> PathBuf {
+        let safe: String = fold
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        self.root
+            .join("folds")
+            .join(format!("{}.safetensors", safe.trim_start_matches('.')))
+    }
     /// The feature cache of `config`: the recordings (`copy` 0) or augmented copy `copy`.
     fn features(&self, config: &duet_dsp::FeatureConfig, copy: usize) -> PathBuf {
         let level = if config.level.is_some() { "-level" } else { "" };
@@ -663,9 +681,48 @@ fn final_provenance(
     prov.metrics.insert("cv_ua_std".into(), summary.ua.std);
     prov.metrics
         .insert("cv_macro_f1_mean".into(), summary.macro_f1.mean);
-    prov.notes.insert("epochs".into(), epochs.to_string());
     prov.notes
         .insert("folds".into(), state.done.len().to_string());
+    if let Some(c) = calibration_summary(&state.done) {
+        prov.metrics
+            .insert("cv_ece_before_mean".into(), c.ece_before_mean);
+        prov.metrics
+            .insert("cv_ece_after_mean".into(), c.ece_after_mean);
+    }
+    recipe_notes(options, epochs, &mut prov);
+    prov
+}
+
+/// A fold's model's record: the corpora, the fold (its test speakers) and its own test figures.
+fn fold_provenance(
+    corpus: &Corpus,
+    options: &TrainOptions,
+    fold: &FoldResult,
+    epochs: usize,
+) -> duet_model::config::Provenance {
+    let mut prov = duet_model::config::Provenance {
+        corpus: Some(corpus.corpora_summary()),
+        protocol: Some(format!(
+            "{}, fold {} only: {}",
+            options.protocol, fold.name, fold.description
+        )),
+        ..Default::default()
+    };
+    prov.metrics.insert("test_wa".into(), fold.metrics.wa);
+    prov.metrics.insert("test_ua".into(), fold.metrics.ua);
+    prov.metrics
+        .insert("test_macro_f1".into(), fold.metrics.macro_f1);
+    if let Some(c) = &fold.calibration {
+        prov.metrics.insert("test_ece_before".into(), c.ece_before);
+        prov.metrics.insert("test_ece_after".into(), c.ece_after);
+    }
+    recipe_notes(options, epochs, &mut prov);
+    prov
+}
+
+/// The training recipe's notes, shared by the final model's and the folds' records.
+fn recipe_notes(options: &TrainOptions, epochs: usize, prov: &mut duet_model::config::Provenance) {
+    prov.notes.insert("epochs".into(), epochs.to_string());
     prov.notes.insert("seed".into(), options.seed.to_string());
     prov.notes.insert("lr".into(), options.lr.to_string());
     prov.notes.insert("batch".into(), options.batch.to_string());
@@ -682,12 +739,6 @@ fn final_provenance(
                 level.percentile * 100.0
             ),
         );
-    }
-    if let Some(c) = calibration_summary(&state.done) {
-        prov.metrics
-            .insert("cv_ece_before_mean".into(), c.ece_before_mean);
-        prov.metrics
-            .insert("cv_ece_after_mean".into(), c.ece_after_mean);
     }
     if options.average_last > 0 {
         prov.notes.insert(
@@ -721,10 +772,9 @@ fn final_provenance(
     }
     prov.notes
         .extend(options.notes.iter().map(|(k, v)| (k.clone(), v.clone())));
-    prov
 }
 
-/// Writes the final model: its provenance, the folds' mean calibration temperature, and the file
+/// Writes the final model: its provenance, the folds' median calibration temperature, and the file
 /// written atomically in the precision asked for.
 fn export_final(
     model: &DuetModel,
@@ -734,22 +784,36 @@ fn export_final(
     epochs: usize,
     run_dir: &RunDir,
 ) -> Result<(), DataError> {
-    let mut final_model = model.valid();
-    if let Some(c) = calibration_summary(&state.done) {
-        final_model.config.calibration = Some(duet_model::Calibration {
-            temperature: c.temperature,
-            uncertain_below: duet_model::Calibration::UNCERTAIN_BELOW,
-        });
-    }
-    final_model.config.provenance = Some(final_provenance(corpus, options, state, epochs));
+    let temperature = calibration_summary(&state.done).map(|c| c.temperature);
+    let prov = final_provenance(corpus, options, state, epochs);
+    export(model, temperature, prov, options, &run_dir.model())
+}
+
+/// Writes `model` with its calibration temperature and provenance to `path` (atomically, in the
+/// precision asked for).
+fn export(
+    model: &DuetModel,
+    temperature: Option<f64>,
+    provenance: duet_model::config::Provenance,
+    options: &TrainOptions,
+    path: &Path,
+) -> Result<(), DataError> {
+    let mut m = model.valid();
+    m.config.calibration = temperature.map(|temperature| duet_model::Calibration {
+        temperature,
+        uncertain_below: duet_model::Calibration::UNCERTAIN_BELOW,
+    });
+    m.config.provenance = Some(provenance);
     let precision = if options.f16 {
         Precision::F16
     } else {
         Precision::F32
     };
-    let bytes =
-        weights::save(&final_model, precision).map_err(|e| DataError::Training(e.to_string()))?;
-    weights::write_atomic(&run_dir.model(), &bytes).map_err(|e| DataError::io(run_dir.model(), e))
+    let bytes = weights::save(&m, precision).map_err(|e| DataError::Training(e.to_string()))?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
+    }
+    weights::write_atomic(path, &bytes).map_err(|e| DataError::io(path, e))
 }
 
 /// The running mean of the weights after the `n`-th averaged epoch, `mean + (w − mean) / n` for
@@ -1239,6 +1303,15 @@ pub fn run(
                 warnings,
                 seconds: state.fold_started + fold_t.elapsed().as_secs_f64(),
             });
+            // Kept so that the fold's model can be measured again on its own held-out speakers.
+            let done = state.done.last().expect("just pushed");
+            export(
+                &best_model,
+                done.calibration.as_ref().map(|c| c.temperature),
+                fold_provenance(corpus, options, done, epochs),
+                options,
+                &run_dir.fold_model(&done.name),
+            )?;
         }
         state.fold += 1;
         state.epoch = 0;
