@@ -4,6 +4,7 @@
 //! Then the paper's nearest-neighbour resize along time and the log.
 
 use rustfft::FftPlanner;
+use rustfft::num_complex::Complex;
 
 use crate::config::MelConfig;
 use crate::pair::{BATCH, PairFft, quarter_weight};
@@ -165,6 +166,10 @@ pub(crate) struct MelAnalyzer {
     pub cfg: MelConfig,
     window: Vec<f64>,
     pair: PairFft<f64>,
+    /// The first frame of a pair, kept raw until its partner arrives: both are then windowed in one
+    /// pass that writes whole complex values (writing the real and imaginary halves in two passes
+    /// was 9 % of the front end's time, all in half-width stores).
+    first: Vec<f32>,
     /// Power spectra of the batch, `power[k][t]`.
     power: Vec<[f64; BATCH]>,
     /// Frames in the batch so far.
@@ -197,6 +202,7 @@ impl MelAnalyzer {
             cfg: cfg.clone(),
             window,
             pair: PairFft::new(n, planner),
+            first: vec![0.0; n],
             power: vec![[0.0; BATCH]; n / 2 + 1],
             in_batch: 0,
             bands,
@@ -237,18 +243,20 @@ impl MelAnalyzer {
         self.pair.pending = false;
     }
 
-    /// One frame of `n_fft` samples: windowed into the pair buffer; every second frame runs the FFT.
+    /// One frame of `n_fft` samples: the first of a pair is kept; the second windows both into the
+    /// pair buffer and runs the FFT.
+    #[inline(always)]
     pub fn process_frame(&mut self, frame: &[f32]) {
-        let buf = &mut self.pair.buf;
+        let n = self.cfg.n_fft;
+        let frame = &frame[..n];
         if !self.pair.pending {
-            for ((c, &x), &w) in buf.iter_mut().zip(frame).zip(&self.window) {
-                c.re = x as f64 * w;
-            }
+            self.first.copy_from_slice(frame);
             self.pair.pending = true;
             return;
         }
-        for ((c, &x), &w) in buf.iter_mut().zip(frame).zip(&self.window) {
-            c.im = x as f64 * w;
+        let buf = &mut self.pair.buf[..n];
+        for (((c, &a), &b), &w) in buf.iter_mut().zip(&self.first).zip(frame).zip(&self.window) {
+            *c = Complex::new(a as f64 * w, b as f64 * w);
         }
         self.pair.powers_into(&mut self.power, self.in_batch);
         self.in_batch += 2;
@@ -259,11 +267,17 @@ impl MelAnalyzer {
 
     /// Finishes the input: a frame waiting for its partner and a partial batch.
     pub fn flush(&mut self) {
+        if self.pair.pending {
+            for ((c, &a), &w) in self.pair.buf.iter_mut().zip(&self.first).zip(&self.window) {
+                *c = Complex::new(a as f64 * w, 0.0);
+            }
+        }
         self.pair.flush_pending(&mut self.power, &mut self.in_batch);
         self.sum_bands();
     }
 
     /// Mel band sums of the batch, appended to the band rows.
+    #[inline(always)]
     fn sum_bands(&mut self) {
         let t_n = self.in_batch;
         if t_n == 0 {

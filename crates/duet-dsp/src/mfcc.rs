@@ -98,7 +98,7 @@ pub(crate) struct MfccAnalyzer {
     pair: PairFft<f32>,
     /// Power spectra of the batch, `power[k][t]`.
     power: Vec<[f32; BATCH]>,
-    /// Pre-emphasised, windowed frame.
+    /// The first frame of a pair, pre-emphasised and windowed, waiting for its partner.
     tmp: Vec<f32>,
     /// Log energy of each frame in the batch.
     log_e: [f64; BATCH],
@@ -181,6 +181,7 @@ impl MfccAnalyzer {
 
     /// One 25 ms frame (`frame_length` samples): log energy, pre-emphasis and window into the pair
     /// buffer; every second frame runs the FFT.
+    #[inline(always)]
     pub fn process_frame(&mut self, x: &[f32]) {
         let cfg = &self.cfg;
         let n = cfg.frame_length;
@@ -194,49 +195,61 @@ impl MfccAnalyzer {
             cfg.log_floor
         };
         self.log_e[slot] = energy.max(floor).ln();
-        // Pre-emphasis inside the frame and window, contiguous (vectorises), then into the pair buffer;
-        // the buffer's tail stays zero (padding to n_fft).
+        // Pre-emphasis inside the frame and window, contiguous (vectorises). The first frame of a
+        // pair waits in `tmp`; the second is computed straight into the pair buffer beside it, whole
+        // complex values at a time (two half-width passes cost twice as much).
         let k = cfg.preemphasis;
-        let (tmp, w) = (&mut self.tmp[..n], &self.window[..n]);
-        tmp[0] = (1.0 - k) * x[0] * w[0];
-        for (((t, w), &cur), &prev) in tmp[1..]
+        let w = &self.window[..n];
+        if !self.pair.pending {
+            let tmp = &mut self.tmp[..n];
+            tmp[0] = (1.0 - k) * x[0] * w[0];
+            for (((t, w), &cur), &prev) in tmp[1..]
+                .iter_mut()
+                .zip(&w[1..])
+                .zip(&x[1..])
+                .zip(&x[..n - 1])
+            {
+                *t = (cur - k * prev) * w;
+            }
+            self.pair.pending = true;
+            return;
+        }
+        let (head, pad) = self.pair.buf.split_at_mut(n);
+        head[0] = Complex::new(self.tmp[0], (1.0 - k) * x[0] * w[0]);
+        for ((((c, &a), w), &cur), &prev) in head[1..]
             .iter_mut()
+            .zip(&self.tmp[1..n])
             .zip(&w[1..])
             .zip(&x[1..])
             .zip(&x[..n - 1])
         {
-            *t = (cur - k * prev) * w;
+            *c = Complex::new(a, (cur - k * prev) * w);
         }
-        let second = self.pair.pending;
-        let buf = &mut self.pair.buf[..n];
-        if second {
-            for (c, &v) in buf.iter_mut().zip(tmp.iter()) {
-                c.im = v;
-            }
-            self.pair.powers_into(&mut self.power, self.in_batch);
-            self.in_batch += 2;
-            if self.in_batch == BATCH {
-                self.cepstra();
-            }
-        } else {
-            for (c, &v) in buf.iter_mut().zip(tmp.iter()) {
-                *c = Complex::new(v, 0.0);
-            }
-            // The FFT ran in place: clear the padding.
-            for c in self.pair.buf[n..].iter_mut() {
-                *c = Complex::new(0.0, 0.0);
-            }
-            self.pair.pending = true;
+        // The FFT runs in place: the padding to n_fft is cleared each time.
+        pad.fill(Complex::new(0.0, 0.0));
+        self.pair.powers_into(&mut self.power, self.in_batch);
+        self.in_batch += 2;
+        if self.in_batch == BATCH {
+            self.cepstra();
         }
     }
 
     /// Finishes the input: a frame waiting for its partner and a partial batch.
     pub fn flush(&mut self) {
+        if self.pair.pending {
+            let n = self.cfg.frame_length;
+            let (head, pad) = self.pair.buf.split_at_mut(n);
+            for (c, &a) in head.iter_mut().zip(&self.tmp[..n]) {
+                *c = Complex::new(a, 0.0);
+            }
+            pad.fill(Complex::new(0.0, 0.0));
+        }
         self.pair.flush_pending(&mut self.power, &mut self.in_batch);
         self.cepstra();
     }
 
     /// Mel bands → ln → DCT for the batch; appends its frames to `base`.
+    #[inline(always)]
     fn cepstra(&mut self) {
         let t_n = self.in_batch;
         if t_n == 0 {
