@@ -99,14 +99,18 @@ def main():
         snr = sorted(r["speech_to_noise_db"] for r in answers if r.get("speech_to_noise_db") is not None)
         median = f", speech {snr[len(snr) // 2]:.1f} dB above the noise (median)" if snr else ""
         kept = [(a, t) for a, t, n in zip(labels, truth, noisy) if not n]
-        rest = 100.0 * sum(a == t for a, t in kept) / len(kept) if kept else float("nan")
+        rest = (
+            f"accuracy of the rest {100.0 * sum(a == t for a, t in kept) / len(kept):.1f} % ({len(kept)})"
+            if kept
+            else "none left"
+        )
         same = ""
         if original is not None:
             same = f"same label for {sum(a == b for a, b in zip(original, labels))} of {len(files)}; "
         counts = ", ".join(f"{c} {labels.count(c)}" for c in sorted(set(truth) | set(labels)))
         print(
             f"{name}: {same}accuracy {accuracy(labels):.1f} %"
-            f" (answered: {counts}); marked noisy {sum(noisy)}, accuracy of the rest {rest:.1f} %{median}"
+            f" (answered: {counts}); marked noisy {sum(noisy)}, {rest}{median}"
         )
         return labels
 
