@@ -61,7 +61,7 @@ export function renderModel(info, customModel) {
     facts.push(["Calibration", `temperature ${info.calibration.temperature.toFixed(2)} (fitted on validation speakers); results under ${Math.round(info.calibration.uncertain_below * 100)}% are marked uncertain`]);
   }
   if (info.noisyBelowDb != null) {
-    facts.push(["Noise", `a recording whose speech stands less than ${info.noisyBelowDb} dB above its noise floor is marked noisy: trained on quiet studio speech, the model answers noisy recordings unreliably`]);
+    facts.push(["Noise", `a recording whose speech stands less than ${info.noisyBelowDb} dB above its noise floor is marked noisy: below that, this model's answers are unreliable (measured on copies with added noise)`]);
   }
   const metrics = Object.entries(prov.metrics || {});
   if (metrics.length) {

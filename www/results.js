@@ -93,11 +93,11 @@ export function fillRow(row, name, a, ms) {
     }));
   }
   if (a.noisy) {
-    const limit = state.model ? state.model.noisyBelowDb : 25;
+    const limit = state.model ? state.model.noisyBelowDb : 30;
     top.append(" ", el("span", {
       class: "uncertain noisy",
       text: "noisy",
-      title: `The speech stands only ${Math.round(a.speechToNoiseDb)} dB above the recording's noise floor (under ${limit} dB). The model has heard only quiet studio recordings and answers noisy ones unreliably, often "sad": record in a quiet room, close to the microphone.`,
+      title: `The speech stands only ${Math.round(a.speechToNoiseDb)} dB above the recording's noise floor (under ${limit} dB). Below that, this model's answers are unreliable: record in a quiet room, close to the microphone.`,
     }));
   }
   const body = el("div", { class: "result-body" }, top, barList(classes, a.probabilities, a.label));

@@ -230,7 +230,7 @@ pub fn describe(bytes: &[u8]) -> Result<ModelInfo, ModelError> {
         provenance: config.provenance.clone(),
         calibration: config.calibration.clone(),
         level_dbfs: config.features.level.map(|l| l.target_dbfs),
-        noisy_below_db: duet_dsp::NOISY_BELOW_DB,
+        noisy_below_db: config.noisy_below_db(),
     })
 }
 

@@ -113,6 +113,13 @@ pub struct Args {
         conflicts_with = "select_on_test"
     )]
     pub average_last: usize,
+    /// Store in the model file that a recording whose speech stands less than DB above its noise
+    /// floor is shown as noisy (by the page, `duet predict` and `duet eval`). Measure where the
+    /// model's answers start to fail (e.g. tests/reference/channel.py's white-noise channels on
+    /// speakers it never heard). Default: none stored, so 30 dB, where models trained on quiet
+    /// studio speech fail; one trained with `--augment` keeps its answers further down.
+    #[arg(long, value_name = "DB")]
+    pub noisy_below: Option<f32>,
     /// A note for the model file's provenance, `KEY=VALUE` (repeatable), e.g. the weights' license.
     #[arg(long, value_parser = parse_note)]
     pub note: Vec<(String, String)>,
@@ -327,6 +334,12 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
             o.spec_augment = args.spec_augment;
             o.mfcc_standardise = args.mfcc_standardise;
             o.average_last = args.average_last;
+            o.noisy_below_db = args.noisy_below;
+            if let Some(db) = o.noisy_below_db
+                && !(0.0..=100.0).contains(&db)
+            {
+                bail!("--noisy-below {db} must be within 0..100 dB");
+            }
             o.notes = args.note.iter().cloned().collect();
             if o.epochs == 0 || o.batch < 2 {
                 bail!(

@@ -93,6 +93,8 @@ fn dual_loso_learns_on_held_out_voices() {
             "--backend",
             "cpu",
             "--quiet",
+            "--noisy-below",
+            "12.5",
         ])
         .arg("--out")
         .arg(&out));
@@ -135,6 +137,13 @@ fn dual_loso_learns_on_held_out_voices() {
         info["config"]["calibration"]["temperature"],
         r["folds"][0]["calibration"]["temperature"]
     );
+    // --noisy-below is the model's own threshold.
+    assert_eq!(
+        info["config"]["calibration"]["noisy_below_db"].as_f64(),
+        Some(12.5)
+    );
+    let text = ok(Command::new(DUET).arg("info").arg(&fold_model));
+    assert!(text.contains("less than 12.5 dB above"), "{text}");
 }
 
 /// The run both resume tests compare: 2 sessions x 2 epochs of `dual` on 48 utterances, with level

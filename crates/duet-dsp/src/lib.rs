@@ -47,7 +47,7 @@ pub use error::DspError;
 pub use level::LevelNorm;
 pub use mel::{Mel, hz_to_mel_slaney, mel_to_hz_slaney};
 pub use mfcc::{Mfcc, hz_to_mel_htk};
-pub use noise::{NOISY_BELOW_DB, is_noisy, speech_to_noise_db};
+pub use noise::{NOISY_BELOW_DB, is_noisy, is_noisy_below, speech_to_noise_db};
 pub use plan::{FeaturePlan, FeatureStream, Features};
 pub use resample::{StreamResampler, resample};
 pub use wav::{DecodedAudio, WavReader, decode_wav};

@@ -322,6 +322,12 @@ pub struct Calibration {
     pub temperature: f64,
     /// A result whose top probability is below this is shown as uncertain (the model card states it).
     pub uncertain_below: f64,
+    /// A recording whose speech stands less than this many dB above its noise floor
+    /// ([`duet_dsp::speech_to_noise_db`]) is shown as noisy. Absent: [`duet_dsp::NOISY_BELOW_DB`],
+    /// where a model trained on quiet speech fails; one trained with noise keeps its answers further
+    /// down (`train --noisy-below`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub noisy_below_db: Option<f32>,
 }
 
 impl Calibration {
@@ -338,6 +344,14 @@ impl ModelConfig {
     /// The temperature of the fused probabilities (1 without calibration).
     pub fn temperature(&self) -> f64 {
         self.calibration.as_ref().map_or(1.0, |c| c.temperature)
+    }
+
+    /// Below how many dB of speech over the noise floor this model's answers are shown as noisy.
+    pub fn noisy_below_db(&self) -> f32 {
+        self.calibration
+            .as_ref()
+            .and_then(|c| c.noisy_below_db)
+            .unwrap_or(duet_dsp::NOISY_BELOW_DB)
     }
 
     /// The configuration of `kind` under `preset` (docs/reference.md §1), with the default resize
@@ -489,6 +503,14 @@ impl ModelConfig {
                 return bad(
                     "calibration.uncertain_below",
                     format!("{} is not a probability", c.uncertain_below),
+                );
+            }
+            if let Some(db) = c.noisy_below_db
+                && !(0.0..=100.0).contains(&db)
+            {
+                return bad(
+                    "calibration.noisy_below_db",
+                    format!("{db} is not a threshold in 0..100 dB"),
                 );
             }
         }

@@ -29,8 +29,8 @@ pub struct Prediction {
     /// How far the recording's speech stands above its noise floor, in dB
     /// ([`duet_dsp::speech_to_noise_db`]); `None` when too short to tell.
     pub speech_to_noise_db: Option<f32>,
-    /// The estimate is under [`duet_dsp::NOISY_BELOW_DB`]: the model has heard only quiet
-    /// recordings, so its answer to this one is not to be trusted.
+    /// The estimate is under the model's threshold ([`crate::ModelConfig::noisy_below_db`]): the
+    /// recording is noisier than the model keeps its answers through.
     pub noisy: bool,
 }
 
@@ -161,7 +161,7 @@ impl Predictor {
         Prediction {
             uncertain,
             speech_to_noise_db,
-            noisy: duet_dsp::is_noisy(speech_to_noise_db),
+            noisy: duet_dsp::is_noisy_below(speech_to_noise_db, self.model.config.noisy_below_db()),
             logits,
             label: self.model.config.classes[best].clone(),
             branches,
@@ -309,6 +309,49 @@ mod tests {
                 Err(ModelError::NonFinite { backend: b, .. }) => assert_eq!(b, backend),
                 other => panic!("{backend}: expected a non-finite error, got {other:?}"),
             }
+        }
+    }
+
+    /// A recording is marked noisy under the model's own threshold when its file states one, and
+    /// under duet_dsp::NOISY_BELOW_DB otherwise.
+    #[test]
+    fn noisy_follows_the_models_threshold() {
+        let device = crate::backend::cpu_device();
+        // A 2 s tone with its harmonics, rising and falling, over white noise.
+        let mut seed = 7u32;
+        let samples: Vec<f32> = (0..32_000)
+            .map(|i| {
+                seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                let noise = (seed >> 8) as f32 / (1 << 24) as f32 - 0.5;
+                let t = i as f32 / 16_000.0;
+                let voice: f32 = (1..=8)
+                    .map(|h| (2.0 * std::f32::consts::PI * 150.0 * h as f32 * t).sin() / h as f32)
+                    .sum();
+                0.1 * voice * (0.6 + 0.4 * (2.0 * std::f32::consts::PI * 3.0 * t).sin())
+                    + 0.005 * noise
+            })
+            .collect();
+        let config = ModelConfig::new(ModelKind::Base2, duet_dsp::Preset::Authors);
+        let with_threshold = |db: Option<f32>| {
+            let mut model = crate::weights::init(config.clone(), 3, &device).unwrap();
+            model.config.calibration = db.map(|db| crate::Calibration {
+                temperature: 1.0,
+                uncertain_below: crate::Calibration::UNCERTAIN_BELOW,
+                noisy_below_db: Some(db),
+            });
+            Predictor::from_model(model, &device)
+        };
+        let features = with_threshold(None)
+            .feature_plan()
+            .compute(&samples)
+            .unwrap();
+        let p = with_threshold(None).predict(&features).unwrap();
+        let db = p.speech_to_noise_db.unwrap();
+        assert_eq!(p.noisy, db < duet_dsp::NOISY_BELOW_DB, "default, {db} dB");
+        for (threshold, noisy) in [(db - 1.0, false), (db + 1.0, true)] {
+            let p = with_threshold(Some(threshold)).predict(&features).unwrap();
+            assert_eq!(p.speech_to_noise_db, Some(db));
+            assert_eq!(p.noisy, noisy, "{db} dB against the model's {threshold} dB");
         }
     }
 }

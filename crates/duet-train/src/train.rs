@@ -85,6 +85,10 @@ pub struct TrainOptions {
     /// statistics included) instead of the epoch chosen on validation; 0: choose an epoch.
     #[serde(default)]
     pub average_last: usize,
+    /// The model file's noisy threshold in dB (duet_model::Calibration::noisy_below_db); `None`:
+    /// not stored (the default of duet_dsp::NOISY_BELOW_DB applies).
+    #[serde(default)]
+    pub noisy_below_db: Option<f32>,
 }
 
 impl TrainOptions {
@@ -111,6 +115,7 @@ impl TrainOptions {
             spec_augment: false,
             mfcc_standardise: false,
             average_last: 0,
+            noisy_below_db: None,
         }
     }
 
@@ -799,9 +804,12 @@ fn export(
     path: &Path,
 ) -> Result<(), DataError> {
     let mut m = model.valid();
+    // A noisy threshold needs the calibration block; without folds to fit it the temperature is 1.
+    let temperature = temperature.or(options.noisy_below_db.map(|_| 1.0));
     m.config.calibration = temperature.map(|temperature| duet_model::Calibration {
         temperature,
         uncertain_below: duet_model::Calibration::UNCERTAIN_BELOW,
+        noisy_below_db: options.noisy_below_db,
     });
     m.config.provenance = Some(provenance);
     let precision = if options.f16 {

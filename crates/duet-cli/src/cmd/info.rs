@@ -73,6 +73,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ),
         None => println!("  calibrated  no (temperature 1)"),
     }
+    println!(
+        "  noisy       a recording whose speech stands less than {} dB above its noise floor{}",
+        c.noisy_below_db(),
+        if c.calibration
+            .as_ref()
+            .is_some_and(|k| k.noisy_below_db.is_some())
+        {
+            ""
+        } else {
+            " (the default)"
+        }
+    );
     match &c.provenance {
         Some(p) => {
             if let Some(corpus) = &p.corpus {

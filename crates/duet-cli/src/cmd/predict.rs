@@ -40,6 +40,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .calibration
         .as_ref()
         .map(|c| c.uncertain_below);
+    let noisy_below_db = predictor.config().noisy_below_db();
     let classes = predictor.config().classes.clone();
     let mut plan = predictor.feature_plan();
     let stdout = std::io::stdout();
@@ -130,9 +131,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if !args.json && any_noisy {
         writeln!(
             out,
-            "(noisy: the speech stands less than {:.0} dB above the recording's noise floor; a model \
-             trained on quiet studio speech answers such recordings unreliably, often \"sad\")",
-            duet_dsp::NOISY_BELOW_DB
+            "(noisy: the speech stands less than {noisy_below_db} dB above the recording's noise \
+             floor, where this model's answers are no longer reliable (its card's threshold))"
         )?;
     }
     if !args.json && any_mean && !args.timeline {
