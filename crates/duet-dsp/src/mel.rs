@@ -267,12 +267,13 @@ impl MelAnalyzer {
 
     /// Finishes the input: a frame waiting for its partner and a partial batch.
     pub fn flush(&mut self) {
-        if self.pair.pending {
-            for ((c, &a), &w) in self.pair.buf.iter_mut().zip(&self.first).zip(&self.window) {
-                *c = Complex::new(a as f64 * w, 0.0);
-            }
-        }
-        self.pair.flush_pending(&mut self.power, &mut self.in_batch);
+        let lone = self
+            .first
+            .iter()
+            .zip(&self.window)
+            .map(|(&a, &w)| a as f64 * w);
+        self.pair
+            .flush_lone(lone, &mut self.power, &mut self.in_batch);
         self.sum_bands();
     }
 

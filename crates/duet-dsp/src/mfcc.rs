@@ -236,15 +236,9 @@ impl MfccAnalyzer {
 
     /// Finishes the input: a frame waiting for its partner and a partial batch.
     pub fn flush(&mut self) {
-        if self.pair.pending {
-            let n = self.cfg.frame_length;
-            let (head, pad) = self.pair.buf.split_at_mut(n);
-            for (c, &a) in head.iter_mut().zip(&self.tmp[..n]) {
-                *c = Complex::new(a, 0.0);
-            }
-            pad.fill(Complex::new(0.0, 0.0));
-        }
-        self.pair.flush_pending(&mut self.power, &mut self.in_batch);
+        let lone = self.tmp[..self.cfg.frame_length].iter().copied();
+        self.pair
+            .flush_lone(lone, &mut self.power, &mut self.in_batch);
         self.cepstra();
     }
 

@@ -69,16 +69,26 @@ impl<T: FftNum + Add<Output = T> + Sub<Output = T> + Mul<Output = T>> PairFft<T>
         self.pending = false;
     }
 
-    /// At the end of the input: a frame waiting for its partner is transformed alone (a zero
-    /// partner) into column `*col` of `out`, and `*col` advances past it.
-    pub fn flush_pending(&mut self, out: &mut [[T; BATCH]], col: &mut usize) {
-        if self.pending {
-            for c in self.buf.iter_mut() {
-                c.im = T::zero();
-            }
-            self.powers_into(out, *col);
-            *col += 1;
+    /// At the end of the input: a frame waiting for its partner is transformed alone. `lone` yields
+    /// its (windowed) samples: they become the real parts, the imaginary parts and the padding to the
+    /// FFT size are zero (a zero partner). Its power spectrum goes into column `*col` of `out`, and
+    /// `*col` advances past it. Nothing happens when no frame waits.
+    pub fn flush_lone(
+        &mut self,
+        lone: impl Iterator<Item = T>,
+        out: &mut [[T; BATCH]],
+        col: &mut usize,
+    ) {
+        if !self.pending {
+            return;
         }
+        let zero = Complex::new(T::zero(), T::zero());
+        self.buf.fill(zero);
+        for (c, a) in self.buf.iter_mut().zip(lone) {
+            c.re = a;
+        }
+        self.powers_into(out, *col);
+        *col += 1;
     }
 }
 
