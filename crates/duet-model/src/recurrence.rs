@@ -482,13 +482,33 @@ pub(crate) mod cpu {
     /// with row stride `dst_rs`, `lhs` from `offset` with row stride `lhs_rs`, `rhs` with
     /// column stride `rhs_cs` (along n) and row stride `rhs_rs` (along k); all columns of `dst` and
     /// `lhs` contiguous. Panics if a matrix does not lie inside its slice.
-    pub(super) fn add_product(
+    pub(crate) fn add_product(
+        dims: (usize, usize, usize),
+        dst: (&mut [f32], usize),
+        lhs: (&[f32], usize, usize),
+        rhs: (&[f32], usize, usize),
+    ) {
+        product(dims, dst, lhs, rhs, true);
+    }
+
+    /// [`add_product`] with `accumulate` false: dst[m, n] = lhs[m, k] · rhs[k, n] (what `dst` held
+    /// is neither read nor kept).
+    pub(crate) fn product(
         (m, n, k): (usize, usize, usize),
         (dst, dst_rs): (&mut [f32], usize),
         (lhs, offset, lhs_rs): (&[f32], usize, usize),
         (rhs, rhs_cs, rhs_rs): (&[f32], usize, usize),
+        accumulate: bool,
     ) {
-        if m == 0 || n == 0 || k == 0 {
+        if m == 0 || n == 0 {
+            return;
+        }
+        if k == 0 {
+            if !accumulate {
+                for row in 0..m {
+                    dst[row * dst_rs..row * dst_rs + n].fill(0.0);
+                }
+            }
             return;
         }
         assert!(
@@ -513,7 +533,7 @@ pub(crate) mod cpu {
                 dst.as_mut_ptr(),
                 1,
                 dst_rs as isize,
-                true,
+                accumulate,
                 lhs.as_ptr().add(offset),
                 1,
                 lhs_rs as isize,
