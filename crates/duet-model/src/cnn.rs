@@ -456,9 +456,18 @@ mod backends {
                         }
                     }
                 }
-                for ch in 0..c {
-                    let id = which[ch] as usize;
-                    dx[offset(bi, oi, oj, id / k, id % k) + ch] = g[ch];
+                // Every position of the window written whole, the gradient where it held the
+                // maximum and 0 elsewhere: contiguous selects that vectorise, where one scattered
+                // store per channel (with a division to find its position) did not. Windows do
+                // not overlap (stride k), so each element is written once.
+                for i in 0..k {
+                    for j in 0..k {
+                        let at = offset(bi, oi, oj, i, j);
+                        let id = (i * k + j) as u32;
+                        for ((d, &w), &g) in dx[at..at + c].iter_mut().zip(&which).zip(g) {
+                            *d = if w == id { g } else { 0.0 };
+                        }
+                    }
                 }
             }
             FlexTensor::from_data(TensorData::new(dx, [b, f, t, c]))
