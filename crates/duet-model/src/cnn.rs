@@ -481,10 +481,15 @@ mod backends {
     const TILE_FLOATS: usize = 64 * 1024;
 
     /// [`CnnOps::offset_products`] on row-major f32 slices: `rows` [B, N, Cin], `w` [kf, kt, Cin,
-    /// Cout], `out` [B, len, Cout] (zeroed on entry). For each tile of input rows s, one product
-    /// Y = rows[s] · [w(0,0) | w(0,1) | … ] ([tile, Cin] × [Cin, kf·kt·Cout]); input row s meets
-    /// output row r = s − (i·T + j) through w(i, j), so Y's block (i, j) of row s is added to
-    /// out[r] for the r that exist.
+    /// Cout], `out` [B, len, Cout] (zeroed on entry). Input row s meets output row r = s − (i·T + j)
+    /// through w(i, j). One product per tile of rows, on whichever side is narrower:
+    ///
+    /// - more input than output channels (the second conv: 64 → 16): for a tile of input rows,
+    ///   Y = rows[s] · [w(0,0) | w(0,1) | … ] ([tile, Cin] × [Cin, kf·kt·Cout]), and Y's block
+    ///   (i, j) of row s is added to out[r] for the r that exist;
+    /// - otherwise (its gradient with respect to the rows: 16 → 64): for a tile of output rows,
+    ///   the kf·kt input rows each one meets side by side ([tile, kf·kt·Cin]), times w seen as
+    ///   [kf·kt·Cin, Cout], written straight into the output.
     fn offset_products_f32(
         rows: &[f32],
         w: &[f32],
@@ -497,6 +502,31 @@ mod backends {
         let offsets: Vec<usize> = (0..kf)
             .flat_map(|i| (0..kt).map(move |j| i * t + j))
             .collect();
+        if cin <= cout {
+            let depth = offsets.len() * cin;
+            let tile = (TILE_FLOATS / depth.max(1)).max(8);
+            let mut p = vec![0f32; tile.min(len) * depth];
+            for bi in 0..b {
+                let x = &rows[bi * n * cin..(bi + 1) * n * cin];
+                let dst = &mut out[bi * len * cout..(bi + 1) * len * cout];
+                for r0 in (0..len).step_by(tile) {
+                    let m = tile.min(len - r0);
+                    for (r, row) in p.chunks_exact_mut(depth).take(m).enumerate() {
+                        for (part, &off) in row.chunks_exact_mut(cin).zip(&offsets) {
+                            part.copy_from_slice(&x[(r0 + r + off) * cin..][..cin]);
+                        }
+                    }
+                    crate::recurrence::cpu::product(
+                        (m, cout, depth),
+                        (&mut dst[r0 * cout..], cout),
+                        (&p, 0, depth),
+                        (w, 1, cout),
+                        false,
+                    );
+                }
+            }
+            return;
+        }
         let wide = offsets.len() * cout;
         // The kernel's offsets side by side: w_all[ci][o·Cout + c] = w[o][ci][c].
         let mut w_all = vec![0f32; cin * wide];
