@@ -48,6 +48,20 @@ pub trait CnnOps: Backend {
         offset_products_of::<Self>(rows, w, t, len)
     }
 
+    /// The gradient of [`CnnOps::offset_products`] with respect to its kernel: `rows` [B, N, Cin],
+    /// `grad` [B, len, Cout] → [kf, kt, Cin, Cout], entry (i, j) = Σ_b Σ_r rows[r + i·T + j]ᵀ ·
+    /// grad[r].
+    #[fusion(default)]
+    fn offset_products_kernel_grad(
+        rows: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        kf: usize,
+        kt: usize,
+        t: usize,
+    ) -> FloatTensor<Self> {
+        kernel_grad_of::<Self>(rows, grad, [kf, kt], t)
+    }
+
     /// `x` [B, F, T, C] → [B, F / k, `valid` / k, C]: the maximum of each k×k window (stride k)
     /// of the first `valid` columns (trailing rows and columns dropped).
     #[fusion(default)]
@@ -183,7 +197,7 @@ fn offset_products_backward<B: CnnOps>(
     t: usize,
     [want_rows, want_w]: [bool; 2],
 ) -> (Option<FloatTensor<B>>, Option<FloatTensor<B>>) {
-    let [b, n, cin] = rows.shape().dims::<3>();
+    let [b, n, _] = rows.shape().dims::<3>();
     let [kf, kt, _, cout] = w.shape().dims::<4>();
     let len = grad.shape().dims::<3>()[1];
     let device = grad.device();
@@ -199,18 +213,29 @@ fn offset_products_backward<B: CnnOps>(
         let w_rev = B::float_swap_dims(B::float_flip(w.clone(), &[0, 1]), 2, 3);
         B::offset_products(padded, w_rev, t, n)
     });
-    let d_w = want_w.then(|| {
-        let mut per_offset = Vec::with_capacity(kf * kt);
-        for i in 0..kf {
-            for j in 0..kt {
-                let view = rows_view::<B>(rows.clone(), i * t + j, len);
-                let g = B::float_matmul(B::float_swap_dims(view, 1, 2), grad.clone());
-                per_offset.push(B::float_sum_dim(g, 0)); // [1, Cin, Cout]
-            }
-        }
-        B::float_reshape(B::float_cat(per_offset, 0), Shape::new([kf, kt, cin, cout]))
-    });
+    let d_w = want_w.then(|| B::offset_products_kernel_grad(rows, grad, kf, kt, t));
     (d_rows, d_w)
+}
+
+/// The default body of [`CnnOps::offset_products_kernel_grad`]: one product per kernel offset, a
+/// view of `rows` transposed against `grad`, summed over the batch.
+fn kernel_grad_of<B: Backend>(
+    rows: FloatTensor<B>,
+    grad: FloatTensor<B>,
+    [kf, kt]: [usize; 2],
+    t: usize,
+) -> FloatTensor<B> {
+    let cin = rows.shape().dims::<3>()[2];
+    let [_, len, cout] = grad.shape().dims::<3>();
+    let mut per_offset = Vec::with_capacity(kf * kt);
+    for i in 0..kf {
+        for j in 0..kt {
+            let view = rows_view::<B>(rows.clone(), i * t + j, len);
+            let g = B::float_matmul(B::float_swap_dims(view, 1, 2), grad.clone());
+            per_offset.push(B::float_sum_dim(g, 0)); // [1, Cin, Cout]
+        }
+    }
+    B::float_reshape(B::float_cat(per_offset, 0), Shape::new([kf, kt, cin, cout]))
 }
 
 /// The default body of [`CnnOps::max_pool_valid_backward`]: which view holds each window's
@@ -381,6 +406,32 @@ mod backends {
             FlexTensor::from_data(TensorData::new(out, [b, len, cout]))
         }
 
+        /// One product per tile of input rows: the tile's rows transposed against the output
+        /// gradients each of them met, side by side ([Cin, tile] × [tile, kf·kt·Cout]),
+        /// accumulated; the default body's products per offset have 16 output columns.
+        fn offset_products_kernel_grad(
+            rows: FlexTensor,
+            grad: FlexTensor,
+            kf: usize,
+            kt: usize,
+            t: usize,
+        ) -> FlexTensor {
+            if rows.dtype() != DType::F32 || grad.dtype() != DType::F32 {
+                return super::kernel_grad_of::<Flex>(rows, grad, [kf, kt], t);
+            }
+            let [b, n, cin] = rows.shape().dims::<3>();
+            let [_, len, cout] = grad.shape().dims::<3>();
+            let (rows, grad) = (contiguous(rows), contiguous(grad));
+            let d_w = kernel_grad_f32(
+                rows.storage::<f32>(),
+                grad.storage::<f32>(),
+                [b, n, cin],
+                [kf, kt, len, cout],
+                t,
+            );
+            FlexTensor::from_data(TensorData::new(d_w, [kf, kt, cin, cout]))
+        }
+
         fn max_pool_valid(x: FlexTensor, valid: usize, k: usize) -> FlexTensor {
             if x.dtype() != DType::F32 {
                 return super::max_pool_of::<Flex>(x, valid, k);
@@ -475,6 +526,58 @@ mod backends {
     }
 
     impl CnnOps for burn_cubecl::CubeBackend {}
+
+    /// [`CnnOps::offset_products_kernel_grad`] on row-major f32 slices: `rows` [B, N, Cin],
+    /// `grad` [B, len, Cout] → [kf, kt, Cin, Cout]. For each tile of input rows s, G holds the
+    /// gradient of every output row s meets, grad[s − (i·T + j)] in block (i, j) (zero where that
+    /// row does not exist), and D += rows[s]ᵀ · G ([Cin, tile] × [tile, kf·kt·Cout]).
+    fn kernel_grad_f32(
+        rows: &[f32],
+        grad: &[f32],
+        [b, n, cin]: [usize; 3],
+        [kf, kt, len, cout]: [usize; 4],
+        t: usize,
+    ) -> Vec<f32> {
+        let offsets: Vec<usize> = (0..kf)
+            .flat_map(|i| (0..kt).map(move |j| i * t + j))
+            .collect();
+        let wide = offsets.len() * cout;
+        let mut d_all = vec![0f32; cin * wide];
+        let reach = (len + offsets.last().copied().unwrap_or(0)).min(n);
+        let tile = (TILE_FLOATS / wide.max(1)).max(8);
+        let mut g = vec![0f32; tile.min(reach) * wide];
+        for bi in 0..b {
+            let x = &rows[bi * n * cin..(bi + 1) * n * cin];
+            let gr = &grad[bi * len * cout..(bi + 1) * len * cout];
+            for s0 in (0..reach).step_by(tile) {
+                let m = tile.min(reach - s0);
+                for (r, row) in g.chunks_exact_mut(wide).take(m).enumerate() {
+                    let s = s0 + r;
+                    for (part, &off) in row.chunks_exact_mut(cout).zip(&offsets) {
+                        match s.checked_sub(off).filter(|&r| r < len) {
+                            Some(r) => part.copy_from_slice(&gr[r * cout..][..cout]),
+                            None => part.fill(0.0),
+                        }
+                    }
+                }
+                // D [Cin, wide] += xᵀ [Cin, m] · G [m, wide]: x read in place, transposed.
+                crate::recurrence::cpu::product_t(
+                    (cin, wide, m),
+                    (&mut d_all, wide),
+                    (x, s0 * cin, cin),
+                    (&g, 1, wide),
+                );
+            }
+        }
+        // D's block o = (i, j) is w(i, j)'s gradient: d_w[o][ci][c] = D[ci][o·Cout + c].
+        let mut d_w = vec![0f32; cin * wide];
+        for (o, block) in d_w.chunks_exact_mut(cin * cout).enumerate() {
+            for (ci, dst) in block.chunks_exact_mut(cout).enumerate() {
+                dst.copy_from_slice(&d_all[ci * wide + o * cout..][..cout]);
+            }
+        }
+        d_w
+    }
 
     /// Floats of one tile of the all-offsets product (a quarter of a typical L2 cache), so that
     /// the tile is still in cache when its columns are added to the output.

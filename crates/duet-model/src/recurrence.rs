@@ -491,6 +491,56 @@ pub(crate) mod cpu {
         product(dims, dst, lhs, rhs, true);
     }
 
+    /// dst[m, n] += lhsᵀ[m, k] · rhs[k, n], where `lhs` holds the transposed matrix row-major from
+    /// `offset` ([k, m], row stride `lhs_rs` ≥ m), read in place; otherwise as [`add_product`].
+    pub(crate) fn product_t(
+        (m, n, k): (usize, usize, usize),
+        (dst, dst_rs): (&mut [f32], usize),
+        (lhs, offset, lhs_rs): (&[f32], usize, usize),
+        (rhs, rhs_cs, rhs_rs): (&[f32], usize, usize),
+    ) {
+        if m == 0 || n == 0 || k == 0 {
+            return;
+        }
+        assert!(
+            (m - 1) * dst_rs + n <= dst.len(),
+            "product_t: dst out of bounds"
+        );
+        assert!(
+            offset + (k - 1) * lhs_rs + m <= lhs.len(),
+            "product_t: lhs out of bounds"
+        );
+        assert!(
+            (n - 1) * rhs_cs + (k - 1) * rhs_rs < rhs.len(),
+            "product_t: rhs out of bounds"
+        );
+        // SAFETY: the asserts keep every element read or written inside its slice, and `dst` is a
+        // unique borrow, so it aliases neither operand.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                dst.as_mut_ptr(),
+                1,
+                dst_rs as isize,
+                true,
+                lhs.as_ptr().add(offset),
+                lhs_rs as isize,
+                1,
+                rhs.as_ptr(),
+                rhs_cs as isize,
+                rhs_rs as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+    }
+
     /// [`add_product`] with `accumulate` false: dst[m, n] = lhs[m, k] · rhs[k, n] (what `dst` held
     /// is neither read nor kept).
     pub(crate) fn product(
