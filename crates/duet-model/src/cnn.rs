@@ -5,8 +5,10 @@
 //! [`max_pool_valid`] the k×k max pooling of the valid columns (see `crate::nn::conv_rows` and
 //! `crate::nn::max_pool_padded` for the layouts). Their forward is the composition of tensor
 //! operations each backend already has (the trait's default bodies), except on the CPU, where the
-//! pooling and its backward are one pass each over the windows. What changes is training: burn's autodiff differentiates every slice of a tensor by writing a zero
-//! tensor the size of its source and assigning the slice's gradient into it, so the 16 kernel-offset
+//! pooling and its backward are one pass each over the windows, and the offset products and their
+//! kernel's gradient one matrix product per tile of rows with all kernel offsets side by side.
+//! What changes is training: burn's autodiff differentiates every slice of a tensor by writing a
+//! zero tensor the size of its source and assigning the slice's gradient into it, so the 16 kernel-offset
 //! views of the second conv and the 4 pooling views each cost a full-size zero-filled tensor in the
 //! backward (15 % of a CPU training step in `perf`). Here:
 //!
@@ -382,8 +384,8 @@ mod backends {
     /// bodies take several element-wise passes per view, and the backward's masked selects are
     /// scalar loops in burn-flex).
     impl CnnOps for Flex {
-        /// All kernel offsets in one product per tile of input rows, then each offset's columns
-        /// added at their shift: the default body's one product per offset reads the whole input
+        /// All kernel offsets in one product per tile of rows (`offset_products_f32`): the
+        /// default body's one product per offset reads the whole input
         /// once per offset, and with few output channels (16 in the second conv) each is a narrow
         /// product that runs at a fraction of the GEMM's speed, into a fresh zero-filled tensor.
         fn offset_products(rows: FlexTensor, w: FlexTensor, t: usize, len: usize) -> FlexTensor {
