@@ -494,59 +494,33 @@ pub(crate) mod cpu {
     /// dst[m, n] += lhsᵀ[m, k] · rhs[k, n], where `lhs` holds the transposed matrix row-major from
     /// `offset` ([k, m], row stride `lhs_rs` ≥ m), read in place; otherwise as [`add_product`].
     pub(crate) fn product_t(
-        (m, n, k): (usize, usize, usize),
-        (dst, dst_rs): (&mut [f32], usize),
+        dims: (usize, usize, usize),
+        dst: (&mut [f32], usize),
         (lhs, offset, lhs_rs): (&[f32], usize, usize),
-        (rhs, rhs_cs, rhs_rs): (&[f32], usize, usize),
+        rhs: (&[f32], usize, usize),
     ) {
-        if m == 0 || n == 0 || k == 0 {
-            return;
-        }
-        assert!(
-            (m - 1) * dst_rs + n <= dst.len(),
-            "product_t: dst out of bounds"
-        );
-        assert!(
-            offset + (k - 1) * lhs_rs + m <= lhs.len(),
-            "product_t: lhs out of bounds"
-        );
-        assert!(
-            (n - 1) * rhs_cs + (k - 1) * rhs_rs < rhs.len(),
-            "product_t: rhs out of bounds"
-        );
-        // SAFETY: the asserts keep every element read or written inside its slice, and `dst` is a
-        // unique borrow, so it aliases neither operand.
-        unsafe {
-            gemm::gemm(
-                m,
-                n,
-                k,
-                dst.as_mut_ptr(),
-                1,
-                dst_rs as isize,
-                true,
-                lhs.as_ptr().add(offset),
-                lhs_rs as isize,
-                1,
-                rhs.as_ptr(),
-                rhs_cs as isize,
-                rhs_rs as isize,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            );
-        }
+        gemm_f32(dims, dst, (lhs, offset, 1, lhs_rs), rhs, true);
     }
 
     /// [`add_product`] with `accumulate` false: dst[m, n] = lhs[m, k] · rhs[k, n] (what `dst` held
     /// is neither read nor kept).
     pub(crate) fn product(
+        dims: (usize, usize, usize),
+        dst: (&mut [f32], usize),
+        (lhs, offset, lhs_rs): (&[f32], usize, usize),
+        rhs: (&[f32], usize, usize),
+        accumulate: bool,
+    ) {
+        gemm_f32(dims, dst, (lhs, offset, lhs_rs, 1), rhs, accumulate);
+    }
+
+    /// dst[m, n] (+)= lhs[m, k] · rhs[k, n] on strided matrices in slices: `lhs` from `offset` with
+    /// row stride `lhs_rs` (along m) and column stride `lhs_cs` (along k), the others as in
+    /// [`add_product`]. Panics if a matrix does not lie inside its slice.
+    fn gemm_f32(
         (m, n, k): (usize, usize, usize),
         (dst, dst_rs): (&mut [f32], usize),
-        (lhs, offset, lhs_rs): (&[f32], usize, usize),
+        (lhs, offset, lhs_rs, lhs_cs): (&[f32], usize, usize, usize),
         (rhs, rhs_cs, rhs_rs): (&[f32], usize, usize),
         accumulate: bool,
     ) {
@@ -563,15 +537,15 @@ pub(crate) mod cpu {
         }
         assert!(
             (m - 1) * dst_rs + n <= dst.len(),
-            "add_product: dst out of bounds"
+            "gemm_f32: dst out of bounds"
         );
         assert!(
-            offset + (m - 1) * lhs_rs + k <= lhs.len(),
-            "add_product: lhs out of bounds"
+            offset + (m - 1) * lhs_rs + (k - 1) * lhs_cs < lhs.len(),
+            "gemm_f32: lhs out of bounds"
         );
         assert!(
             (n - 1) * rhs_cs + (k - 1) * rhs_rs < rhs.len(),
-            "add_product: rhs out of bounds"
+            "gemm_f32: rhs out of bounds"
         );
         // SAFETY: the asserts keep every element read or written inside its slice, and `dst` is a
         // unique borrow, so it aliases neither operand.
@@ -585,7 +559,7 @@ pub(crate) mod cpu {
                 dst_rs as isize,
                 accumulate,
                 lhs.as_ptr().add(offset),
-                1,
+                lhs_cs as isize,
                 lhs_rs as isize,
                 rhs.as_ptr(),
                 rhs_cs as isize,
