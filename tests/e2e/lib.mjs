@@ -125,9 +125,10 @@ export function fixtures() {
   sox(f("long-6min.wav"), f("long-6min.wav"), f("long-11min.wav"));
   // A 5 s clip for the benchmark.
   sox(wavs.angry, wavs.happy, f("speech-5s.wav"), "trim", "0", "5");
-  // A real recording under white noise (about 15 dB below its speech): marked noisy.
+  // A real recording under white noise about 3 dB louder than its speech (mean power over the
+  // clip): marked noisy (the bundled model, trained with noise, keeps its answers to about 5 dB SNR).
   sox("-n", "-r", "16000", "-c", "1", "-b", "16", f("white.wav"), "synth", "5", "whitenoise");
-  sox("-m", REAL_SPEECH[0], "-v", "0.03", f("white.wav"), "-b", "16", f("noisy-real.wav"), "trim", "0", "3.5");
+  sox("-m", REAL_SPEECH[0], "-v", "0.1", f("white.wav"), "-b", "16", f("noisy-real.wav"), "trim", "0", "3.5");
   // Things that must fail with a message.
   sox(wavs.neutral, f("clip-10ms.wav"), "trim", "0", "0.01");
   fs.writeFileSync(f("notes.txt"), "These are notes, not audio.\n".repeat(50));
