@@ -543,6 +543,31 @@ mod backends {
         let offsets: Vec<usize> = (0..kf)
             .flat_map(|i| (0..kt).map(move |j| i * t + j))
             .collect();
+        if cin <= cout {
+            // Fewer input than output channels (the first conv: 1 → 64): gather the input rows
+            // instead, P [tile, kf·kt·Cin] as in the forward, and D [kf·kt·Cin, Cout] += Pᵀ ·
+            // grad[r] — already [kf, kt, Cin, Cout]. Gathering the gradient rows would copy
+            // kf·kt·Cout floats per row where this copies kf·kt·Cin.
+            let depth = offsets.len() * cin;
+            let mut d_w = vec![0f32; depth * cout];
+            let tile = (TILE_FLOATS / depth.max(1)).max(8);
+            let mut p = vec![0f32; tile.min(len) * depth];
+            for bi in 0..b {
+                let x = &rows[bi * n * cin..(bi + 1) * n * cin];
+                let gr = &grad[bi * len * cout..(bi + 1) * len * cout];
+                for r0 in (0..len).step_by(tile) {
+                    let m = tile.min(len - r0);
+                    gather_rows(x, cin, &offsets, r0, &mut p[..m * depth]);
+                    crate::recurrence::cpu::product_t(
+                        (depth, cout, m),
+                        (&mut d_w, cout),
+                        (&p, 0, depth),
+                        (&gr[r0 * cout..], 1, cout),
+                    );
+                }
+            }
+            return d_w;
+        }
         let wide = offsets.len() * cout;
         let mut d_all = vec![0f32; cin * wide];
         let reach = (len + offsets.last().copied().unwrap_or(0)).min(n);
@@ -581,6 +606,26 @@ mod backends {
         d_w
     }
 
+    /// The input rows each output row r0, r0 + 1, … meets, side by side: row r of `p` holds
+    /// x[r0 + r + off] (`cin` floats each) for every kernel offset `off`, in order.
+    fn gather_rows(x: &[f32], cin: usize, offsets: &[usize], r0: usize, p: &mut [f32]) {
+        let depth = offsets.len() * cin;
+        if cin == 1 {
+            // One channel (the first conv): a float per offset, without a slice copy each.
+            for (r, row) in p.chunks_exact_mut(depth).enumerate() {
+                for (v, &off) in row.iter_mut().zip(offsets) {
+                    *v = x[r0 + r + off];
+                }
+            }
+            return;
+        }
+        for (r, row) in p.chunks_exact_mut(depth).enumerate() {
+            for (part, &off) in row.chunks_exact_mut(cin).zip(offsets) {
+                part.copy_from_slice(&x[(r0 + r + off) * cin..][..cin]);
+            }
+        }
+    }
+
     /// Floats of one tile of the all-offsets product (a quarter of a typical L2 cache), so that
     /// the tile is still in cache when its columns are added to the output.
     const TILE_FLOATS: usize = 64 * 1024;
@@ -616,11 +661,7 @@ mod backends {
                 let dst = &mut out[bi * len * cout..(bi + 1) * len * cout];
                 for r0 in (0..len).step_by(tile) {
                     let m = tile.min(len - r0);
-                    for (r, row) in p.chunks_exact_mut(depth).take(m).enumerate() {
-                        for (part, &off) in row.chunks_exact_mut(cin).zip(&offsets) {
-                            part.copy_from_slice(&x[(r0 + r + off) * cin..][..cin]);
-                        }
-                    }
+                    gather_rows(x, cin, &offsets, r0, &mut p[..m * depth]);
                     crate::recurrence::cpu::product(
                         (m, cout, depth),
                         (&mut dst[r0 * cout..], cout),
@@ -744,13 +785,15 @@ mod tests {
     /// (B, F, T, Cin, Cout, kf, kt): the second conv's shape at small sizes, odd sizes, a kernel
     /// of one offset and a non-square one.
     /// The last two span several of the CPU's row tiles (4096 and 1024 rows per tile there).
-    const CONV_SHAPES: [(usize, usize, usize, usize, usize, usize, usize); 6] = [
+    /// The last one is the first conv's (one input channel, 64 outputs) over two tiles.
+    const CONV_SHAPES: [(usize, usize, usize, usize, usize, usize, usize); 7] = [
         (2, 9, 11, 5, 3, 4, 4),
         (3, 17, 23, 64, 16, 4, 4),
         (1, 6, 7, 4, 2, 1, 1),
         (2, 8, 10, 3, 4, 2, 3),
         (2, 45, 200, 2, 1, 4, 4),
         (1, 20, 300, 3, 4, 4, 4),
+        (1, 60, 100, 1, 64, 4, 4),
     ];
 
     /// Forward and gradients (with respect to the rows and the kernel) equal those burn derives for

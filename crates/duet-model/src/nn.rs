@@ -357,20 +357,26 @@ impl CnnBlock {
         // conv -> BN -> ReLU -> max-pool (paper §3.1). Pooling runs before the ReLU (they commute:
         // ReLU is monotonic) so the ReLU touches a quarter of the values.
         let a = match mode {
-            // Inference: BN is a fixed per-channel affine, folded into the conv's GEMM.
+            // Inference (on the CPU: `forward_gpu_infer` serves the GPU): BN is a fixed
+            // per-channel affine, its scale folded into the conv's kernel and its shift added
+            // after the pooling, where it is a quarter of the values (max(a + s) = max(a) + s).
             Mode::Infer => {
                 let (scale, shift) = self.bn0.infer_affine(Some(self.conv0_bias.val()));
-                let w = self.conv0_weight.val() * scale.reshape([self.bn0.channels(), 1, 1, 1]);
-                conv_rows(x, w, Some(shift))
+                let c = self.bn0.channels();
+                let w = self.conv0_weight.val() * scale.reshape([c, 1, 1, 1]);
+                max_pool_padded(conv_rows(x, w), self.pool) + shift.reshape([1, 1, 1, c])
             }
             Mode::Train { .. } => {
-                let a = conv_rows(x, self.conv0_weight.val(), None);
-                bn_padded(&self.bn0, a, mode, self.conv0_bias.val())
+                let a = conv_rows(x, self.conv0_weight.val());
+                max_pool_padded(
+                    bn_padded(&self.bn0, a, mode, self.conv0_bias.val()),
+                    self.pool,
+                )
             }
         };
-        let a = relu(max_pool_padded(a, self.pool));
+        let a = relu(a);
         let x = pad_channels_last(a, self.padding);
-        let a = conv_rows(x, self.conv1_weight.val(), None);
+        let a = conv_rows(x, self.conv1_weight.val());
         let a = bn_padded(&self.bn1, a, mode, self.conv1_bias.val());
         let a = relu(max_pool_padded(a, self.pool));
         let [b, f, t, c] = a.dims();
@@ -425,35 +431,40 @@ struct Padded {
 }
 
 /// Cross-correlation of channels-last `x` [B, F, T, Cin] (already zero-padded) with `w` [Cout,
-/// Cin, kf, kt] (PyTorch layout), stride 1, plus an optional per-channel `shift` -> [B, F', T,
-/// Cout] of which the first T' = T - kt + 1 columns are valid.
+/// Cin, kf, kt] (PyTorch layout), stride 1 -> [B, F', T, Cout] of which the first T' = T - kt + 1
+/// columns are valid.
 ///
 /// Seen as [B, F·T, Cin] rows, the input of offset (i, j) for output (f, t) is row (f + i)·T + t + j:
 /// for every output row at once, one contiguous run of rows starting at i·T + j — a strided view
 /// the GEMM reads in place. Copying each shifted window (im2col) instead moved kf·kt times the
 /// input through memory and was 30 % of the forward. The runs span whole rows, so each output
 /// row also gets kt - 1 garbage columns, which stay in place as padding (no copy to drop them).
-fn conv_rows(x: Tensor<4>, w: Tensor<4>, shift: Option<Tensor<1>>) -> Padded {
+fn conv_rows(x: Tensor<4>, w: Tensor<4>) -> Padded {
     let [cout, cin, kf, kt] = w.dims();
     let [b, f, t, _] = x.dims();
     let (fo, to) = (f + 1 - kf, t + 1 - kt);
     let device = x.device();
-    let out = if cin == 1 {
+    let out = if cin == 1 && crate::backend::kind_of(&device) == "cpu" {
+        // One input channel on the CPU: the offset products gather the kf·kt input values of a
+        // tile of output rows and multiply in cache (`crate::cnn`), where the patch matrix below
+        // is written and read whole and burn's product zero-fills its output first. The input
+        // (one channel: small) is extended by kt - 1 zeros so that the output has every row.
+        let rows = x.reshape([b, f * t, 1]);
+        let rows = Tensor::cat(vec![rows, Tensor::zeros([b, kt - 1, 1], &device)], 1);
+        crate::cnn::offset_products(rows, w.permute([2, 3, 1, 0]), t, fo * t)
+            .reshape([b, fo, t, cout])
+    } else if cin == 1 {
         // One input channel: gather the kf·kt runs as rows of a [B, kf·kt, F'·T] patch matrix
         // (contiguous copies, one input-sized each) and multiply once with a useful depth, instead
         // of kf·kt rank-1 products. The input is first extended by kt - 1 zeros so that every run
-        // covers all F'·T output positions. A constant row of ones carries `shift`.
+        // covers all F'·T output positions.
         let rows = x.reshape([b, 1, f * t]);
         let rows = Tensor::cat(vec![rows, Tensor::zeros([b, 1, kt - 1], &device)], 2);
-        let mut runs: Vec<Tensor<3>> = (0..kf)
+        let runs: Vec<Tensor<3>> = (0..kf)
             .flat_map(|i| (0..kt).map(move |j| (i, j)))
             .map(|(i, j)| rows.clone().narrow(2, i * t + j, fo * t))
             .collect();
-        let mut w = w.reshape([cout, kf * kt]).transpose();
-        if let Some(s) = shift {
-            runs.push(Tensor::ones([b, 1, fo * t], &device));
-            w = Tensor::cat(vec![w, s.reshape([1, cout])], 0);
-        }
+        let w = w.reshape([cout, kf * kt]).transpose();
         let k = runs.len();
         let patches = Tensor::cat(runs, 1); // [B, K, F'·T]
         patches
@@ -468,10 +479,6 @@ fn conv_rows(x: Tensor<4>, w: Tensor<4>, shift: Option<Tensor<1>>) -> Padded {
         let len = fo * t - (kt - 1);
         let rows = x.reshape([b, f * t, cin]);
         let acc = crate::cnn::offset_products(rows, w.permute([2, 3, 1, 0]), t, len);
-        let acc = match shift {
-            Some(s) => acc + s.reshape([1, 1, cout]),
-            None => acc,
-        };
         Tensor::cat(vec![acc, Tensor::zeros([b, kt - 1, cout], &device)], 1)
             .reshape([b, fo, t, cout])
     };
