@@ -148,11 +148,21 @@ pub struct EpochRecord {
     /// 1-based.
     pub epoch: usize,
     pub train_loss: f64,
+    /// NaN where the stage has no such part (the final model has neither), which JSON writes as
+    /// null: read back as NaN, so that a checkpoint taken in the final stage resumes.
+    #[serde(deserialize_with = "null_as_nan")]
     pub valid_wa: f64,
+    #[serde(deserialize_with = "null_as_nan")]
     pub valid_ua: f64,
+    #[serde(deserialize_with = "null_as_nan")]
     pub test_wa: f64,
+    #[serde(deserialize_with = "null_as_nan")]
     pub test_ua: f64,
     pub seconds: f64,
+}
+
+fn null_as_nan<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 /// The outcome of one fold.
@@ -1375,6 +1385,26 @@ pub fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The final stage's epochs have no validation or test figures (NaN, written as null): a
+    /// checkpoint holding them reads back, so a run interrupted there resumes.
+    #[test]
+    fn an_epoch_without_held_out_figures_survives_a_checkpoint() {
+        let record = EpochRecord {
+            epoch: 3,
+            train_loss: 0.5,
+            valid_wa: f64::NAN,
+            valid_ua: f64::NAN,
+            test_wa: f64::NAN,
+            test_ua: 0.25,
+            seconds: 1.0,
+        };
+        let json = serde_json::to_string(&record).unwrap();
+        assert!(json.contains("\"valid_wa\":null"), "{json}");
+        let back: EpochRecord = serde_json::from_str(&json).unwrap();
+        assert!(back.valid_wa.is_nan() && back.valid_ua.is_nan() && back.test_wa.is_nan());
+        assert_eq!((back.epoch, back.test_ua, back.train_loss), (3, 0.25, 0.5));
+    }
 
     #[test]
     fn median_rounds_up_between_two() {
