@@ -1,9 +1,10 @@
 //! How far a recording's speech stands above its noise floor: a warning, not a correction.
 //!
 //! A model trained on studio-quiet speech (RAVDESS) answers noisy recordings badly, and not at
-//! random: through white noise at 20 dB SNR the bundled model called 130 of 144 clips "sad"
-//! (docs/training-experiments.md, "Through other channels"). The page and `duet predict` therefore
-//! say when a recording is noisy instead of showing a confident answer as if it were not.
+//! random: through white noise at 20 dB SNR the model bundled until 2026-12-06 called 130 of 144
+//! clips "sad" (docs/training-experiments.md, "Through other channels"). One trained with noise
+//! holds out further but fails too, lower down. The page and `duet predict` therefore say when a
+//! recording is noisy instead of showing a confident answer as if it were not.
 //!
 //! The estimate needs no pause in the speech. In each mel band of the wide spectrogram S2 the
 //! speech is sparse — a band is loud in some frames and near its floor in others, even in
