@@ -530,9 +530,11 @@ mod backends {
     impl CnnOps for burn_cubecl::CubeBackend {}
 
     /// [`CnnOps::offset_products_kernel_grad`] on row-major f32 slices: `rows` [B, N, Cin],
-    /// `grad` [B, len, Cout] → [kf, kt, Cin, Cout]. For each tile of input rows s, G holds the
-    /// gradient of every output row s meets, grad[s − (i·T + j)] in block (i, j) (zero where that
-    /// row does not exist), and D += rows[s]ᵀ · G ([Cin, tile] × [tile, kf·kt·Cout]).
+    /// `grad` [B, len, Cout] → [kf, kt, Cin, Cout]. With more input than output channels (the
+    /// second conv), for each tile of input rows s, G holds the gradient of every output row s
+    /// meets, grad[s − (i·T + j)] in block (i, j) (zero where that row does not exist), and D +=
+    /// rows[s]ᵀ · G ([Cin, tile] × [tile, kf·kt·Cout]); otherwise (the first conv), the other way
+    /// round: the input rows each output row meets, gathered as in the forward.
     fn kernel_grad_f32(
         rows: &[f32],
         grad: &[f32],
@@ -634,10 +636,11 @@ mod backends {
     /// Cout], `out` [B, len, Cout] (zeroed on entry). Input row s meets output row r = s − (i·T + j)
     /// through w(i, j). One product per tile of rows, on whichever side is narrower:
     ///
-    /// - more input than output channels (the second conv: 64 → 16): for a tile of input rows,
+    /// - more input than output channels (the second conv, 64 → 16): for a tile of input rows,
     ///   Y = rows[s] · [w(0,0) | w(0,1) | … ] ([tile, Cin] × [Cin, kf·kt·Cout]), and Y's block
     ///   (i, j) of row s is added to out[r] for the r that exist;
-    /// - otherwise (its gradient with respect to the rows: 16 → 64): for a tile of output rows,
+    /// - otherwise (the first conv, 1 → 64, and the second's gradient with respect to its rows,
+    ///   16 → 64): for a tile of output rows,
     ///   the kf·kt input rows each one meets side by side ([tile, kf·kt·Cin]), times w seen as
     ///   [kf·kt·Cin, Cout], written straight into the output.
     fn offset_products_f32(
@@ -784,8 +787,8 @@ mod tests {
 
     /// (B, F, T, Cin, Cout, kf, kt): the second conv's shape at small sizes, odd sizes, a kernel
     /// of one offset and a non-square one.
-    /// The last two span several of the CPU's row tiles (4096 and 1024 rows per tile there).
-    /// The last one is the first conv's (one input channel, 64 outputs) over two tiles.
+    /// The fifth and sixth span several of the CPU's row tiles (4096 and 1024 rows per tile
+    /// there); the last is the first conv's (one input channel, 64 outputs) over two tiles.
     const CONV_SHAPES: [(usize, usize, usize, usize, usize, usize, usize); 7] = [
         (2, 9, 11, 5, 3, 4, 4),
         (3, 17, 23, 64, 16, 4, 4),
