@@ -542,9 +542,7 @@ mod backends {
         [kf, kt, len, cout]: [usize; 4],
         t: usize,
     ) -> Vec<f32> {
-        let offsets: Vec<usize> = (0..kf)
-            .flat_map(|i| (0..kt).map(move |j| i * t + j))
-            .collect();
+        let offsets = kernel_offsets(kf, kt, t);
         if cin <= cout {
             // Fewer input than output channels (the first conv: 1 → 64): gather the input rows
             // instead, P [tile, kf·kt·Cin] as in the forward, and D [kf·kt·Cin, Cout] += Pᵀ ·
@@ -608,6 +606,13 @@ mod backends {
         d_w
     }
 
+    /// The row offset i·T + j of each kernel position (i, j), in the kernel's row-major order.
+    fn kernel_offsets(kf: usize, kt: usize, t: usize) -> Vec<usize> {
+        (0..kf)
+            .flat_map(|i| (0..kt).map(move |j| i * t + j))
+            .collect()
+    }
+
     /// The input rows each output row r0, r0 + 1, … meets, side by side: row r of `p` holds
     /// x[r0 + r + off] (`cin` floats each) for every kernel offset `off`, in order.
     fn gather_rows(x: &[f32], cin: usize, offsets: &[usize], r0: usize, p: &mut [f32]) {
@@ -652,9 +657,7 @@ mod backends {
         len: usize,
         out: &mut [f32],
     ) {
-        let offsets: Vec<usize> = (0..kf)
-            .flat_map(|i| (0..kt).map(move |j| i * t + j))
-            .collect();
+        let offsets = kernel_offsets(kf, kt, t);
         if cin <= cout {
             let depth = offsets.len() * cin;
             let tile = (TILE_FLOATS / depth.max(1)).max(8);
