@@ -83,6 +83,170 @@ pub trait CnnOps: Backend {
     ) -> FloatTensor<Self> {
         max_pool_backward_of::<Self>(x, grad, valid, k)
     }
+
+    /// Training batch norm's statistics of `x` [N, C] over its data rows, the rows r with
+    /// r mod `t` < `valid` (a conv output's valid columns; `t` = `valid` = 1 for every row) →
+    /// [2, C]: each channel's mean, then its biased variance.
+    #[fusion(default)]
+    fn batch_norm_stats(x: FloatTensor<Self>, t: usize, valid: usize) -> FloatTensor<Self> {
+        batch_norm_stats_of::<Self>(x, t, valid)
+    }
+
+    /// Every row of `x` [N, C] normalised with `stats` [2, C] (mean, biased variance), then scaled
+    /// and shifted: (x − mean) · `gamma` / √(var + `eps`) + `beta` (`gamma`, `beta` [C]). Its
+    /// backward is training's: `stats` are [`CnnOps::batch_norm_stats`] of `x` over the data rows
+    /// (`t`, `valid`, which only the backward reads), so the gradient with respect to `x` runs
+    /// through them too.
+    #[fusion(default)]
+    fn batch_norm_rows(
+        x: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        eps: f64,
+        t: usize,
+        valid: usize,
+    ) -> FloatTensor<Self> {
+        let _ = (t, valid);
+        batch_norm_rows_of::<Self>(x, stats, gamma, beta, eps)
+    }
+
+    /// The column sums [`CnnOps::batch_norm_rows`]' backward needs, from its output's gradient
+    /// `grad` [N, C] → [2, C]: Σ_r grad·x̂ (γ's gradient), then Σ_r grad (β's), with x̂ = (x −
+    /// mean) / √(var + eps).
+    #[fusion(default)]
+    fn batch_norm_sums(
+        x: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        eps: f64,
+    ) -> FloatTensor<Self> {
+        batch_norm_sums_of::<Self>(x, stats, grad, eps)
+    }
+
+    /// The gradient of [`CnnOps::batch_norm_rows`] (statistics of `x` itself) with respect to `x`:
+    /// γ·s·(grad − w_r·(Σ grad + x̂·Σ grad·x̂)), s = 1/√(var + eps), w_r = 1/n on the n data rows
+    /// (`t`, `valid`) and 0 elsewhere, `sums` from [`CnnOps::batch_norm_sums`].
+    #[allow(clippy::too_many_arguments)]
+    #[fusion(default)]
+    fn batch_norm_input_grad(
+        x: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        sums: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        eps: f64,
+        t: usize,
+        valid: usize,
+    ) -> FloatTensor<Self> {
+        batch_norm_input_grad_of::<Self>(x, stats, gamma, sums, grad, eps, [t, valid])
+    }
+}
+
+/// The number of data rows among `n` rows when row r is one iff r mod `t` < `valid`.
+pub(crate) fn data_rows(n: usize, t: usize, valid: usize) -> usize {
+    let t = t.max(1);
+    (n / t) * valid.min(t) + (n % t).min(valid)
+}
+
+/// The batch-norm row weights of `n` rows as [1, n] (1/count on the data rows, 0 elsewhere; see
+/// [`CnnOps::batch_norm_stats`]) in `dtype`, on `device`.
+fn data_row_weights<B: Backend>(
+    n: usize,
+    [t, valid]: [usize; 2],
+    device: &burn::backend::tensor::Device<B>,
+    dtype: burn::tensor::DType,
+) -> FloatTensor<B> {
+    let w = 1.0 / data_rows(n, t, valid).max(1) as f32;
+    let row: Vec<f32> = (0..n)
+        .map(|r| if r % t.max(1) < valid { w } else { 0.0 })
+        .collect();
+    let data = burn::tensor::TensorData::new(row, [1, n]).convert_dtype(dtype);
+    B::float_from_data(data, device)
+}
+
+/// Row `i` of `stats` [2, C] as [1, C].
+fn stats_row<B: Backend>(stats: FloatTensor<B>, i: usize) -> FloatTensor<B> {
+    let c = stats.shape().dims::<2>()[1];
+    B::float_slice(stats, &[Slice::from(i..i + 1), Slice::from(0..c)])
+}
+
+/// x̂ = (x − mean) · s and s = 1/√(var + eps) ([1, C]) from `stats` [2, C].
+fn normalised_of<B: Backend>(
+    x: FloatTensor<B>,
+    stats: FloatTensor<B>,
+    eps: f64,
+) -> (FloatTensor<B>, FloatTensor<B>) {
+    let s = B::float_recip(B::float_sqrt(B::float_add_scalar(
+        stats_row::<B>(stats.clone(), 1),
+        eps.into(),
+    )));
+    let dev = B::float_sub(x, stats_row::<B>(stats, 0));
+    (B::float_mul(dev, s.clone()), s)
+}
+
+/// The default body of [`CnnOps::batch_norm_stats`]: column sums as matrix products with the row
+/// weights, the mean first and then the mean square deviation from it (two passes rather than
+/// E[x²] − E[x]²: the columns of the first conv's output sit far from zero, and in f32 the one-pass
+/// form cancels away part of the variance).
+fn batch_norm_stats_of<B: Backend>(x: FloatTensor<B>, t: usize, valid: usize) -> FloatTensor<B> {
+    let n = x.shape().dims::<2>()[0];
+    let w = data_row_weights::<B>(n, [t, valid], &x.device(), x.dtype());
+    let mean = B::float_matmul(w.clone(), x.clone());
+    let dev = B::float_sub(x, mean.clone());
+    let var = B::float_matmul(w, B::float_mul(dev.clone(), dev));
+    B::float_cat(vec![mean, var], 0)
+}
+
+/// The default body of [`CnnOps::batch_norm_rows`]: the centred x scaled (not the folded x·a + b,
+/// whose two large terms would cancel), then shifted.
+fn batch_norm_rows_of<B: Backend>(
+    x: FloatTensor<B>,
+    stats: FloatTensor<B>,
+    gamma: FloatTensor<B>,
+    beta: FloatTensor<B>,
+    eps: f64,
+) -> FloatTensor<B> {
+    let c = x.shape().dims::<2>()[1];
+    let row = |v: FloatTensor<B>| B::float_reshape(v, Shape::new([1, c]));
+    let (x_hat, _) = normalised_of::<B>(x, stats, eps);
+    B::float_add(B::float_mul(x_hat, row(gamma)), row(beta))
+}
+
+/// The default body of [`CnnOps::batch_norm_sums`].
+fn batch_norm_sums_of<B: Backend>(
+    x: FloatTensor<B>,
+    stats: FloatTensor<B>,
+    grad: FloatTensor<B>,
+    eps: f64,
+) -> FloatTensor<B> {
+    let (x_hat, _) = normalised_of::<B>(x, stats, eps);
+    let d_gamma = B::float_sum_dim(B::float_mul(grad.clone(), x_hat), 0);
+    let d_beta = B::float_sum_dim(grad, 0);
+    B::float_cat(vec![d_gamma, d_beta], 0)
+}
+
+/// The default body of [`CnnOps::batch_norm_input_grad`].
+fn batch_norm_input_grad_of<B: Backend>(
+    x: FloatTensor<B>,
+    stats: FloatTensor<B>,
+    gamma: FloatTensor<B>,
+    sums: FloatTensor<B>,
+    grad: FloatTensor<B>,
+    eps: f64,
+    t_valid: [usize; 2],
+) -> FloatTensor<B> {
+    let [n, c] = x.shape().dims::<2>();
+    let w = data_row_weights::<B>(n, t_valid, &x.device(), x.dtype());
+    let w = B::float_reshape(w, Shape::new([n, 1]));
+    let (x_hat, s) = normalised_of::<B>(x, stats, eps);
+    let through_stats = B::float_add(
+        B::float_mul(x_hat, stats_row::<B>(sums.clone(), 0)),
+        stats_row::<B>(sums, 1),
+    );
+    let d = B::float_sub(grad, B::float_mul(through_stats, w));
+    let g = B::float_mul(B::float_reshape(gamma, Shape::new([1, c])), s);
+    B::float_mul(d, g)
 }
 
 /// The views of one kernel offset of [`CnnOps::offset_products`]: rows `start..start + len`.
@@ -190,6 +354,33 @@ pub fn max_pool_valid(x: Tensor<4>, valid: usize, k: usize) -> Tensor<4> {
     Tensor::from_dispatch(out)
 }
 
+/// [`CnnOps::batch_norm_stats`] on tensors: `x` [N, C] → [2, C] (mean, biased variance).
+pub fn batch_norm_stats(x: Tensor<2>, t: usize, valid: usize) -> Tensor<2> {
+    let out = <burn::backend::Dispatch as CnnOps>::batch_norm_stats(x.into_dispatch(), t, valid);
+    Tensor::from_dispatch(out)
+}
+
+/// [`CnnOps::batch_norm_rows`] on tensors: `x` [N, C], `stats` [2, C] from
+/// [`batch_norm_stats`] of `x` with the same `t` and `valid`, `gamma` and `beta` [C].
+pub fn batch_norm_rows(
+    x: Tensor<2>,
+    stats: Tensor<2>,
+    [gamma, beta]: [Tensor<1>; 2],
+    eps: f64,
+    [t, valid]: [usize; 2],
+) -> Tensor<2> {
+    let out = <burn::backend::Dispatch as CnnOps>::batch_norm_rows(
+        x.into_dispatch(),
+        stats.into_dispatch(),
+        gamma.into_dispatch(),
+        beta.into_dispatch(),
+        eps,
+        t,
+        valid,
+    );
+    Tensor::from_dispatch(out)
+}
+
 /// The backward of [`CnnOps::offset_products`]: the gradients with respect to `rows` and `w`
 /// from `grad` [B, len, Cout], each only where `want_*` asks.
 fn offset_products_backward<B: CnnOps>(
@@ -283,6 +474,8 @@ mod autodiff {
         ops::{Backward, Ops, OpsKind},
     };
     use burn::backend::tensor::FloatTensor;
+    use burn::backend::{Slice, TensorMetadata};
+    use burn::tensor::Shape;
 
     #[derive(Debug)]
     struct OffsetProductsBackward {
@@ -328,7 +521,89 @@ mod autodiff {
         }
     }
 
+    #[derive(Debug)]
+    struct BatchNormBackward {
+        eps: f64,
+        t: usize,
+        valid: usize,
+    }
+
+    impl<B: Backend + CnnOps> Backward<B, 3> for BatchNormBackward {
+        /// `x`, its statistics and γ.
+        type State = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);
+
+        fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+            let [node_x, node_gamma, node_beta] = ops.parents;
+            let grad = grads.consume::<B>(&ops.node);
+            let (x, stats, gamma) = ops.state;
+            let c = stats.shape().dims::<2>()[1];
+            let sums = B::batch_norm_sums(x.clone(), stats.clone(), grad.clone(), self.eps);
+            let row = |i: usize| {
+                let r = B::float_slice(sums.clone(), &[Slice::from(i..i + 1), Slice::from(0..c)]);
+                B::float_reshape(r, Shape::new([c]))
+            };
+            if let Some(node) = node_gamma {
+                grads.register::<B>(node.id, row(0));
+            }
+            if let Some(node) = node_beta {
+                grads.register::<B>(node.id, row(1));
+            }
+            if let Some(node) = node_x {
+                let d = B::batch_norm_input_grad(
+                    x, stats, gamma, sums, grad, self.eps, self.t, self.valid,
+                );
+                grads.register::<B>(node.id, d);
+            }
+        }
+    }
+
     impl<B: Backend + CnnOps, C: CheckpointStrategy> CnnOps for Autodiff<B, C> {
+        /// The statistics are not differentiated on their own: [`CnnOps::batch_norm_rows`]'s
+        /// backward accounts for them.
+        fn batch_norm_stats(x: FloatTensor<Self>, t: usize, valid: usize) -> FloatTensor<Self> {
+            <FloatTensor<Self>>::new(B::batch_norm_stats(x.into_primitive(), t, valid))
+        }
+
+        fn batch_norm_rows(
+            x: FloatTensor<Self>,
+            stats: FloatTensor<Self>,
+            gamma: FloatTensor<Self>,
+            beta: FloatTensor<Self>,
+            eps: f64,
+            t: usize,
+            valid: usize,
+        ) -> FloatTensor<Self> {
+            let stats = stats.into_primitive();
+            match (BatchNormBackward { eps, t, valid })
+                .prepare::<C>([x.node(), gamma.node(), beta.node()])
+                .compute_bound()
+                .stateful()
+            {
+                OpsKind::Tracked(prep) => {
+                    let (x, gamma) = (x.primitive().clone(), gamma.primitive().clone());
+                    let out = B::batch_norm_rows(
+                        x.clone(),
+                        stats.clone(),
+                        gamma.clone(),
+                        beta.into_primitive(),
+                        eps,
+                        t,
+                        valid,
+                    );
+                    prep.finish((x, stats, gamma), out)
+                }
+                OpsKind::UnTracked(prep) => prep.finish(B::batch_norm_rows(
+                    x.into_primitive(),
+                    stats,
+                    gamma.into_primitive(),
+                    beta.into_primitive(),
+                    eps,
+                    t,
+                    valid,
+                )),
+            }
+        }
+
         fn offset_products(
             rows: FloatTensor<Self>,
             w: FloatTensor<Self>,
@@ -481,8 +756,8 @@ mod backends {
             let (x, grad) = (x.storage::<f32>(), grad.storage::<f32>());
             let mut dx = vec![0f32; b * f * t * c];
             let mut best = vec![0f32; c];
-            // The window offset (i·k + j) of each channel's maximum so far.
-            let mut which = vec![0u32; c];
+            // Whether each channel's maximum has been met yet, in the forward's visiting order.
+            let mut taken = vec![0u32; c];
             let offset = |bi: usize, oi: usize, oj: usize, i: usize, j: usize| {
                 ((bi * f + oi * k + i) * t + oj * k + j) * c
             };
@@ -491,40 +766,271 @@ mod backends {
                 let (oi, oj) = (rest / to, rest % to);
                 let first = offset(bi, oi, oj, 0, 0);
                 best.copy_from_slice(&x[first..first + c]);
-                which.fill(0);
                 for i in 0..k {
                     for j in 0..k {
-                        if i == 0 && j == 0 {
-                            continue;
-                        }
                         let at = offset(bi, oi, oj, i, j);
-                        let id = (i * k + j) as u32;
-                        // Selects, so that it vectorises; greater only (ties keep the first).
-                        for ((b, w), &v) in
-                            best.iter_mut().zip(which.iter_mut()).zip(&x[at..at + c])
-                        {
-                            let gt = v > *b;
-                            *b = if gt { v } else { *b };
-                            *w = if gt { id } else { *w };
+                        // The running maximum as the forward takes it (a later value only where
+                        // greater): a select of one output, which compiles to `maxps`.
+                        for (b, &v) in best.iter_mut().zip(&x[at..at + c]) {
+                            *b = if v > *b { v } else { *b };
                         }
                     }
                 }
-                // Every position of the window written whole, the gradient where it held the
-                // maximum and 0 elsewhere: contiguous selects that vectorise, where one scattered
-                // store per channel (with a division to find its position) did not. Windows do
-                // not overlap (stride k), so each element is written once.
+                // Each window position written whole: the gradient at the first position that
+                // holds the maximum (where the forward's running maximum stopped changing),
+                // 0 elsewhere. Every store is unconditional, so that the loop vectorises (a
+                // select that may keep a value in place compiles to one conditional store per
+                // channel). Windows do not overlap (stride k): each element is written once.
+                taken.fill(0);
                 for i in 0..k {
                     for j in 0..k {
                         let at = offset(bi, oi, oj, i, j);
-                        let id = (i * k + j) as u32;
-                        for ((d, &w), &g) in dx[at..at + c].iter_mut().zip(&which).zip(g) {
-                            *d = if w == id { g } else { 0.0 };
+                        let lanes = dx[at..at + c].iter_mut().zip(taken.iter_mut());
+                        for (((d, seen), &v), (&g, &m)) in
+                            lanes.zip(&x[at..at + c]).zip(g.iter().zip(&best))
+                        {
+                            let hit = u32::from(v == m) & (*seen ^ 1);
+                            *d = if hit == 1 { g } else { 0.0 };
+                            *seen |= hit;
                         }
                     }
                 }
             }
             FlexTensor::from_data(TensorData::new(dx, [b, f, t, c]))
         }
+
+        /// One pass over the data rows; the default body takes five over the whole tensor.
+        fn batch_norm_stats(x: FlexTensor, t: usize, valid: usize) -> FlexTensor {
+            if x.dtype() != DType::F32 {
+                return super::batch_norm_stats_of::<Flex>(x, t, valid);
+            }
+            let c = x.shape().dims::<2>()[1];
+            let x = contiguous(x);
+            let stats = batch_norm_stats_f32(x.storage::<f32>(), c, [t, valid]);
+            FlexTensor::from_data(TensorData::new(stats, [2, c]))
+        }
+
+        /// One pass, written without zero-filling the output first.
+        fn batch_norm_rows(
+            x: FlexTensor,
+            stats: FlexTensor,
+            gamma: FlexTensor,
+            beta: FlexTensor,
+            eps: f64,
+            t: usize,
+            valid: usize,
+        ) -> FlexTensor {
+            let all_f32 = [&x, &stats, &gamma, &beta]
+                .iter()
+                .all(|v| v.dtype() == DType::F32);
+            if !all_f32 {
+                let _ = (t, valid);
+                return super::batch_norm_rows_of::<Flex>(x, stats, gamma, beta, eps);
+            }
+            let shape = x.shape();
+            let c = shape.dims::<2>()[1];
+            let (mean, s) = mean_and_scale(&contiguous(stats), eps);
+            let (gamma, beta) = (contiguous(gamma), contiguous(beta));
+            let scale: Vec<f32> = s
+                .iter()
+                .zip(gamma.storage::<f32>())
+                .map(|(s, g)| s * g)
+                .collect();
+            let beta = beta.storage::<f32>();
+            let x = contiguous(x);
+            let mut y = Vec::with_capacity(x.storage::<f32>().len());
+            for row in x.storage::<f32>().chunks_exact(c) {
+                y.extend(
+                    row.iter()
+                        .zip(&mean)
+                        .zip(&scale)
+                        .zip(beta)
+                        .map(|(((&v, m), a), b)| (v - m) * a + b),
+                );
+            }
+            FlexTensor::from_data(TensorData::new(y, shape))
+        }
+
+        /// One pass over x and the gradient.
+        fn batch_norm_sums(
+            x: FlexTensor,
+            stats: FlexTensor,
+            grad: FlexTensor,
+            eps: f64,
+        ) -> FlexTensor {
+            if [&x, &stats, &grad].iter().any(|v| v.dtype() != DType::F32) {
+                return super::batch_norm_sums_of::<Flex>(x, stats, grad, eps);
+            }
+            let c = x.shape().dims::<2>()[1];
+            let (mean, s) = mean_and_scale(&contiguous(stats), eps);
+            let (x, grad) = (contiguous(x), contiguous(grad));
+            // Σ g·(x − mean) and Σ g per channel: f32 over blocks of rows, f64 across blocks.
+            let mut sums = [vec![0f64; c], vec![0f64; c]];
+            let mut block = [vec![0f32; c], vec![0f32; c]];
+            let rows = x
+                .storage::<f32>()
+                .chunks_exact(c)
+                .zip(grad.storage::<f32>().chunks_exact(c));
+            for (n, (xr, gr)) in rows.enumerate() {
+                let [bx, bg] = &mut block;
+                for ((((bx, bg), &v), &g), m) in
+                    bx.iter_mut().zip(bg.iter_mut()).zip(xr).zip(gr).zip(&mean)
+                {
+                    *bx += g * (v - m);
+                    *bg += g;
+                }
+                if n % STATS_BLOCK == STATS_BLOCK - 1 {
+                    flush(&mut sums, &mut block);
+                }
+            }
+            flush(&mut sums, &mut block);
+            let out: Vec<f32> = sums[0]
+                .iter()
+                .zip(&s)
+                .map(|(v, &s)| (v * s as f64) as f32)
+                .chain(sums[1].iter().map(|&v| v as f32))
+                .collect();
+            FlexTensor::from_data(TensorData::new(out, [2, c]))
+        }
+
+        /// One pass, written without zero-filling the output first.
+        fn batch_norm_input_grad(
+            x: FlexTensor,
+            stats: FlexTensor,
+            gamma: FlexTensor,
+            sums: FlexTensor,
+            grad: FlexTensor,
+            eps: f64,
+            t: usize,
+            valid: usize,
+        ) -> FlexTensor {
+            if [&x, &stats, &gamma, &sums, &grad]
+                .iter()
+                .any(|v| v.dtype() != DType::F32)
+            {
+                return super::batch_norm_input_grad_of::<Flex>(
+                    x,
+                    stats,
+                    gamma,
+                    sums,
+                    grad,
+                    eps,
+                    [t, valid],
+                );
+            }
+            let shape = x.shape();
+            let [n, c] = shape.dims::<2>();
+            let (mean, s) = mean_and_scale(&contiguous(stats), eps);
+            let (gamma, sums) = (contiguous(gamma), contiguous(sums));
+            let sums = sums.storage::<f32>();
+            let (sum_gx, sum_g) = sums.split_at(c);
+            let w = 1.0 / super::data_rows(n, t, valid).max(1) as f32;
+            // Per channel: a = γ·s, and on data rows dx = a·(g − w·Σg) − a·w·s·Σg·x̂ · (x − mean)
+            // = a·g − a·w·Σg − (a·w·s·Σgx̂)·(x − mean).
+            let a: Vec<f32> = s
+                .iter()
+                .zip(gamma.storage::<f32>())
+                .map(|(s, g)| s * g)
+                .collect();
+            let shift: Vec<f32> = a.iter().zip(sum_g).map(|(a, sg)| a * w * sg).collect();
+            let slope: Vec<f32> = a
+                .iter()
+                .zip(&s)
+                .zip(sum_gx)
+                .map(|((a, s), sgx)| a * w * s * sgx)
+                .collect();
+            let (x, grad) = (contiguous(x), contiguous(grad));
+            let mut dx = Vec::with_capacity(n * c);
+            let rows = x
+                .storage::<f32>()
+                .chunks_exact(c)
+                .zip(grad.storage::<f32>().chunks_exact(c));
+            for (r, (xr, gr)) in rows.enumerate() {
+                if r % t.max(1) < valid {
+                    dx.extend(
+                        xr.iter()
+                            .zip(gr)
+                            .zip(&mean)
+                            .zip(&a)
+                            .zip(&shift)
+                            .zip(&slope)
+                            .map(|(((((&v, &g), m), a), sh), sl)| a * g - sh - sl * (v - m)),
+                    );
+                } else {
+                    dx.extend(gr.iter().zip(&a).map(|(g, a)| a * g));
+                }
+            }
+            FlexTensor::from_data(TensorData::new(dx, shape))
+        }
+    }
+
+    /// Rows summed in f32 before their block's sums join the f64 totals: short enough that f32
+    /// loses nothing that matters, long enough that the f64 additions cost little.
+    const STATS_BLOCK: usize = 64;
+
+    /// Adds each block sum to its total and clears it.
+    fn flush<const K: usize>(totals: &mut [Vec<f64>; K], block: &mut [Vec<f32>; K]) {
+        for (total, part) in totals.iter_mut().zip(block.iter_mut()) {
+            for (t, p) in total.iter_mut().zip(part.iter_mut()) {
+                *t += *p as f64;
+                *p = 0.0;
+            }
+        }
+    }
+
+    /// Each channel's mean and 1/√(var + eps) from batch-norm statistics [2, C].
+    fn mean_and_scale(stats: &FlexTensor, eps: f64) -> (Vec<f32>, Vec<f32>) {
+        let (mean, var) = stats
+            .storage::<f32>()
+            .split_at(stats.shape().dims::<2>()[1]);
+        let s = var
+            .iter()
+            .map(|&v| (1.0 / (v as f64 + eps).sqrt()) as f32)
+            .collect();
+        (mean.to_vec(), s)
+    }
+
+    /// [`CnnOps::batch_norm_stats`] on an f32 slice `x` [N, C]: the deviations from the first data
+    /// row summed and squared (f32 within blocks of rows, f64 across them), so that neither the
+    /// distance of the columns from zero nor the number of rows costs precision.
+    fn batch_norm_stats_f32(x: &[f32], c: usize, [t, valid]: [usize; 2]) -> Vec<f32> {
+        let t = t.max(1);
+        let data = |r: &usize| r % t < valid;
+        let rows = x.len() / c.max(1);
+        let Some(first) = (0..rows).find(data) else {
+            return vec![0.0; 2 * c];
+        };
+        let k = &x[first * c..][..c];
+        let mut sums = [vec![0f64; c], vec![0f64; c]];
+        let mut block = [vec![0f32; c], vec![0f32; c]];
+        let mut in_block = 0;
+        for r in (0..rows).filter(data) {
+            let [b1, b2] = &mut block;
+            for (((b1, b2), &v), &k) in b1
+                .iter_mut()
+                .zip(b2.iter_mut())
+                .zip(&x[r * c..][..c])
+                .zip(k)
+            {
+                let d = v - k;
+                *b1 += d;
+                *b2 += d * d;
+            }
+            in_block += 1;
+            if in_block == STATS_BLOCK {
+                flush(&mut sums, &mut block);
+                in_block = 0;
+            }
+        }
+        flush(&mut sums, &mut block);
+        let n = super::data_rows(rows, t, valid) as f64;
+        let mut out = vec![0f32; 2 * c];
+        for ch in 0..c {
+            let shift = sums[0][ch] / n;
+            out[ch] = (k[ch] as f64 + shift) as f32;
+            out[c + ch] = (sums[1][ch] / n - shift * shift).max(0.0) as f32;
+        }
+        out
     }
 
     impl CnnOps for burn_cubecl::CubeBackend {}
@@ -872,6 +1378,109 @@ mod tests {
                 let what = format!("{kind} {b}x{f}x{t} valid {valid} c {c} k {k}");
                 assert_close(o.inner(), ro.inner(), 1e-6, &format!("{what} output"));
                 assert_close(dx, rdx, 1e-6, &format!("{what} d x"));
+            }
+        }
+    }
+
+    /// Training batch norm written with tensor operations (burn derives its gradient): mean and
+    /// biased variance over the data rows (r mod t < valid), every row normalised.
+    fn batch_norm_reference(
+        x: Tensor<2>,
+        gamma: Tensor<1>,
+        beta: Tensor<1>,
+        eps: f64,
+        [t, valid]: [usize; 2],
+    ) -> Tensor<2> {
+        let [n, c] = x.dims();
+        let count = data_rows(n, t, valid) as f32;
+        let w: Vec<f32> = (0..n)
+            .map(|r| if r % t < valid { 1.0 / count } else { 0.0 })
+            .collect();
+        let w = Tensor::<2>::from_data(TensorData::new(w, [n, 1]), &x.device());
+        let mean = (x.clone() * w.clone()).sum_dim(0);
+        let dev = x - mean;
+        let var = (dev.clone() * dev.clone() * w).sum_dim(0);
+        dev / (var + eps).sqrt() * gamma.reshape([1, c]) + beta.reshape([1, c])
+    }
+
+    /// Training batch norm's forward and gradients (with respect to x, γ and β) equal those burn
+    /// derives for the composition, on every available backend, with padding rows and without,
+    /// over more rows than one of the CPU's summing blocks, and with columns far from zero.
+    #[cfg(feature = "train")]
+    #[test]
+    fn batch_norm_gradients_match_burns() {
+        let mut rng = SplitMix64::new(23);
+        for device in crate::backend::available_devices() {
+            let kind = crate::backend::kind_of(&device);
+            let device = device.autodiff();
+            // (rows, channels, t, valid, offset of the columns)
+            for (n, c, t, valid, offset) in [
+                (60, 4, 1, 1, 0.0),
+                (60, 3, 12, 9, 3.0),
+                (4000, 16, 20, 17, 20.0),
+                (1001, 5, 7, 7, -2.0),
+            ] {
+                let x = random([n, c], &mut rng, &device) * 2.0 + offset;
+                let gamma = random([c], &mut rng, &device);
+                let beta = random([c], &mut rng, &device);
+                let weights = random([n, c], &mut rng, &device);
+                let eps = 1e-5;
+                let run = |own: bool| {
+                    let x = x.clone().require_grad();
+                    let (g, b) = (gamma.clone().require_grad(), beta.clone().require_grad());
+                    let out = if own {
+                        let stats = batch_norm_stats(x.clone(), t, valid);
+                        batch_norm_rows(x.clone(), stats, [g.clone(), b.clone()], eps, [t, valid])
+                    } else {
+                        batch_norm_reference(x.clone(), g.clone(), b.clone(), eps, [t, valid])
+                    };
+                    let grads = (out.clone() * weights.clone()).sum().backward();
+                    let d = |v: &Tensor<1>| v.grad(&grads).unwrap();
+                    (out, x.grad(&grads).unwrap(), d(&g), d(&b))
+                };
+                let ((o, dx, dg, db), (ro, rdx, rdg, rdb)) = (run(true), run(false));
+                let what = format!("{kind} {n}x{c} t {t} valid {valid} offset {offset}");
+                assert_close(o.inner(), ro.inner(), 1e-5, &format!("{what} output"));
+                assert_close(dx, rdx, 1e-4, &format!("{what} d x"));
+                assert_close(dg, rdg, 1e-5, &format!("{what} d gamma"));
+                assert_close(db, rdb, 1e-5, &format!("{what} d beta"));
+            }
+        }
+    }
+
+    /// The statistics of columns a thousand standard deviations from zero keep their variance
+    /// (one-pass E[x²] − E[x]² in f32 would lose it all), against f64 sums on the host.
+    #[test]
+    fn batch_norm_statistics_of_columns_far_from_zero() {
+        let mut rng = SplitMix64::new(24);
+        for device in crate::backend::available_devices() {
+            let kind = crate::backend::kind_of(&device);
+            let (n, c, t, valid) = (3000, 3, 10, 8);
+            let host: Vec<f32> = (0..n * c)
+                .map(|i| 1000.0 * (i % c + 1) as f32 + rng.normal() as f32)
+                .collect();
+            let x = Tensor::<2>::from_data(TensorData::new(host.clone(), [n, c]), &device);
+            let stats = batch_norm_stats(x, t, valid)
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap();
+            for ch in 0..c {
+                let col: Vec<f64> = (0..n)
+                    .filter(|r| r % t < valid)
+                    .map(|r| host[r * c + ch] as f64)
+                    .collect();
+                let mean = col.iter().sum::<f64>() / col.len() as f64;
+                let var = col.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / col.len() as f64;
+                println!(
+                    "{kind} channel {ch}: mean {} vs {mean}, var {} vs {var}",
+                    stats[ch],
+                    stats[c + ch]
+                );
+                assert!((stats[ch] as f64 - mean).abs() < 1e-3, "{kind} mean {ch}");
+                assert!(
+                    (stats[c + ch] as f64 / var - 1.0).abs() < 1e-3,
+                    "{kind} var {ch}"
+                );
             }
         }
     }

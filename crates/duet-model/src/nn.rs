@@ -99,24 +99,31 @@ impl BatchNorm {
         self.forward_rows_masked(x, mode, offset, None)
     }
 
-    /// [`Self::forward_rows`] where only some rows are data: `valid` = ([1, N] weights, 1/n on the
-    /// n data rows and 0 elsewhere; n). The statistics come from the data rows only; every row is
-    /// normalised (the others are padding the caller drops).
+    /// [`Self::forward_rows`] where only some rows are data: with `valid` = (t, v), the rows r
+    /// with r mod t < v (a conv output's valid columns). The statistics come from the data rows
+    /// only; every row is normalised (the others are padding the caller drops).
+    ///
+    /// In training the statistics and the normalisation are backend operations with a backward
+    /// of their own (`crate::cnn`, `CnnOps::batch_norm_rows`): composed from tensor operations,
+    /// autodiff wrote about ten tensors the size of `x` in the backward, and `x` is the largest
+    /// activation of the model (the first conv's output).
     pub fn forward_rows_masked(
         &self,
         x: Tensor<2>,
         mode: Mode,
         offset: Option<Tensor<1>>,
-        valid: Option<(Tensor<2>, usize)>,
+        valid: Option<(usize, usize)>,
     ) -> Tensor<2> {
         let [rows, c] = x.dims();
         let Mode::Train { momentum } = mode else {
             let (scale, shift) = self.infer_affine(offset);
             return x * scale.reshape([1, c]) + shift.reshape([1, c]);
         };
-        let (w, n) = valid.unwrap_or_else(|| (uniform_rows(rows, &x.device()), rows));
-        let (mean, dev, var) = centred_row_stats(x, w);
-        let (mean, var) = (mean.reshape([c]), var.reshape([c]));
+        let (t, v) = valid.unwrap_or((1, 1));
+        let n = crate::cnn::data_rows(rows, t, v);
+        let stats = crate::cnn::batch_norm_stats(x.clone(), t, v);
+        let mean = stats.clone().slice([0..1, 0..c]).reshape([c]);
+        let var = stats.clone().slice([1..2, 0..c]).reshape([c]);
         // PyTorch's convention: the running variance is the unbiased estimate.
         let unbiased = if n > 1 {
             n as f64 / (n - 1) as f64
@@ -124,20 +131,22 @@ impl BatchNorm {
             1.0
         };
         let batch_mean = match &offset {
-            Some(o) => mean.detach() + o.clone().detach(),
-            None => mean.detach(),
+            Some(o) => mean + o.clone().detach(),
+            None => mean,
         };
         let m = self.running_mean.value_sync().mul_scalar(1.0 - momentum)
             + batch_mean.mul_scalar(momentum);
-        let v = self.running_var.value_sync().mul_scalar(1.0 - momentum)
-            + var.clone().detach().mul_scalar(momentum * unbiased);
+        let v_run = self.running_var.value_sync().mul_scalar(1.0 - momentum)
+            + var.mul_scalar(momentum * unbiased);
         self.running_mean.update(m.detach());
-        self.running_var.update(v.detach());
-        // The centred x scaled (not the folded `x·scale + shift`): x and the mean are both far
-        // from zero on dB images, and their difference taken first keeps the forward and, above
-        // all, the gradient reaching x free of that cancellation.
-        let scale = self.weight.val() / (var + self.eps).sqrt();
-        dev * scale.reshape([1, c]) + self.bias.val().reshape([1, c])
+        self.running_var.update(v_run.detach());
+        crate::cnn::batch_norm_rows(
+            x,
+            stats,
+            [self.weight.val(), self.bias.val()],
+            self.eps,
+            [t, v],
+        )
     }
 }
 
@@ -509,21 +518,13 @@ fn pad_channels_last(x: Tensor<4>, [pf, pt]: [usize; 2]) -> Tensor<4> {
 fn bn_padded(bn: &BatchNorm, p: Padded, mode: Mode, bias: Tensor<1>) -> Padded {
     let dims = p.x.dims();
     let [b, f, t, c] = dims;
-    let valid = if p.valid < t && matches!(mode, Mode::Train { .. }) {
-        let n = b * f * p.valid;
-        let row: Vec<f32> = (0..t)
-            .map(|j| if j < p.valid { 1.0 / n as f32 } else { 0.0 })
-            .collect();
-        let device = p.x.device();
-        let w = Tensor::<2>::from_data(burn::tensor::TensorData::new(row, [1, t]), &device)
-            .repeat_dim(0, b * f)
-            .reshape([1, b * f * t]);
-        Some((w, n))
-    } else {
-        None
-    };
     let x = bn
-        .forward_rows_masked(p.x.reshape([b * f * t, c]), mode, Some(bias), valid)
+        .forward_rows_masked(
+            p.x.reshape([b * f * t, c]),
+            mode,
+            Some(bias),
+            Some((t, p.valid)),
+        )
         .reshape(dims);
     Padded { x, valid: p.valid }
 }
