@@ -670,15 +670,13 @@ mod backends {
             let [b, n, cin] = rows.shape().dims::<3>();
             let [kf, kt, _, cout] = w.shape().dims::<4>();
             let (rows, w) = (contiguous(rows), contiguous(w));
-            let mut out = vec![0f32; b * len * cout];
-            offset_products_f32(
+            let out = offset_products_f32(
                 rows.storage::<f32>(),
                 w.storage::<f32>(),
                 [b, n, cin],
                 [kf, kt, cout],
                 t,
                 len,
-                &mut out,
             );
             FlexTensor::from_data(TensorData::new(out, [b, len, cout]))
         }
@@ -717,8 +715,10 @@ mod backends {
             let (fo, to) = (f / k, valid / k);
             let x = contiguous(x);
             let x = x.storage::<f32>();
-            let mut out = vec![0f32; b * fo * to * c];
-            for (n, window) in out.chunks_exact_mut(c).enumerate() {
+            // Appended window by window (in the output's order), not zero-filled first.
+            let mut out = Vec::with_capacity(b * fo * to * c);
+            let mut window = vec![0f32; c];
+            for n in 0..b * fo * to {
                 let (bi, rest) = (n / (fo * to), n % (fo * to));
                 let (oi, oj) = (rest / to, rest % to);
                 for i in 0..k {
@@ -737,6 +737,7 @@ mod backends {
                         }
                     }
                 }
+                out.extend_from_slice(&window);
             }
             FlexTensor::from_data(TensorData::new(out, [b, fo, to, c]))
         }
@@ -1144,7 +1145,7 @@ mod backends {
     const TILE_FLOATS: usize = 64 * 1024;
 
     /// [`CnnOps::offset_products`] on row-major f32 slices: `rows` [B, N, Cin], `w` [kf, kt, Cin,
-    /// Cout], `out` [B, len, Cout] (zeroed on entry). Input row s meets output row r = s − (i·T + j)
+    /// Cout] → [B, len, Cout]. Input row s meets output row r = s − (i·T + j)
     /// through w(i, j). One product per tile of rows, on whichever side is narrower:
     ///
     /// - more input than output channels (the second conv, 64 → 16): for a tile of input rows,
@@ -1153,7 +1154,10 @@ mod backends {
     /// - otherwise (the first conv, 1 → 64, and the second's gradient with respect to its rows,
     ///   16 → 64): for a tile of output rows,
     ///   the kf·kt input rows each one meets side by side ([tile, kf·kt·Cin]), times w seen as
-    ///   [kf·kt·Cin, Cout], written straight into the output.
+    ///   [kf·kt·Cin, Cout], into a tile that is then appended to the output: the output is
+    ///   written once, where a zero-filled output written by the product is written twice (the
+    ///   allocator hands these sizes out of its heap, so the fill is a real pass, not fresh
+    ///   zero pages).
     fn offset_products_f32(
         rows: &[f32],
         w: &[f32],
@@ -1161,30 +1165,32 @@ mod backends {
         [kf, kt, cout]: [usize; 3],
         t: usize,
         len: usize,
-        out: &mut [f32],
-    ) {
+    ) -> Vec<f32> {
         let offsets = kernel_offsets(kf, kt, t);
         if cin <= cout {
             let depth = offsets.len() * cin;
-            let tile = (TILE_FLOATS / depth.max(1)).max(8);
+            let tile = (TILE_FLOATS / (depth + cout)).max(8);
             let mut p = vec![0f32; tile.min(len) * depth];
+            let mut y = vec![0f32; tile.min(len) * cout];
+            let mut out = Vec::with_capacity(b * len * cout);
             for bi in 0..b {
                 let x = &rows[bi * n * cin..(bi + 1) * n * cin];
-                let dst = &mut out[bi * len * cout..(bi + 1) * len * cout];
                 for r0 in (0..len).step_by(tile) {
                     let m = tile.min(len - r0);
                     gather_rows(x, cin, &offsets, r0, &mut p[..m * depth]);
                     crate::recurrence::cpu::product(
                         (m, cout, depth),
-                        (&mut dst[r0 * cout..], cout),
+                        (&mut y, cout),
                         (&p, 0, depth),
                         (w, 1, cout),
                         false,
                     );
+                    out.extend_from_slice(&y[..m * cout]);
                 }
             }
-            return;
+            return out;
         }
+        let mut out = vec![0f32; b * len * cout];
         let wide = offsets.len() * cout;
         // The kernel's offsets side by side: w_all[ci][o·Cout + c] = w[o][ci][c].
         let mut w_all = vec![0f32; cin * wide];
@@ -1222,6 +1228,7 @@ mod backends {
                 }
             }
         }
+        out
     }
 }
 
