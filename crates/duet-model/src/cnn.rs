@@ -1483,7 +1483,12 @@ mod tests {
                     stats[ch],
                     stats[c + ch]
                 );
-                assert!((stats[ch] as f64 - mean).abs() < 1e-3, "{kind} mean {ch}");
+                // The mean to f32's rounding of a sum of n terms (the GPU's matmul sums in f32,
+                // in an order its autotuner picks); the variance, taken about that mean, to 1e-3.
+                assert!(
+                    (stats[ch] as f64 - mean).abs() < 2e-5 * mean.abs(),
+                    "{kind} mean {ch}"
+                );
                 assert!(
                     (stats[c + ch] as f64 / var - 1.0).abs() < 1e-3,
                     "{kind} var {ch}"
