@@ -1,5 +1,6 @@
-//! The CNN branches' two strided-view computations (paper §3.1: conv → BN → ReLU → max-pool) as
-//! backend operations, so that training differentiates them with a backward of their own.
+//! The CNN branches' strided-view computations and their batch norm (paper §3.1: conv → BN →
+//! ReLU → max-pool) as backend operations, so that training differentiates them with a backward
+//! of their own.
 //!
 //! [`offset_products`] is the kernel-offset sum of a channels-last convolution and
 //! [`max_pool_valid`] the k×k max pooling of the valid columns (see `crate::nn::conv_rows` and
@@ -20,6 +21,11 @@
 //!   forward's running maximum): one write per window into one zero tensor.
 //!
 //! Both are tested against burn's own gradients of the same composition.
+//!
+//! Training's batch norm over the conv outputs is here too ([`batch_norm_stats`],
+//! [`batch_norm_rows`]): composed from tensor operations, its backward wrote about ten tensors the
+//! size of the first conv's output, the model's largest; its own backward is two passes (the
+//! column sums, then the input's gradient through the statistics).
 
 // The backward (the autodiff implementation) serves training only.
 #![cfg_attr(not(feature = "train"), allow(dead_code))]
