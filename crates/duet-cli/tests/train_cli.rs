@@ -63,6 +63,10 @@ fn report(dir: &Path) -> serde_json::Value {
 /// (25 %) on voices it never heard. One fold and no final model: that proves learning on held-out
 /// voices within a CI budget (an epoch over the fold's 240 training utterances takes ~45 s on a CI
 /// core); the final model and what reads it are checked on the small run below.
+///
+/// Six epochs at lr 2e-3: with four at 4e-3 the epoch that the 40 validation utterances select
+/// gave 36 to 58 % on test depending on nothing more than the rounding of the batch-norm sums
+/// (the same run's losses agreed to 3 decimals), too close to the bound to prove anything.
 #[test]
 fn dual_loso_learns_on_held_out_voices() {
     let tmp = tempfile::tempdir().unwrap();
@@ -80,11 +84,11 @@ fn dual_loso_learns_on_held_out_voices() {
         ])
         .args([
             "--epochs",
-            "4",
+            "6",
             "--batch",
             "16",
             "--lr",
-            "4e-3",
+            "2e-3",
             "--hidden",
             "64",
             "--max-folds",
@@ -108,7 +112,7 @@ fn dual_loso_learns_on_held_out_voices() {
         t.elapsed().as_secs_f64()
     );
     assert_eq!(r["folds"].as_array().unwrap().len(), 1);
-    // Measured: 57.5 % on the first fold after 4 epochs (chance: 25 %).
+    // Measured: 61.3 % on the first fold (chance: 25 %).
     assert!(ua > 0.40, "UA {ua} is not well above chance");
     assert!(
         r["folds"][0]["selected_on"]
