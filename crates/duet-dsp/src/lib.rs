@@ -35,7 +35,7 @@ pub mod npy;
 mod pair;
 pub mod plan;
 mod resample;
-mod simd;
+pub mod simd;
 pub mod wav;
 
 use std::fs::File;

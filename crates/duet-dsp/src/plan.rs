@@ -7,6 +7,7 @@ use crate::DspError;
 use crate::config::FeatureConfig;
 use crate::mel::{Mel, MelAnalyzer};
 use crate::mfcc::{Mfcc, MfccAnalyzer};
+use crate::simd::Isa;
 
 /// Largest accepted sample magnitude (+80 dB over full scale); anything beyond is a corrupt float file.
 pub const MAX_ABS_SAMPLE: f32 = 1.0e4;
@@ -40,39 +41,6 @@ pub struct FeaturePlan {
     pub(crate) resampler: Option<crate::StreamResampler>,
     /// The vector extension the frame loop runs with (detected once).
     isa: Isa,
-}
-
-/// Which compilation of the frame loop runs (see [`FeatureStream::run`]).
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Isa {
-    /// x86-64 with AVX-512 (F, VL, DQ, BW) and FMA.
-    Avx512,
-    /// x86-64 with AVX2 and FMA.
-    Avx2,
-    /// Whatever the build targets (SSE2 on x86-64, simd128 or scalar in wasm).
-    Baseline,
-}
-
-impl Isa {
-    fn detect() -> Isa {
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::is_x86_feature_detected as has;
-            if has!("avx512f")
-                && has!("avx512vl")
-                && has!("avx512dq")
-                && has!("avx512bw")
-                && has!("fma")
-            {
-                return Isa::Avx512;
-            }
-            if has!("avx2") && has!("fma") {
-                return Isa::Avx2;
-            }
-        }
-        Isa::Baseline
-    }
 }
 
 impl FeaturePlan {
