@@ -586,59 +586,54 @@ pub(crate) mod cpu {
         }
     }
 
-    /// [`RecurrenceOps::lstm_recurrence_backward`] on f32 slices: `z` [B, T, 4H], `w` [H, 4H],
-    /// `grad` [B, T, H] → `dz` [B, T, 4H] (written). The cell states are rebuilt first (a pass of
-    /// gate arithmetic, no products); then from the last step back, per step one product
-    /// dz_{t+1}·Wᵀ for the recurrent part of dh_t and one pass over the gates.
-    ///
-    /// Compiled for AVX-512, for AVX2 and for the baseline; the widest the CPU has runs (the gate
-    /// functions are arithmetic that vectorises, four lanes wide on SSE2, sixteen on AVX-512).
-    pub(super) fn lstm_backward_cpu(
-        z: &[f32],
-        w: &[f32],
-        grad: &[f32],
-        dz: &mut [f32],
-        b: usize,
-        t: usize,
-        hd: usize,
-    ) {
-        match Isa::detect() {
-            // SAFETY: `Isa::detect` chose these only where the CPU has every feature they are
-            // compiled for.
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => unsafe { lstm_backward_avx512(z, w, grad, dz, b, t, hd) },
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => unsafe { lstm_backward_avx2(z, w, grad, dz, b, t, hd) },
-            _ => lstm_backward_body(z, w, grad, dz, b, t, hd),
-        }
+    /// `fn NAME(ARGS) => BODY` defines NAME to run BODY (an `#[inline(always)]` function of the
+    /// same arguments) compiled for AVX-512, for AVX2 with FMA and for the baseline, whichever is
+    /// the widest the CPU has ([`Isa::detect`]).
+    macro_rules! by_isa {
+        ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) => $body:ident) => {
+            $(#[$meta])*
+            $vis fn $name($($arg: $ty),*) {
+                #[cfg(target_arch = "x86_64")]
+                #[target_feature(enable = "avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")]
+                fn avx512($($arg: $ty),*) {
+                    $body($($arg),*)
+                }
+                #[cfg(target_arch = "x86_64")]
+                #[target_feature(enable = "avx2,fma")]
+                fn avx2($($arg: $ty),*) {
+                    $body($($arg),*)
+                }
+                match Isa::detect() {
+                    // SAFETY: `Isa::detect` chose these only where the CPU has every feature
+                    // they are compiled for.
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx512 => unsafe { avx512($($arg),*) },
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx2 => unsafe { avx2($($arg),*) },
+                    _ => $body($($arg),*),
+                }
+            }
+        };
     }
 
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")]
-    fn lstm_backward_avx512(
-        z: &[f32],
-        w: &[f32],
-        grad: &[f32],
-        dz: &mut [f32],
-        b: usize,
-        t: usize,
-        hd: usize,
-    ) {
-        lstm_backward_body(z, w, grad, dz, b, t, hd)
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    fn lstm_backward_avx2(
-        z: &[f32],
-        w: &[f32],
-        grad: &[f32],
-        dz: &mut [f32],
-        b: usize,
-        t: usize,
-        hd: usize,
-    ) {
-        lstm_backward_body(z, w, grad, dz, b, t, hd)
+    by_isa! {
+        /// [`RecurrenceOps::lstm_recurrence_backward`] on f32 slices: `z` [B, T, 4H], `w` [H, 4H],
+        /// `grad` [B, T, H] → `dz` [B, T, 4H] (written). The cell states are rebuilt first (a pass
+        /// of gate arithmetic, no products); then from the last step back, per step one product
+        /// dz_{t+1}·Wᵀ for the recurrent part of dh_t and one pass over the gates.
+        ///
+        /// Compiled for AVX-512, for AVX2 and for the baseline; the widest the CPU has runs (the
+        /// gate functions are arithmetic that vectorises, four lanes wide on SSE2, sixteen on
+        /// AVX-512).
+        pub(super) fn lstm_backward_cpu(
+            z: &[f32],
+            w: &[f32],
+            grad: &[f32],
+            dz: &mut [f32],
+            b: usize,
+            t: usize,
+            hd: usize,
+        ) => lstm_backward_body
     }
 
     /// The body of [`lstm_backward_cpu`], inlined into each compilation.
@@ -826,55 +821,20 @@ pub(crate) mod cpu {
         }
     }
 
-    /// The recurrence on f32 slices: `pre` [B, T, kH], `w` [H, kH] (k = [`Cell::blocks`]), `out`
-    /// [B, T, H] (written).
-    ///
-    /// Compiled for AVX-512, for AVX2 and for the baseline, as [`lstm_backward_cpu`].
-    pub(super) fn recurrence_cpu(
-        cell: Cell,
-        pre: &[f32],
-        w: &[f32],
-        out: &mut [f32],
-        b: usize,
-        t: usize,
-        hd: usize,
-    ) {
-        match Isa::detect() {
-            // SAFETY: as in `lstm_backward_cpu`.
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => unsafe { recurrence_avx512(cell, pre, w, out, b, t, hd) },
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => unsafe { recurrence_avx2(cell, pre, w, out, b, t, hd) },
-            _ => recurrence_body(cell, pre, w, out, b, t, hd),
-        }
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")]
-    fn recurrence_avx512(
-        cell: Cell,
-        pre: &[f32],
-        w: &[f32],
-        out: &mut [f32],
-        b: usize,
-        t: usize,
-        hd: usize,
-    ) {
-        recurrence_body(cell, pre, w, out, b, t, hd)
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    fn recurrence_avx2(
-        cell: Cell,
-        pre: &[f32],
-        w: &[f32],
-        out: &mut [f32],
-        b: usize,
-        t: usize,
-        hd: usize,
-    ) {
-        recurrence_body(cell, pre, w, out, b, t, hd)
+    by_isa! {
+        /// The recurrence on f32 slices: `pre` [B, T, kH], `w` [H, kH] (k = [`Cell::blocks`]),
+        /// `out` [B, T, H] (written).
+        ///
+        /// Compiled for AVX-512, for AVX2 and for the baseline, as [`lstm_backward_cpu`].
+        pub(super) fn recurrence_cpu(
+            cell: Cell,
+            pre: &[f32],
+            w: &[f32],
+            out: &mut [f32],
+            b: usize,
+            t: usize,
+            hd: usize,
+        ) => recurrence_body
     }
 
     /// The body of [`recurrence_cpu`], inlined into each compilation.
