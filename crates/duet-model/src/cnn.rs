@@ -147,6 +147,135 @@ pub trait CnnOps: Backend {
     ) -> FloatTensor<Self> {
         batch_norm_input_grad_of::<Self>(x, stats, gamma, sums, grad, eps, [t, valid])
     }
+
+    /// Training's batch norm and the pooling after it as one operation: `x` [B, F, T, C] →
+    /// [`CnnOps::max_pool_valid`] of [`CnnOps::batch_norm_rows`] of `x` seen as [B·F·T, C]
+    /// (`stats` are [`CnnOps::batch_norm_stats`] of those rows over the `valid` columns), so that
+    /// the normalised image, as large as `x`, is neither written nor kept for the backward.
+    #[allow(clippy::too_many_arguments)]
+    #[fusion(default)]
+    fn batch_norm_pool(
+        x: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        eps: f64,
+        valid: usize,
+        k: usize,
+    ) -> FloatTensor<Self> {
+        batch_norm_pool_of::<Self>(x, stats, gamma, beta, eps, [valid, k])
+    }
+
+    /// The column sums of [`CnnOps::batch_norm_pool`]'s backward from its output's gradient
+    /// `grad` [B, F / k, `valid` / k, C] → [2, C]: those of [`CnnOps::batch_norm_sums`] for the
+    /// gradient the pooling sends back, which is `grad` at each window's maximum and 0 elsewhere.
+    #[allow(clippy::too_many_arguments)]
+    #[fusion(default)]
+    fn batch_norm_pool_sums(
+        x: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        eps: f64,
+        valid: usize,
+        k: usize,
+    ) -> FloatTensor<Self> {
+        batch_norm_pool_sums_of::<Self>(x, stats, gamma, beta, grad, eps, [valid, k])
+    }
+
+    /// The gradient of [`CnnOps::batch_norm_pool`] with respect to `x` [B, F, T, C], `sums` from
+    /// [`CnnOps::batch_norm_pool_sums`]: [`CnnOps::batch_norm_input_grad`] of the gradient the
+    /// pooling sends back.
+    #[allow(clippy::too_many_arguments)]
+    #[fusion(default)]
+    fn batch_norm_pool_input_grad(
+        x: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        sums: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        eps: f64,
+        valid: usize,
+        k: usize,
+    ) -> FloatTensor<Self> {
+        batch_norm_pool_input_grad_of::<Self>(x, stats, gamma, beta, sums, grad, eps, [valid, k])
+    }
+}
+
+/// An image [B, F, T, C] as its rows [B·F·T, C].
+fn image_rows<B: Backend>(x: FloatTensor<B>, [b, f, t, c]: [usize; 4]) -> FloatTensor<B> {
+    B::float_reshape(x, Shape::new([b * f * t, c]))
+}
+
+/// Rows [B·F·T, C] back as the image [B, F, T, C].
+fn image_of_rows<B: Backend>(x: FloatTensor<B>, dims: [usize; 4]) -> FloatTensor<B> {
+    B::float_reshape(x, Shape::new(dims))
+}
+
+/// The default body of [`CnnOps::batch_norm_pool`]: the normalised image, then its pooling.
+fn batch_norm_pool_of<B: CnnOps>(
+    x: FloatTensor<B>,
+    stats: FloatTensor<B>,
+    gamma: FloatTensor<B>,
+    beta: FloatTensor<B>,
+    eps: f64,
+    [valid, k]: [usize; 2],
+) -> FloatTensor<B> {
+    let y = batch_norm_image_of::<B>(x, stats, gamma, beta, eps);
+    max_pool_of::<B>(y, valid, k)
+}
+
+/// The default body of [`CnnOps::batch_norm_pool_sums`]: the normalised image again, the
+/// pooling's backward through it, then the batch norm's sums.
+fn batch_norm_pool_sums_of<B: CnnOps>(
+    x: FloatTensor<B>,
+    stats: FloatTensor<B>,
+    gamma: FloatTensor<B>,
+    beta: FloatTensor<B>,
+    grad: FloatTensor<B>,
+    eps: f64,
+    [valid, k]: [usize; 2],
+) -> FloatTensor<B> {
+    let dims = x.shape().dims::<4>();
+    let y = batch_norm_image_of::<B>(x.clone(), stats.clone(), gamma, beta, eps);
+    let dy = B::max_pool_valid_backward(y, grad, valid, k);
+    let rows = |v| image_rows::<B>(v, dims);
+    B::batch_norm_sums(rows(x), stats, rows(dy), eps)
+}
+
+/// The default body of [`CnnOps::batch_norm_pool_input_grad`], as the sums' above.
+#[allow(clippy::too_many_arguments)]
+fn batch_norm_pool_input_grad_of<B: CnnOps>(
+    x: FloatTensor<B>,
+    stats: FloatTensor<B>,
+    gamma: FloatTensor<B>,
+    beta: FloatTensor<B>,
+    sums: FloatTensor<B>,
+    grad: FloatTensor<B>,
+    eps: f64,
+    [valid, k]: [usize; 2],
+) -> FloatTensor<B> {
+    let dims = x.shape().dims::<4>();
+    let y = batch_norm_image_of::<B>(x.clone(), stats.clone(), gamma.clone(), beta, eps);
+    let dy = B::max_pool_valid_backward(y, grad, valid, k);
+    let rows = |v| image_rows::<B>(v, dims);
+    let dx = B::batch_norm_input_grad(rows(x), stats, gamma, sums, rows(dy), eps, dims[2], valid);
+    image_of_rows::<B>(dx, dims)
+}
+
+/// [`CnnOps::batch_norm_rows`]' default body on an image [B, F, T, C].
+fn batch_norm_image_of<B: Backend>(
+    x: FloatTensor<B>,
+    stats: FloatTensor<B>,
+    gamma: FloatTensor<B>,
+    beta: FloatTensor<B>,
+    eps: f64,
+) -> FloatTensor<B> {
+    let dims = x.shape().dims::<4>();
+    let y = batch_norm_rows_of::<B>(image_rows::<B>(x, dims), stats, gamma, beta, eps);
+    image_of_rows::<B>(y, dims)
 }
 
 /// The number of data rows among `n` rows when row r is one iff r mod `t` < `valid`.
@@ -387,6 +516,29 @@ pub fn batch_norm_rows(
     Tensor::from_dispatch(out)
 }
 
+/// [`CnnOps::batch_norm_pool`] on tensors: `x` [B, F, T, C], `stats` [2, C] from
+/// [`batch_norm_stats`] of `x`'s rows [B·F·T, C] with `t` = T and the same `valid`, `gamma` and
+/// `beta` [C] → [B, F / k, `valid` / k, C].
+pub fn batch_norm_pool(
+    x: Tensor<4>,
+    stats: Tensor<2>,
+    [gamma, beta]: [Tensor<1>; 2],
+    eps: f64,
+    valid: usize,
+    k: usize,
+) -> Tensor<4> {
+    let out = <burn::backend::Dispatch as CnnOps>::batch_norm_pool(
+        x.into_dispatch(),
+        stats.into_dispatch(),
+        gamma.into_dispatch(),
+        beta.into_dispatch(),
+        eps,
+        valid,
+        k,
+    );
+    Tensor::from_dispatch(out)
+}
+
 /// The backward of [`CnnOps::offset_products`]: the gradients with respect to `rows` and `w`
 /// from `grad` [B, len, Cout], each only where `want_*` asks.
 fn offset_products_backward<B: CnnOps>(
@@ -563,6 +715,51 @@ mod autodiff {
         }
     }
 
+    #[derive(Debug)]
+    struct BatchNormPoolBackward {
+        eps: f64,
+        valid: usize,
+        k: usize,
+    }
+
+    impl<B: Backend + CnnOps> Backward<B, 3> for BatchNormPoolBackward {
+        /// `x`, its statistics, γ and β.
+        type State = [FloatTensor<B>; 4];
+
+        fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+            let [node_x, node_gamma, node_beta] = ops.parents;
+            let grad = grads.consume::<B>(&ops.node);
+            let [x, stats, gamma, beta] = ops.state;
+            let c = stats.shape().dims::<2>()[1];
+            let (eps, valid, k) = (self.eps, self.valid, self.k);
+            let sums = B::batch_norm_pool_sums(
+                x.clone(),
+                stats.clone(),
+                gamma.clone(),
+                beta.clone(),
+                grad.clone(),
+                eps,
+                valid,
+                k,
+            );
+            let row = |i: usize| {
+                let r = B::float_slice(sums.clone(), &[Slice::from(i..i + 1), Slice::from(0..c)]);
+                B::float_reshape(r, Shape::new([c]))
+            };
+            if let Some(node) = node_gamma {
+                grads.register::<B>(node.id, row(0));
+            }
+            if let Some(node) = node_beta {
+                grads.register::<B>(node.id, row(1));
+            }
+            if let Some(node) = node_x {
+                let d =
+                    B::batch_norm_pool_input_grad(x, stats, gamma, beta, sums, grad, eps, valid, k);
+                grads.register::<B>(node.id, d);
+            }
+        }
+    }
+
     impl<B: Backend + CnnOps, C: CheckpointStrategy> CnnOps for Autodiff<B, C> {
         /// The statistics are not differentiated on their own: [`CnnOps::batch_norm_rows`]'s
         /// backward accounts for them.
@@ -606,6 +803,47 @@ mod autodiff {
                     eps,
                     t,
                     valid,
+                )),
+            }
+        }
+
+        fn batch_norm_pool(
+            x: FloatTensor<Self>,
+            stats: FloatTensor<Self>,
+            gamma: FloatTensor<Self>,
+            beta: FloatTensor<Self>,
+            eps: f64,
+            valid: usize,
+            k: usize,
+        ) -> FloatTensor<Self> {
+            let stats = stats.into_primitive();
+            match (BatchNormPoolBackward { eps, valid, k })
+                .prepare::<C>([x.node(), gamma.node(), beta.node()])
+                .compute_bound()
+                .stateful()
+            {
+                OpsKind::Tracked(prep) => {
+                    let x = x.primitive().clone();
+                    let (gamma, beta) = (gamma.primitive().clone(), beta.primitive().clone());
+                    let out = B::batch_norm_pool(
+                        x.clone(),
+                        stats.clone(),
+                        gamma.clone(),
+                        beta.clone(),
+                        eps,
+                        valid,
+                        k,
+                    );
+                    prep.finish([x, stats, gamma, beta], out)
+                }
+                OpsKind::UnTracked(prep) => prep.finish(B::batch_norm_pool(
+                    x.into_primitive(),
+                    stats,
+                    gamma.into_primitive(),
+                    beta.into_primitive(),
+                    eps,
+                    valid,
+                    k,
                 )),
             }
         }
@@ -969,6 +1207,264 @@ mod backends {
             }
             FlexTensor::from_data(TensorData::new(dx, shape))
         }
+
+        /// One pass over the windows, writing only the pooled output: the normalisation
+        /// (x − mean)·a + β with a = γ·s is monotonic in x (in f32 too, as rounding is), rising
+        /// where a ≥ 0 and falling elsewhere, so each window's maximum is the normalised maximum of
+        /// its x, or of its minimum where a < 0.
+        fn batch_norm_pool(
+            x: FlexTensor,
+            stats: FlexTensor,
+            gamma: FlexTensor,
+            beta: FlexTensor,
+            eps: f64,
+            valid: usize,
+            k: usize,
+        ) -> FlexTensor {
+            if [&x, &stats, &gamma, &beta]
+                .iter()
+                .any(|v| v.dtype() != DType::F32)
+            {
+                return super::batch_norm_pool_of::<Flex>(x, stats, gamma, beta, eps, [valid, k]);
+            }
+            let [b, f, t, c] = x.shape().dims::<4>();
+            let (fo, to) = (f / k, valid / k);
+            let (mean, a) = mean_and_slope(stats, gamma, eps);
+            let beta = contiguous(beta);
+            let beta = beta.storage::<f32>();
+            let x = contiguous(x);
+            let x = x.storage::<f32>();
+            let mut out = Vec::with_capacity(b * fo * to * c);
+            let (mut ext, mut low) = (vec![0f32; to * c], vec![0f32; c]);
+            for bi in 0..b {
+                for oi in 0..fo {
+                    let strip = &x[(bi * f + oi * k) * t * c..][..k * t * c];
+                    window_extremes(strip, [t, c, k], &a, &mut ext, &mut low);
+                    for e in ext.chunks_exact(c) {
+                        out.extend(
+                            e.iter()
+                                .zip(&mean)
+                                .zip(&a)
+                                .zip(beta)
+                                .map(|(((&e, m), a), b)| (e - m) * a + b),
+                        );
+                    }
+                }
+            }
+            FlexTensor::from_data(TensorData::new(out, [b, fo, to, c]))
+        }
+
+        /// One pass over the windows: the pooling sends each window's gradient to its extreme,
+        /// so the sums run over the windows' extremes alone.
+        fn batch_norm_pool_sums(
+            x: FlexTensor,
+            stats: FlexTensor,
+            gamma: FlexTensor,
+            beta: FlexTensor,
+            grad: FlexTensor,
+            eps: f64,
+            valid: usize,
+            k: usize,
+        ) -> FlexTensor {
+            if [&x, &stats, &gamma, &grad]
+                .iter()
+                .any(|v| v.dtype() != DType::F32)
+            {
+                return super::batch_norm_pool_sums_of::<Flex>(
+                    x,
+                    stats,
+                    gamma,
+                    beta,
+                    grad,
+                    eps,
+                    [valid, k],
+                );
+            }
+            let [b, f, t, c] = x.shape().dims::<4>();
+            let (fo, to) = (f / k, valid / k);
+            let s = mean_and_scale(&contiguous(stats.clone()), eps).1;
+            let (mean, a) = mean_and_slope(stats, gamma, eps);
+            let (x, grad) = (contiguous(x), contiguous(grad));
+            let (x, grad) = (x.storage::<f32>(), grad.storage::<f32>());
+            let mut sums = [vec![0f64; c], vec![0f64; c]];
+            let mut block = [vec![0f32; c], vec![0f32; c]];
+            let (mut ext, mut low) = (vec![0f32; to * c], vec![0f32; c]);
+            let mut in_block = 0;
+            for bi in 0..b {
+                for oi in 0..fo {
+                    let strip = &x[(bi * f + oi * k) * t * c..][..k * t * c];
+                    window_extremes(strip, [t, c, k], &a, &mut ext, &mut low);
+                    let g = &grad[(bi * fo + oi) * to * c..][..to * c];
+                    for (e, g) in ext.chunks_exact(c).zip(g.chunks_exact(c)) {
+                        let [bx, bg] = &mut block;
+                        for ((((bx, bg), &e), &g), m) in
+                            bx.iter_mut().zip(bg.iter_mut()).zip(e).zip(g).zip(&mean)
+                        {
+                            *bx += g * (e - m);
+                            *bg += g;
+                        }
+                        in_block += 1;
+                        if in_block == STATS_BLOCK {
+                            flush(&mut sums, &mut block);
+                            in_block = 0;
+                        }
+                    }
+                }
+            }
+            flush(&mut sums, &mut block);
+            let out: Vec<f32> = sums[0]
+                .iter()
+                .zip(&s)
+                .map(|(v, &s)| (v * s as f64) as f32)
+                .chain(sums[1].iter().map(|&v| v as f32))
+                .collect();
+            FlexTensor::from_data(TensorData::new(out, [2, c]))
+        }
+
+        /// One pass over x, written in order: each strip of k image rows has its windows'
+        /// extremes found first (the strip stays in cache), then every row's gradient, with the
+        /// pooled gradient at the first position of each window that holds its extreme.
+        fn batch_norm_pool_input_grad(
+            x: FlexTensor,
+            stats: FlexTensor,
+            gamma: FlexTensor,
+            beta: FlexTensor,
+            sums: FlexTensor,
+            grad: FlexTensor,
+            eps: f64,
+            valid: usize,
+            k: usize,
+        ) -> FlexTensor {
+            if [&x, &stats, &gamma, &sums, &grad]
+                .iter()
+                .any(|v| v.dtype() != DType::F32)
+            {
+                return super::batch_norm_pool_input_grad_of::<Flex>(
+                    x,
+                    stats,
+                    gamma,
+                    beta,
+                    sums,
+                    grad,
+                    eps,
+                    [valid, k],
+                );
+            }
+            let shape = x.shape();
+            let [b, f, t, c] = shape.dims::<4>();
+            let (fo, to) = (f / k, valid / k);
+            let s = mean_and_scale(&contiguous(stats.clone()), eps).1;
+            let (mean, a) = mean_and_slope(stats, gamma, eps);
+            let sums = contiguous(sums);
+            let (sum_gx, sum_g) = sums.storage::<f32>().split_at(c);
+            let w = 1.0 / super::data_rows(b * f * t, t, valid).max(1) as f32;
+            // As in `batch_norm_input_grad`: dx = a·dy − shift − slope·(x − mean) on data rows.
+            let shift: Vec<f32> = a.iter().zip(sum_g).map(|(a, sg)| a * w * sg).collect();
+            let slope: Vec<f32> = a
+                .iter()
+                .zip(&s)
+                .zip(sum_gx)
+                .map(|((a, s), sgx)| a * w * s * sgx)
+                .collect();
+            let (x, grad) = (contiguous(x), contiguous(grad));
+            let (x, grad) = (x.storage::<f32>(), grad.storage::<f32>());
+            let mut dx = Vec::with_capacity(b * f * t * c);
+            let (mut ext, mut low) = (vec![0f32; to * c], vec![0f32; c]);
+            // Whether each window's extreme has been met yet, per channel.
+            let mut taken = vec![0u32; to * c];
+            for bi in 0..b {
+                for fi in 0..f {
+                    let (oi, i) = (fi / k, fi % k);
+                    let pooled = oi < fo;
+                    if pooled && i == 0 {
+                        let strip = &x[(bi * f + fi) * t * c..][..k * t * c];
+                        window_extremes(strip, [t, c, k], &a, &mut ext, &mut low);
+                        taken.fill(0);
+                    }
+                    let row = &x[(bi * f + fi) * t * c..][..t * c];
+                    for (tj, v) in row.chunks_exact(c).enumerate() {
+                        if pooled && tj < to * k {
+                            let oj = tj / k;
+                            let e = &ext[oj * c..][..c];
+                            let g = &grad[((bi * fo + oi) * to + oj) * c..][..c];
+                            let seen = &mut taken[oj * c..][..c];
+                            dx.extend(
+                                v.iter()
+                                    .zip(e)
+                                    .zip(g)
+                                    .zip(seen.iter_mut())
+                                    .zip(mean.iter().zip(&a))
+                                    .zip(shift.iter().zip(&slope))
+                                    .map(|(((((&v, &e), &g), seen), (m, a)), (sh, sl))| {
+                                        // Unconditional stores, so that the loop vectorises.
+                                        let hit = u32::from(v == e) & (*seen ^ 1);
+                                        *seen |= hit;
+                                        let dy = if hit == 1 { g } else { 0.0 };
+                                        a * dy - sh - sl * (v - m)
+                                    }),
+                            );
+                        } else if tj < valid {
+                            dx.extend(
+                                v.iter()
+                                    .zip(&mean)
+                                    .zip(shift.iter().zip(&slope))
+                                    .map(|((&v, m), (sh, sl))| -sh - sl * (v - m)),
+                            );
+                        } else {
+                            dx.extend(std::iter::repeat_n(0.0, c));
+                        }
+                    }
+                }
+            }
+            FlexTensor::from_data(TensorData::new(dx, shape))
+        }
+    }
+
+    /// Each k×k window's extreme along one strip of k image rows (`strip` [k, T, C]), into `ext`
+    /// [T / k, C] (as many windows as `ext` holds): per channel the maximum where `a` ≥ 0 and the
+    /// minimum elsewhere, the value whose normalisation is the window's maximum. `low` [C] is
+    /// scratch.
+    fn window_extremes(
+        strip: &[f32],
+        [t, c, k]: [usize; 3],
+        a: &[f32],
+        ext: &mut [f32],
+        low: &mut [f32],
+    ) {
+        for (oj, e) in ext.chunks_exact_mut(c).enumerate() {
+            for i in 0..k {
+                for j in 0..k {
+                    let v = &strip[(i * t + oj * k + j) * c..][..c];
+                    if i == 0 && j == 0 {
+                        e.copy_from_slice(v);
+                        low.copy_from_slice(v);
+                        continue;
+                    }
+                    // Selects of one output each, which compile to `maxps` and `minps`.
+                    for ((h, l), &v) in e.iter_mut().zip(low.iter_mut()).zip(v) {
+                        let (hv, lv) = (*h, *l);
+                        *h = if v > hv { v } else { hv };
+                        *l = if v < lv { v } else { lv };
+                    }
+                }
+            }
+            for ((h, &l), &a) in e.iter_mut().zip(low.iter()).zip(a) {
+                *h = if a >= 0.0 { *h } else { l };
+            }
+        }
+    }
+
+    /// Each channel's mean and a = γ/√(var + eps), the slope of its normalisation, from
+    /// batch-norm statistics [2, C] and γ [C].
+    fn mean_and_slope(stats: FlexTensor, gamma: FlexTensor, eps: f64) -> (Vec<f32>, Vec<f32>) {
+        let (mean, s) = mean_and_scale(&contiguous(stats), eps);
+        let gamma = contiguous(gamma);
+        let a = s
+            .iter()
+            .zip(gamma.storage::<f32>())
+            .map(|(s, g)| s * g)
+            .collect();
+        (mean, a)
     }
 
     /// Rows summed in f32 before their block's sums join the f64 totals: short enough that f32
@@ -1453,6 +1949,62 @@ mod tests {
                 };
                 let ((o, dx, dg, db), (ro, rdx, rdg, rdb)) = (run(true), run(false));
                 let what = format!("{kind} {n}x{c} t {t} valid {valid} offset {offset}");
+                assert_close(o.inner(), ro.inner(), 1e-5, &format!("{what} output"));
+                assert_close(dx, rdx, 1e-4, &format!("{what} d x"));
+                assert_close(dg, rdg, 1e-5, &format!("{what} d gamma"));
+                assert_close(db, rdb, 1e-5, &format!("{what} d beta"));
+            }
+        }
+    }
+
+    /// Training batch norm then pooling as one operation: forward and gradients (with respect to
+    /// x, γ and β) equal those burn derives for the composition of the batch norm and the
+    /// pooling written with tensor operations, on every available backend: with channels whose γ
+    /// is negative (where the pooling takes each window's minimum of x), padding columns past
+    /// `valid`, trailing rows and columns no window covers, and more windows than one of the CPU's
+    /// summing blocks.
+    #[cfg(feature = "train")]
+    #[test]
+    fn batch_norm_pool_matches_the_composition() {
+        let mut rng = SplitMix64::new(25);
+        for device in crate::backend::available_devices() {
+            let kind = crate::backend::kind_of(&device);
+            let device = device.autodiff();
+            // (B, F, T, valid, C, k, offset of the columns, ties: x on a coarse grid, so that
+            // windows often hold their extreme twice and the gradient must go to the first)
+            for (b, f, t, valid, c, k, offset, ties) in [
+                (2, 8, 12, 9, 3, 2, 0.0, false),
+                (1, 7, 10, 10, 4, 3, 5.0, true),
+                (2, 21, 60, 57, 6, 2, -3.0, false),
+            ] {
+                let mut x = random([b, f, t, c], &mut rng, &device) * 2.0;
+                if ties {
+                    x = x.round();
+                }
+                let x = x + offset;
+                // Both signs, none near zero.
+                let gamma = random([c], &mut rng, &device);
+                let gamma = gamma.clone().sign() * (gamma.abs() + 0.2);
+                let beta = random([c], &mut rng, &device);
+                let weights = random([b, f / k, valid / k, c], &mut rng, &device);
+                let eps = 1e-5;
+                let run = |own: bool| {
+                    let x = x.clone().require_grad();
+                    let (g, be) = (gamma.clone().require_grad(), beta.clone().require_grad());
+                    let rows = x.clone().reshape([b * f * t, c]);
+                    let out = if own {
+                        let stats = batch_norm_stats(rows, t, valid);
+                        batch_norm_pool(x.clone(), stats, [g.clone(), be.clone()], eps, valid, k)
+                    } else {
+                        let y = batch_norm_reference(rows, g.clone(), be.clone(), eps, [t, valid]);
+                        max_pool_reference(y.reshape([b, f, t, c]), valid, k)
+                    };
+                    let grads = (out.clone() * weights.clone()).sum().backward();
+                    let d = |v: &Tensor<1>| v.grad(&grads).unwrap();
+                    (out, x.grad(&grads).unwrap(), d(&g), d(&be))
+                };
+                let ((o, dx, dg, db), (ro, rdx, rdg, rdb)) = (run(true), run(false));
+                let what = format!("{kind} {b}x{f}x{t} valid {valid} c {c} k {k}");
                 assert_close(o.inner(), ro.inner(), 1e-5, &format!("{what} output"));
                 assert_close(dx, rdx, 1e-4, &format!("{what} d x"));
                 assert_close(dg, rdg, 1e-5, &format!("{what} d gamma"));

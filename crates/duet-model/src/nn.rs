@@ -114,14 +114,34 @@ impl BatchNorm {
         offset: Option<Tensor<1>>,
         valid: Option<(usize, usize)>,
     ) -> Tensor<2> {
-        let [rows, c] = x.dims();
+        let c = x.dims()[1];
         let Mode::Train { momentum } = mode else {
             let (scale, shift) = self.infer_affine(offset);
             return x * scale.reshape([1, c]) + shift.reshape([1, c]);
         };
         let (t, v) = valid.unwrap_or((1, 1));
+        let stats = self.train_stats(x.clone(), momentum, offset, (t, v));
+        crate::cnn::batch_norm_rows(
+            x,
+            stats,
+            [self.weight.val(), self.bias.val()],
+            self.eps,
+            [t, v],
+        )
+    }
+
+    /// Training's statistics [2, C] (mean, biased variance) of `x` [N, C] over its data rows
+    /// (r mod t < v for `valid` = (t, v)), with the running estimates updated from them.
+    pub fn train_stats(
+        &self,
+        x: Tensor<2>,
+        momentum: f64,
+        offset: Option<Tensor<1>>,
+        (t, v): (usize, usize),
+    ) -> Tensor<2> {
+        let [rows, c] = x.dims();
         let n = crate::cnn::data_rows(rows, t, v);
-        let stats = crate::cnn::batch_norm_stats(x.clone(), t, v);
+        let stats = crate::cnn::batch_norm_stats(x, t, v);
         let mean = stats.clone().slice([0..1, 0..c]).reshape([c]);
         let var = stats.clone().slice([1..2, 0..c]).reshape([c]);
         // PyTorch's convention: the running variance is the unbiased estimate.
@@ -140,13 +160,7 @@ impl BatchNorm {
             + var.mul_scalar(momentum * unbiased);
         self.running_mean.update(m.detach());
         self.running_var.update(v_run.detach());
-        crate::cnn::batch_norm_rows(
-            x,
-            stats,
-            [self.weight.val(), self.bias.val()],
-            self.eps,
-            [t, v],
-        )
+        stats
     }
 }
 
@@ -377,17 +391,19 @@ impl CnnBlock {
             }
             Mode::Train { .. } => {
                 let a = conv_rows(x, self.conv0_weight.val());
-                max_pool_padded(
-                    bn_padded(&self.bn0, a, mode, self.conv0_bias.val()),
-                    self.pool,
-                )
+                bn_pool_padded(&self.bn0, a, mode, self.conv0_bias.val(), self.pool)
             }
         };
         let a = relu(a);
         let x = pad_channels_last(a, self.padding);
         let a = conv_rows(x, self.conv1_weight.val());
-        let a = bn_padded(&self.bn1, a, mode, self.conv1_bias.val());
-        let a = relu(max_pool_padded(a, self.pool));
+        let a = relu(bn_pool_padded(
+            &self.bn1,
+            a,
+            mode,
+            self.conv1_bias.val(),
+            self.pool,
+        ));
         let [b, f, t, c] = a.dims();
         a.permute([0, 2, 3, 1]).reshape([b, t, c * f])
     }
@@ -527,6 +543,21 @@ fn bn_padded(bn: &BatchNorm, p: Padded, mode: Mode, bias: Tensor<1>) -> Padded {
         )
         .reshape(dims);
     Padded { x, valid: p.valid }
+}
+
+/// [`bn_padded`], then [`max_pool_padded`]. In training one backend operation
+/// (`crate::cnn::batch_norm_pool`): the normalised image, as large as the conv output, is neither
+/// written nor kept for the backward, whose passes run over the conv output and the pooled
+/// gradient alone.
+fn bn_pool_padded(bn: &BatchNorm, p: Padded, mode: Mode, bias: Tensor<1>, k: usize) -> Tensor<4> {
+    let Mode::Train { momentum } = mode else {
+        return max_pool_padded(bn_padded(bn, p, mode, bias), k);
+    };
+    let [b, f, t, c] = p.x.dims();
+    let rows = p.x.clone().reshape([b * f * t, c]);
+    let stats = bn.train_stats(rows, momentum, Some(bias), (t, p.valid));
+    let affine = [bn.weight.val(), bn.bias.val()];
+    crate::cnn::batch_norm_pool(p.x, stats, affine, bn.eps, p.valid, k)
 }
 
 /// Max pooling `k x k` with stride `k` (floor: trailing rows/columns dropped) over the valid
