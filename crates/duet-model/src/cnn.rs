@@ -1129,13 +1129,7 @@ mod backends {
                 }
             }
             flush(&mut sums, &mut block);
-            let out: Vec<f32> = sums[0]
-                .iter()
-                .zip(&s)
-                .map(|(v, &s)| (v * s as f64) as f32)
-                .chain(sums[1].iter().map(|&v| v as f32))
-                .collect();
-            FlexTensor::from_data(TensorData::new(out, [2, c]))
+            sums_tensor(&sums, &s)
         }
 
         /// One pass, written without zero-filling the output first.
@@ -1165,25 +1159,13 @@ mod backends {
             }
             let shape = x.shape();
             let [n, c] = shape.dims::<2>();
-            let (mean, s) = mean_and_scale(&contiguous(stats), eps);
-            let (gamma, sums) = (contiguous(gamma), contiguous(sums));
-            let sums = sums.storage::<f32>();
-            let (sum_gx, sum_g) = sums.split_at(c);
             let w = 1.0 / super::data_rows(n, t, valid).max(1) as f32;
-            // Per channel: a = γ·s, and on data rows dx = a·(g − w·Σg) − a·w·s·Σg·x̂ · (x − mean)
-            // = a·g − a·w·Σg − (a·w·s·Σgx̂)·(x − mean).
-            let a: Vec<f32> = s
-                .iter()
-                .zip(gamma.storage::<f32>())
-                .map(|(s, g)| s * g)
-                .collect();
-            let shift: Vec<f32> = a.iter().zip(sum_g).map(|(a, sg)| a * w * sg).collect();
-            let slope: Vec<f32> = a
-                .iter()
-                .zip(&s)
-                .zip(sum_gx)
-                .map(|((a, s), sgx)| a * w * s * sgx)
-                .collect();
+            let InputGrad {
+                mean,
+                a,
+                shift,
+                slope,
+            } = InputGrad::new(stats, gamma, sums, eps, w);
             let (x, grad) = (contiguous(x), contiguous(grad));
             let mut dx = Vec::with_capacity(n * c);
             let rows = x
@@ -1312,13 +1294,7 @@ mod backends {
                 }
             }
             flush(&mut sums, &mut block);
-            let out: Vec<f32> = sums[0]
-                .iter()
-                .zip(&s)
-                .map(|(v, &s)| (v * s as f64) as f32)
-                .chain(sums[1].iter().map(|&v| v as f32))
-                .collect();
-            FlexTensor::from_data(TensorData::new(out, [2, c]))
+            sums_tensor(&sums, &s)
         }
 
         /// One pass over x, written in order: each strip of k image rows has its windows'
@@ -1353,19 +1329,13 @@ mod backends {
             let shape = x.shape();
             let [b, f, t, c] = shape.dims::<4>();
             let (fo, to) = (f / k, valid / k);
-            let s = mean_and_scale(&contiguous(stats.clone()), eps).1;
-            let (mean, a) = mean_and_slope(stats, gamma, eps);
-            let sums = contiguous(sums);
-            let (sum_gx, sum_g) = sums.storage::<f32>().split_at(c);
             let w = 1.0 / super::data_rows(b * f * t, t, valid).max(1) as f32;
-            // As in `batch_norm_input_grad`: dx = a·dy − shift − slope·(x − mean) on data rows.
-            let shift: Vec<f32> = a.iter().zip(sum_g).map(|(a, sg)| a * w * sg).collect();
-            let slope: Vec<f32> = a
-                .iter()
-                .zip(&s)
-                .zip(sum_gx)
-                .map(|((a, s), sgx)| a * w * s * sgx)
-                .collect();
+            let InputGrad {
+                mean,
+                a,
+                shift,
+                slope,
+            } = InputGrad::new(stats, gamma, sums, eps, w);
             let (x, grad) = (contiguous(x), contiguous(grad));
             let (x, grad) = (x.storage::<f32>(), grad.storage::<f32>());
             let mut dx = Vec::with_capacity(b * f * t * c);
@@ -1450,6 +1420,51 @@ mod backends {
             }
             for ((h, &l), &a) in e.iter_mut().zip(low.iter()).zip(a) {
                 *h = if a >= 0.0 { *h } else { l };
+            }
+        }
+    }
+
+    /// The column sums Σ g·(x − mean) and Σ g as the [2, C] tensor the batch norm's backward
+    /// passes on: the first scaled by `s` = 1/√(var + eps) (Σ g·x̂).
+    fn sums_tensor(sums: &[Vec<f64>; 2], s: &[f32]) -> FlexTensor {
+        let out: Vec<f32> = sums[0]
+            .iter()
+            .zip(s)
+            .map(|(v, &s)| (v * s as f64) as f32)
+            .chain(sums[1].iter().map(|&v| v as f32))
+            .collect();
+        FlexTensor::from_data(TensorData::new(out, [2, s.len()]))
+    }
+
+    /// Per channel, what the batch norm's input gradient needs: with a = γ·s, on data rows dx =
+    /// a·(g − w·Σg) − a·w·s·Σg·x̂ · (x − mean) = a·g − shift − slope·(x − mean), shift = a·w·Σg
+    /// and slope = a·w·s·Σgx̂ (`w` = 1/the number of data rows).
+    struct InputGrad {
+        mean: Vec<f32>,
+        a: Vec<f32>,
+        shift: Vec<f32>,
+        slope: Vec<f32>,
+    }
+
+    impl InputGrad {
+        /// From the statistics [2, C], γ [C] and the sums [2, C] (Σ g·x̂, Σ g).
+        fn new(stats: FlexTensor, gamma: FlexTensor, sums: FlexTensor, eps: f64, w: f32) -> Self {
+            let s = mean_and_scale(&contiguous(stats.clone()), eps).1;
+            let (mean, a) = mean_and_slope(stats, gamma, eps);
+            let sums = contiguous(sums);
+            let (sum_gx, sum_g) = sums.storage::<f32>().split_at(a.len());
+            let shift = a.iter().zip(sum_g).map(|(a, sg)| a * w * sg).collect();
+            let slope = a
+                .iter()
+                .zip(&s)
+                .zip(sum_gx)
+                .map(|((a, s), sgx)| a * w * s * sgx)
+                .collect();
+            InputGrad {
+                mean,
+                a,
+                shift,
+                slope,
             }
         }
     }
