@@ -25,7 +25,9 @@
 //! Training's batch norm over the conv outputs is here too ([`batch_norm_stats`],
 //! [`batch_norm_rows`]): composed from tensor operations, its backward wrote about ten tensors the
 //! size of the first conv's output, the model's largest; its own backward is two passes (the
-//! column sums, then the input's gradient through the statistics).
+//! column sums, then the input's gradient through the statistics). In the CNN blocks the batch
+//! norm and the pooling after it are one operation ([`batch_norm_pool`]), so that the normalised
+//! image is never written: only the conv output and the pooled values are.
 
 // The backward (the autodiff implementation) serves training only.
 #![cfg_attr(not(feature = "train"), allow(dead_code))]
