@@ -545,12 +545,14 @@ fn bn_padded(bn: &BatchNorm, p: Padded, mode: Mode, bias: Tensor<1>) -> Padded {
     Padded { x, valid: p.valid }
 }
 
-/// [`bn_padded`], then [`max_pool_padded`]. In training one backend operation
+/// [`bn_padded`], then [`max_pool_padded`]. In training on the CPU one backend operation
 /// (`crate::cnn::batch_norm_pool`): the normalised image, as large as the conv output, is neither
 /// written nor kept for the backward, whose passes run over the conv output and the pooled
-/// gradient alone.
+/// gradient alone. GPUs keep the two operations: there the fused one's backward would compute
+/// the normalised image and the pooling's backward twice more, in more dispatches.
 fn bn_pool_padded(bn: &BatchNorm, p: Padded, mode: Mode, bias: Tensor<1>, k: usize) -> Tensor<4> {
-    let Mode::Train { momentum } = mode else {
+    let on_cpu = crate::backend::kind_of(&p.x.device()) == "cpu";
+    let (Mode::Train { momentum }, true) = (mode, on_cpu) else {
         return max_pool_padded(bn_padded(bn, p, mode, bias), k);
     };
     let [b, f, t, c] = p.x.dims();
