@@ -26,8 +26,10 @@
 //! [`batch_norm_rows`]): composed from tensor operations, its backward wrote about ten tensors the
 //! size of the first conv's output, the model's largest; its own backward is two passes (the
 //! column sums, then the input's gradient through the statistics). In the CNN blocks the batch
-//! norm and the pooling after it are one operation ([`batch_norm_pool`]), so that the normalised
-//! image is never written: only the conv output and the pooled values are.
+//! norm and the pooling after it are one operation ([`batch_norm_pool`]): the normalisation is
+//! monotonic in x, so the pooling takes each window's extreme of the conv output first and
+//! normalises only those; the normalised image is never written, and the backward's column sums
+//! run over the extremes alone.
 
 // The backward (the autodiff implementation) serves training only.
 #![cfg_attr(not(feature = "train"), allow(dead_code))]
@@ -150,10 +152,27 @@ pub trait CnnOps: Backend {
         batch_norm_input_grad_of::<Self>(x, stats, gamma, sums, grad, eps, [t, valid])
     }
 
+    /// Each k×k window's extreme (stride k) of the first `valid` columns of `x` [B, F, T, C] →
+    /// [B, F / k, `valid` / k, C]: per channel its maximum where `gamma` [C] ≥ 0 and its minimum
+    /// elsewhere, the value whose batch normalisation (rising in x where γ ≥ 0, falling
+    /// elsewhere) is the window's maximum.
+    #[fusion(default)]
+    fn pool_extremes(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        valid: usize,
+        k: usize,
+    ) -> FloatTensor<Self> {
+        pool_extremes_of::<Self>(x, gamma, valid, k)
+    }
+
     /// Training's batch norm and the pooling after it as one operation: `x` [B, F, T, C] →
     /// [`CnnOps::max_pool_valid`] of [`CnnOps::batch_norm_rows`] of `x` seen as [B·F·T, C]
-    /// (`stats` are [`CnnOps::batch_norm_stats`] of those rows over the `valid` columns), so that
-    /// the normalised image, as large as `x`, is neither written nor kept for the backward.
+    /// (`stats` are [`CnnOps::batch_norm_stats`] of those rows over the `valid` columns). As the
+    /// normalisation is monotonic in x, that is the normalisation of
+    /// [`CnnOps::pool_extremes`]: the normalised image, as large as `x`, is neither written nor
+    /// kept for the backward, whose column sums are [`CnnOps::batch_norm_sums`] of the extremes
+    /// (the pooling sends each window's gradient to its extreme alone).
     #[allow(clippy::too_many_arguments)]
     #[fusion(default)]
     fn batch_norm_pool(
@@ -165,44 +184,30 @@ pub trait CnnOps: Backend {
         valid: usize,
         k: usize,
     ) -> FloatTensor<Self> {
-        batch_norm_pool_of::<Self>(x, stats, gamma, beta, eps, [valid, k])
+        let ext = Self::pool_extremes(x, gamma.clone(), valid, k);
+        normalised_extremes::<Self>(ext, stats, gamma, beta, eps)
     }
 
-    /// The column sums of [`CnnOps::batch_norm_pool`]'s backward from its output's gradient
-    /// `grad` [B, F / k, `valid` / k, C] → [2, C]: those of [`CnnOps::batch_norm_sums`] for the
-    /// gradient the pooling sends back, which is `grad` at each window's maximum and 0 elsewhere.
-    #[allow(clippy::too_many_arguments)]
-    #[fusion(default)]
-    fn batch_norm_pool_sums(
-        x: FloatTensor<Self>,
-        stats: FloatTensor<Self>,
-        gamma: FloatTensor<Self>,
-        beta: FloatTensor<Self>,
-        grad: FloatTensor<Self>,
-        eps: f64,
-        valid: usize,
-        k: usize,
-    ) -> FloatTensor<Self> {
-        batch_norm_pool_sums_of::<Self>(x, stats, gamma, beta, grad, eps, [valid, k])
-    }
-
-    /// The gradient of [`CnnOps::batch_norm_pool`] with respect to `x` [B, F, T, C], `sums` from
-    /// [`CnnOps::batch_norm_pool_sums`]: [`CnnOps::batch_norm_input_grad`] of the gradient the
-    /// pooling sends back.
+    /// The gradient of [`CnnOps::batch_norm_pool`] with respect to `x` [B, F, T, C], from its
+    /// output's gradient `grad` [B, F / k, `valid` / k, C], `ext` = [`CnnOps::pool_extremes`] of
+    /// `x` and `sums` = [`CnnOps::batch_norm_sums`] of the extremes: [`CnnOps::batch_norm_input_grad`]
+    /// of the gradient the pooling sends back, `grad` at the first position of each window that
+    /// holds its extreme and 0 elsewhere.
     #[allow(clippy::too_many_arguments)]
     #[fusion(default)]
     fn batch_norm_pool_input_grad(
         x: FloatTensor<Self>,
+        ext: FloatTensor<Self>,
         stats: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
-        beta: FloatTensor<Self>,
         sums: FloatTensor<Self>,
         grad: FloatTensor<Self>,
         eps: f64,
         valid: usize,
         k: usize,
     ) -> FloatTensor<Self> {
-        batch_norm_pool_input_grad_of::<Self>(x, stats, gamma, beta, sums, grad, eps, [valid, k])
+        let _ = ext;
+        batch_norm_pool_input_grad_of::<Self>(x, stats, gamma, sums, grad, eps, [valid, k])
     }
 }
 
@@ -216,68 +221,61 @@ fn image_of_rows<B: Backend>(x: FloatTensor<B>, dims: [usize; 4]) -> FloatTensor
     B::float_reshape(x, Shape::new(dims))
 }
 
-/// The default body of [`CnnOps::batch_norm_pool`]: the normalised image, then its pooling.
-fn batch_norm_pool_of<B: CnnOps>(
+/// ±1 per channel of `gamma` [C], as [1, 1, 1, C]: −1 where γ < 0.
+fn gamma_signs<B: Backend>(gamma: FloatTensor<B>) -> FloatTensor<B> {
+    let c = gamma.shape().dims::<1>()[0];
+    let device = gamma.device();
+    let bool_dtype = burn::backend::get_or_init_device_settings::<B>(&device).bool_dtype;
+    let ones = B::float_ones(gamma.shape(), &device, gamma.dtype().into());
+    let negative = B::float_lower_elem(gamma, 0f32.into(), bool_dtype);
+    let signs = B::float_mask_fill(ones, negative, (-1f32).into());
+    B::float_reshape(signs, Shape::new([1, 1, 1, c]))
+}
+
+/// The default body of [`CnnOps::pool_extremes`]: the pooling of x·±1, times ±1 again
+/// (negation is exact, so the minimum is the negated maximum of −x).
+fn pool_extremes_of<B: CnnOps>(
     x: FloatTensor<B>,
+    gamma: FloatTensor<B>,
+    valid: usize,
+    k: usize,
+) -> FloatTensor<B> {
+    let signs = gamma_signs::<B>(gamma);
+    let pooled = B::max_pool_valid(B::float_mul(x, signs.clone()), valid, k);
+    B::float_mul(pooled, signs)
+}
+
+/// The pooled extremes [B, F', T', C] normalised with [`CnnOps::batch_norm_rows`] (the
+/// statistics are the whole image's, so its backward does not apply: the caller's does).
+fn normalised_extremes<B: CnnOps>(
+    ext: FloatTensor<B>,
     stats: FloatTensor<B>,
     gamma: FloatTensor<B>,
     beta: FloatTensor<B>,
     eps: f64,
-    [valid, k]: [usize; 2],
 ) -> FloatTensor<B> {
-    let y = batch_norm_image_of::<B>(x, stats, gamma, beta, eps);
-    max_pool_of::<B>(y, valid, k)
+    let dims = ext.shape().dims::<4>();
+    let y = B::batch_norm_rows(image_rows::<B>(ext, dims), stats, gamma, beta, eps, 1, 1);
+    image_of_rows::<B>(y, dims)
 }
 
-/// The default body of [`CnnOps::batch_norm_pool_sums`]: the normalised image again, the
-/// pooling's backward through it, then the batch norm's sums.
-fn batch_norm_pool_sums_of<B: CnnOps>(
-    x: FloatTensor<B>,
-    stats: FloatTensor<B>,
-    gamma: FloatTensor<B>,
-    beta: FloatTensor<B>,
-    grad: FloatTensor<B>,
-    eps: f64,
-    [valid, k]: [usize; 2],
-) -> FloatTensor<B> {
-    let dims = x.shape().dims::<4>();
-    let y = batch_norm_image_of::<B>(x.clone(), stats.clone(), gamma, beta, eps);
-    let dy = B::max_pool_valid_backward(y, grad, valid, k);
-    let rows = |v| image_rows::<B>(v, dims);
-    B::batch_norm_sums(rows(x), stats, rows(dy), eps)
-}
-
-/// The default body of [`CnnOps::batch_norm_pool_input_grad`], as the sums' above.
-#[allow(clippy::too_many_arguments)]
+/// The default body of [`CnnOps::batch_norm_pool_input_grad`]: the pooling's backward of x·±1
+/// (whose windows' maxima are the extremes), then the batch norm's input gradient.
 fn batch_norm_pool_input_grad_of<B: CnnOps>(
     x: FloatTensor<B>,
     stats: FloatTensor<B>,
     gamma: FloatTensor<B>,
-    beta: FloatTensor<B>,
     sums: FloatTensor<B>,
     grad: FloatTensor<B>,
     eps: f64,
     [valid, k]: [usize; 2],
 ) -> FloatTensor<B> {
     let dims = x.shape().dims::<4>();
-    let y = batch_norm_image_of::<B>(x.clone(), stats.clone(), gamma.clone(), beta, eps);
-    let dy = B::max_pool_valid_backward(y, grad, valid, k);
+    let signed = B::float_mul(x.clone(), gamma_signs::<B>(gamma.clone()));
+    let dy = B::max_pool_valid_backward(signed, grad, valid, k);
     let rows = |v| image_rows::<B>(v, dims);
     let dx = B::batch_norm_input_grad(rows(x), stats, gamma, sums, rows(dy), eps, dims[2], valid);
     image_of_rows::<B>(dx, dims)
-}
-
-/// [`CnnOps::batch_norm_rows`]' default body on an image [B, F, T, C].
-fn batch_norm_image_of<B: Backend>(
-    x: FloatTensor<B>,
-    stats: FloatTensor<B>,
-    gamma: FloatTensor<B>,
-    beta: FloatTensor<B>,
-    eps: f64,
-) -> FloatTensor<B> {
-    let dims = x.shape().dims::<4>();
-    let y = batch_norm_rows_of::<B>(image_rows::<B>(x, dims), stats, gamma, beta, eps);
-    image_of_rows::<B>(y, dims)
 }
 
 /// The number of data rows among `n` rows when row r is one iff r mod `t` < `valid`.
@@ -725,25 +723,19 @@ mod autodiff {
     }
 
     impl<B: Backend + CnnOps> Backward<B, 3> for BatchNormPoolBackward {
-        /// `x`, its statistics, γ and β.
+        /// `x`, its windows' extremes, its statistics and γ.
         type State = [FloatTensor<B>; 4];
 
         fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
             let [node_x, node_gamma, node_beta] = ops.parents;
             let grad = grads.consume::<B>(&ops.node);
-            let [x, stats, gamma, beta] = ops.state;
-            let c = stats.shape().dims::<2>()[1];
+            let [x, ext, stats, gamma] = ops.state;
+            let [b, fo, to, c] = ext.shape().dims::<4>();
             let (eps, valid, k) = (self.eps, self.valid, self.k);
-            let sums = B::batch_norm_pool_sums(
-                x.clone(),
-                stats.clone(),
-                gamma.clone(),
-                beta.clone(),
-                grad.clone(),
-                eps,
-                valid,
-                k,
-            );
+            // The pooling sends each window's gradient to its extreme alone.
+            let rows = |v| B::float_reshape(v, Shape::new([b * fo * to, c]));
+            let sums =
+                B::batch_norm_sums(rows(ext.clone()), stats.clone(), rows(grad.clone()), eps);
             let row = |i: usize| {
                 let r = B::float_slice(sums.clone(), &[Slice::from(i..i + 1), Slice::from(0..c)]);
                 B::float_reshape(r, Shape::new([c]))
@@ -756,7 +748,7 @@ mod autodiff {
             }
             if let Some(node) = node_x {
                 let d =
-                    B::batch_norm_pool_input_grad(x, stats, gamma, beta, sums, grad, eps, valid, k);
+                    B::batch_norm_pool_input_grad(x, ext, stats, gamma, sums, grad, eps, valid, k);
                 grads.register::<B>(node.id, d);
             }
         }
@@ -825,18 +817,16 @@ mod autodiff {
                 .stateful()
             {
                 OpsKind::Tracked(prep) => {
-                    let x = x.primitive().clone();
-                    let (gamma, beta) = (gamma.primitive().clone(), beta.primitive().clone());
-                    let out = B::batch_norm_pool(
-                        x.clone(),
+                    let (x, gamma) = (x.primitive().clone(), gamma.primitive().clone());
+                    let ext = B::pool_extremes(x.clone(), gamma.clone(), valid, k);
+                    let out = super::normalised_extremes::<B>(
+                        ext.clone(),
                         stats.clone(),
                         gamma.clone(),
-                        beta.clone(),
+                        beta.into_primitive(),
                         eps,
-                        valid,
-                        k,
                     );
-                    prep.finish([x, stats, gamma, beta], out)
+                    prep.finish([x, ext, stats, gamma], out)
                 }
                 OpsKind::UnTracked(prep) => prep.finish(B::batch_norm_pool(
                     x.into_primitive(),
@@ -1076,13 +1066,8 @@ mod backends {
             }
             let shape = x.shape();
             let c = shape.dims::<2>()[1];
-            let (mean, s) = mean_and_scale(&contiguous(stats), eps);
-            let (gamma, beta) = (contiguous(gamma), contiguous(beta));
-            let scale: Vec<f32> = s
-                .iter()
-                .zip(gamma.storage::<f32>())
-                .map(|(s, g)| s * g)
-                .collect();
+            let (mean, _, scale) = mean_and_slope(stats, gamma, eps);
+            let beta = contiguous(beta);
             let beta = beta.storage::<f32>();
             let x = contiguous(x);
             let mut y = Vec::with_capacity(x.storage::<f32>().len());
@@ -1192,128 +1177,42 @@ mod backends {
             FlexTensor::from_data(TensorData::new(dx, shape))
         }
 
-        /// One pass over the windows, writing only the pooled output: the normalisation
-        /// (x − mean)·a + β with a = γ·s is monotonic in x (in f32 too, as rounding is), rising
-        /// where a ≥ 0 and falling elsewhere, so each window's maximum is the normalised maximum of
-        /// its x, or of its minimum where a < 0.
-        fn batch_norm_pool(
-            x: FlexTensor,
-            stats: FlexTensor,
-            gamma: FlexTensor,
-            beta: FlexTensor,
-            eps: f64,
-            valid: usize,
-            k: usize,
-        ) -> FlexTensor {
-            if [&x, &stats, &gamma, &beta]
-                .iter()
-                .any(|v| v.dtype() != DType::F32)
-            {
-                return super::batch_norm_pool_of::<Flex>(x, stats, gamma, beta, eps, [valid, k]);
+        /// One pass over the windows, strip by strip of k image rows.
+        fn pool_extremes(x: FlexTensor, gamma: FlexTensor, valid: usize, k: usize) -> FlexTensor {
+            if x.dtype() != DType::F32 || gamma.dtype() != DType::F32 {
+                return super::pool_extremes_of::<Flex>(x, gamma, valid, k);
             }
             let [b, f, t, c] = x.shape().dims::<4>();
             let (fo, to) = (f / k, valid / k);
-            let (mean, a) = mean_and_slope(stats, gamma, eps);
-            let beta = contiguous(beta);
-            let beta = beta.storage::<f32>();
+            let gamma = contiguous(gamma);
             let x = contiguous(x);
             let x = x.storage::<f32>();
-            let mut out = Vec::with_capacity(b * fo * to * c);
-            let (mut ext, mut low) = (vec![0f32; to * c], vec![0f32; c]);
-            for bi in 0..b {
-                for oi in 0..fo {
+            let mut ext = vec![0f32; b * fo * to * c];
+            let mut low = vec![0f32; c];
+            if to * c > 0 {
+                for (n, e) in ext.chunks_exact_mut(to * c).enumerate() {
+                    let (bi, oi) = (n / fo, n % fo);
                     let strip = &x[(bi * f + oi * k) * t * c..][..k * t * c];
-                    window_extremes(strip, [t, c, k], &a, &mut ext, &mut low);
-                    for e in ext.chunks_exact(c) {
-                        out.extend(
-                            e.iter()
-                                .zip(&mean)
-                                .zip(&a)
-                                .zip(beta)
-                                .map(|(((&e, m), a), b)| (e - m) * a + b),
-                        );
-                    }
+                    window_extremes(strip, [t, c, k], gamma.storage::<f32>(), e, &mut low);
                 }
             }
-            FlexTensor::from_data(TensorData::new(out, [b, fo, to, c]))
+            FlexTensor::from_data(TensorData::new(ext, [b, fo, to, c]))
         }
 
-        /// One pass over the windows: the pooling sends each window's gradient to its extreme,
-        /// so the sums run over the windows' extremes alone.
-        fn batch_norm_pool_sums(
-            x: FlexTensor,
-            stats: FlexTensor,
-            gamma: FlexTensor,
-            beta: FlexTensor,
-            grad: FlexTensor,
-            eps: f64,
-            valid: usize,
-            k: usize,
-        ) -> FlexTensor {
-            if [&x, &stats, &gamma, &grad]
-                .iter()
-                .any(|v| v.dtype() != DType::F32)
-            {
-                return super::batch_norm_pool_sums_of::<Flex>(
-                    x,
-                    stats,
-                    gamma,
-                    beta,
-                    grad,
-                    eps,
-                    [valid, k],
-                );
-            }
-            let [b, f, t, c] = x.shape().dims::<4>();
-            let (fo, to) = (f / k, valid / k);
-            let s = mean_and_scale(&contiguous(stats.clone()), eps).1;
-            let (mean, a) = mean_and_slope(stats, gamma, eps);
-            let (x, grad) = (contiguous(x), contiguous(grad));
-            let (x, grad) = (x.storage::<f32>(), grad.storage::<f32>());
-            let mut sums = [vec![0f64; c], vec![0f64; c]];
-            let mut block = [vec![0f32; c], vec![0f32; c]];
-            let (mut ext, mut low) = (vec![0f32; to * c], vec![0f32; c]);
-            let mut in_block = 0;
-            for bi in 0..b {
-                for oi in 0..fo {
-                    let strip = &x[(bi * f + oi * k) * t * c..][..k * t * c];
-                    window_extremes(strip, [t, c, k], &a, &mut ext, &mut low);
-                    let g = &grad[(bi * fo + oi) * to * c..][..to * c];
-                    for (e, g) in ext.chunks_exact(c).zip(g.chunks_exact(c)) {
-                        let [bx, bg] = &mut block;
-                        for ((((bx, bg), &e), &g), m) in
-                            bx.iter_mut().zip(bg.iter_mut()).zip(e).zip(g).zip(&mean)
-                        {
-                            *bx += g * (e - m);
-                            *bg += g;
-                        }
-                        in_block += 1;
-                        if in_block == STATS_BLOCK {
-                            flush(&mut sums, &mut block);
-                            in_block = 0;
-                        }
-                    }
-                }
-            }
-            flush(&mut sums, &mut block);
-            sums_tensor(&sums, &s)
-        }
-
-        /// One pass over x, written in order: each strip of k image rows has its windows'
-        /// extremes found first (the strip stays in cache), then every row's gradient, with the
-        /// pooled gradient at the first position of each window that holds its extreme.
+        /// One pass over x, written in order, with the pooled gradient at the first position of
+        /// each window that holds its extreme.
         fn batch_norm_pool_input_grad(
             x: FlexTensor,
+            ext: FlexTensor,
             stats: FlexTensor,
             gamma: FlexTensor,
-            beta: FlexTensor,
             sums: FlexTensor,
             grad: FlexTensor,
             eps: f64,
             valid: usize,
             k: usize,
         ) -> FlexTensor {
-            if [&x, &stats, &gamma, &sums, &grad]
+            if [&x, &ext, &stats, &gamma, &sums, &grad]
                 .iter()
                 .any(|v| v.dtype() != DType::F32)
             {
@@ -1321,7 +1220,6 @@ mod backends {
                     x,
                     stats,
                     gamma,
-                    beta,
                     sums,
                     grad,
                     eps,
@@ -1338,10 +1236,13 @@ mod backends {
                 shift,
                 slope,
             } = InputGrad::new(stats, gamma, sums, eps, w);
-            let (x, grad) = (contiguous(x), contiguous(grad));
-            let (x, grad) = (x.storage::<f32>(), grad.storage::<f32>());
+            let (x, ext, grad) = (contiguous(x), contiguous(ext), contiguous(grad));
+            let (x, ext, grad) = (
+                x.storage::<f32>(),
+                ext.storage::<f32>(),
+                grad.storage::<f32>(),
+            );
             let mut dx = Vec::with_capacity(b * f * t * c);
-            let (mut ext, mut low) = (vec![0f32; to * c], vec![0f32; c]);
             // Whether each window's extreme has been met yet, per channel.
             let mut taken = vec![0u32; to * c];
             for bi in 0..b {
@@ -1349,17 +1250,14 @@ mod backends {
                     let (oi, i) = (fi / k, fi % k);
                     let pooled = oi < fo;
                     if pooled && i == 0 {
-                        let strip = &x[(bi * f + fi) * t * c..][..k * t * c];
-                        window_extremes(strip, [t, c, k], &a, &mut ext, &mut low);
                         taken.fill(0);
                     }
                     let row = &x[(bi * f + fi) * t * c..][..t * c];
                     for (tj, v) in row.chunks_exact(c).enumerate() {
                         if pooled && tj < to * k {
-                            let oj = tj / k;
-                            let e = &ext[oj * c..][..c];
-                            let g = &grad[((bi * fo + oi) * to + oj) * c..][..c];
-                            let seen = &mut taken[oj * c..][..c];
+                            let at = ((bi * fo + oi) * to + tj / k) * c;
+                            let (e, g) = (&ext[at..][..c], &grad[at..][..c]);
+                            let seen = &mut taken[(tj / k) * c..][..c];
                             dx.extend(
                                 v.iter()
                                     .zip(e)
@@ -1393,13 +1291,13 @@ mod backends {
     }
 
     /// Each k×k window's extreme along one strip of k image rows (`strip` [k, T, C]), into `ext`
-    /// [T / k, C] (as many windows as `ext` holds): per channel the maximum where `a` ≥ 0 and the
-    /// minimum elsewhere, the value whose normalisation is the window's maximum. `low` [C] is
-    /// scratch.
+    /// [T / k, C] (as many windows as `ext` holds): per channel the maximum where `gamma` ≥ 0
+    /// and the minimum elsewhere, the value whose normalisation is the window's maximum. `low`
+    /// [C] is scratch.
     fn window_extremes(
         strip: &[f32],
         [t, c, k]: [usize; 3],
-        a: &[f32],
+        gamma: &[f32],
         ext: &mut [f32],
         low: &mut [f32],
     ) {
@@ -1420,8 +1318,8 @@ mod backends {
                     }
                 }
             }
-            for ((h, &l), &a) in e.iter_mut().zip(low.iter()).zip(a) {
-                *h = if a >= 0.0 { *h } else { l };
+            for ((h, &l), &g) in e.iter_mut().zip(low.iter()).zip(gamma) {
+                *h = if g >= 0.0 { *h } else { l };
             }
         }
     }
@@ -1451,8 +1349,7 @@ mod backends {
     impl InputGrad {
         /// From the statistics [2, C], γ [C] and the sums [2, C] (Σ g·x̂, Σ g).
         fn new(stats: FlexTensor, gamma: FlexTensor, sums: FlexTensor, eps: f64, w: f32) -> Self {
-            let s = mean_and_scale(&contiguous(stats.clone()), eps).1;
-            let (mean, a) = mean_and_slope(stats, gamma, eps);
+            let (mean, s, a) = mean_and_slope(stats, gamma, eps);
             let sums = contiguous(sums);
             let (sum_gx, sum_g) = sums.storage::<f32>().split_at(a.len());
             let shift = a.iter().zip(sum_g).map(|(a, sg)| a * w * sg).collect();
@@ -1471,9 +1368,13 @@ mod backends {
         }
     }
 
-    /// Each channel's mean and a = γ/√(var + eps), the slope of its normalisation, from
-    /// batch-norm statistics [2, C] and γ [C].
-    fn mean_and_slope(stats: FlexTensor, gamma: FlexTensor, eps: f64) -> (Vec<f32>, Vec<f32>) {
+    /// Each channel's mean, s = 1/√(var + eps) and a = γ·s, the slope of its normalisation,
+    /// from batch-norm statistics [2, C] and γ [C].
+    fn mean_and_slope(
+        stats: FlexTensor,
+        gamma: FlexTensor,
+        eps: f64,
+    ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
         let (mean, s) = mean_and_scale(&contiguous(stats), eps);
         let gamma = contiguous(gamma);
         let a = s
@@ -1481,7 +1382,7 @@ mod backends {
             .zip(gamma.storage::<f32>())
             .map(|(s, g)| s * g)
             .collect();
-        (mean, a)
+        (mean, s, a)
     }
 
     /// Rows summed in f32 before their block's sums join the f64 totals: short enough that f32

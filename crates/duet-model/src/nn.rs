@@ -545,14 +545,13 @@ fn bn_padded(bn: &BatchNorm, p: Padded, mode: Mode, bias: Tensor<1>) -> Padded {
     Padded { x, valid: p.valid }
 }
 
-/// [`bn_padded`], then [`max_pool_padded`]. In training on the CPU one backend operation
-/// (`crate::cnn::batch_norm_pool`): the normalised image, as large as the conv output, is neither
-/// written nor kept for the backward, whose passes run over the conv output and the pooled
-/// gradient alone. GPUs keep the two operations: there the fused one's backward would compute
-/// the normalised image and the pooling's backward twice more, in more dispatches.
+/// [`bn_padded`], then [`max_pool_padded`]. In training one backend operation
+/// (`crate::cnn::batch_norm_pool`): as the normalisation is monotonic in x, the pooling picks
+/// each window's extreme of the conv output before it is normalised, so the normalised image, as
+/// large as the conv output, is neither written nor kept for the backward, and the batch norm's
+/// column sums in the backward run over the pooled windows alone.
 fn bn_pool_padded(bn: &BatchNorm, p: Padded, mode: Mode, bias: Tensor<1>, k: usize) -> Tensor<4> {
-    let on_cpu = crate::backend::kind_of(&p.x.device()) == "cpu";
-    let (Mode::Train { momentum }, true) = (mode, on_cpu) else {
+    let Mode::Train { momentum } = mode else {
         return max_pool_padded(bn_padded(bn, p, mode, bias), k);
     };
     let [b, f, t, c] = p.x.dims();
