@@ -948,34 +948,9 @@ mod backends {
                 return super::max_pool_of::<Flex>(x, valid, k);
             }
             let [b, f, t, c] = x.shape().dims::<4>();
-            let (fo, to) = (f / k, valid / k);
             let x = contiguous(x);
-            let x = x.storage::<f32>();
-            // Appended window by window (in the output's order), not zero-filled first.
-            let mut out = Vec::with_capacity(b * fo * to * c);
-            let mut window = vec![0f32; c];
-            for n in 0..b * fo * to {
-                let (bi, rest) = (n / (fo * to), n % (fo * to));
-                let (oi, oj) = (rest / to, rest % to);
-                for i in 0..k {
-                    for j in 0..k {
-                        let at = ((bi * f + oi * k + i) * t + oj * k + j) * c;
-                        let v = &x[at..at + c];
-                        if i == 0 && j == 0 {
-                            window.copy_from_slice(v);
-                        } else {
-                            // Greater only: a tie keeps the earlier view, as the backward
-                            // assumes. A select, not a conditional store, so that it vectorises.
-                            for (o, &v) in window.iter_mut().zip(v) {
-                                let m = *o;
-                                *o = if v > m { v } else { m };
-                            }
-                        }
-                    }
-                }
-                out.extend_from_slice(&window);
-            }
-            FlexTensor::from_data(TensorData::new(out, [b, fo, to, c]))
+            let out = window_extremes(x.storage::<f32>(), [b, f, t, c], [valid, k], None);
+            FlexTensor::from_data(TensorData::new(out, [b, f / k, valid / k, c]))
         }
 
         fn max_pool_valid_backward(
@@ -1177,26 +1152,16 @@ mod backends {
             FlexTensor::from_data(TensorData::new(dx, shape))
         }
 
-        /// One pass over the windows, strip by strip of k image rows.
+        /// One pass over the windows.
         fn pool_extremes(x: FlexTensor, gamma: FlexTensor, valid: usize, k: usize) -> FlexTensor {
             if x.dtype() != DType::F32 || gamma.dtype() != DType::F32 {
                 return super::pool_extremes_of::<Flex>(x, gamma, valid, k);
             }
             let [b, f, t, c] = x.shape().dims::<4>();
-            let (fo, to) = (f / k, valid / k);
-            let gamma = contiguous(gamma);
-            let x = contiguous(x);
-            let x = x.storage::<f32>();
-            let mut ext = vec![0f32; b * fo * to * c];
-            let mut low = vec![0f32; c];
-            if to * c > 0 {
-                for (n, e) in ext.chunks_exact_mut(to * c).enumerate() {
-                    let (bi, oi) = (n / fo, n % fo);
-                    let strip = &x[(bi * f + oi * k) * t * c..][..k * t * c];
-                    window_extremes(strip, [t, c, k], gamma.storage::<f32>(), e, &mut low);
-                }
-            }
-            FlexTensor::from_data(TensorData::new(ext, [b, fo, to, c]))
+            let (gamma, x) = (contiguous(gamma), contiguous(x));
+            let gamma = Some(gamma.storage::<f32>());
+            let ext = window_extremes(x.storage::<f32>(), [b, f, t, c], [valid, k], gamma);
+            FlexTensor::from_data(TensorData::new(ext, [b, f / k, valid / k, c]))
         }
 
         /// One pass over x, written in order, with the pooled gradient at the first position of
@@ -1290,38 +1255,63 @@ mod backends {
         }
     }
 
-    /// Each k×k window's extreme along one strip of k image rows (`strip` [k, T, C]), into `ext`
-    /// [T / k, C] (as many windows as `ext` holds): per channel the maximum where `gamma` ≥ 0
-    /// and the minimum elsewhere, the value whose normalisation is the window's maximum. `low`
-    /// [C] is scratch.
+    /// Each k×k window's extreme per channel of `x` [b, f, t, c] over its first `valid` frames,
+    /// in the output's order [b, f/k, valid/k, c]: the maximum, or, given γ, the minimum where
+    /// γ < 0 (where the batch norm's slope is negative, so that its output's maximum sits at
+    /// the input's minimum). Appended window by window, not zero-filled first.
     fn window_extremes(
-        strip: &[f32],
-        [t, c, k]: [usize; 3],
-        gamma: &[f32],
-        ext: &mut [f32],
-        low: &mut [f32],
-    ) {
-        for (oj, e) in ext.chunks_exact_mut(c).enumerate() {
-            for i in 0..k {
-                for j in 0..k {
-                    let v = &strip[(i * t + oj * k + j) * c..][..c];
-                    if i == 0 && j == 0 {
-                        e.copy_from_slice(v);
-                        low.copy_from_slice(v);
-                        continue;
+        x: &[f32],
+        [b, f, t, c]: [usize; 4],
+        [valid, k]: [usize; 2],
+        gamma: Option<&[f32]>,
+    ) -> Vec<f32> {
+        let (fo, to) = (f / k, valid / k);
+        let mut out = Vec::with_capacity(b * fo * to * c);
+        let (mut high, mut low) = (vec![0f32; c], vec![0f32; c]);
+        for bi in 0..b {
+            for oi in 0..fo {
+                let strip = &x[(bi * f + oi * k) * t * c..][..k * t * c];
+                for oj in 0..to {
+                    for i in 0..k {
+                        for j in 0..k {
+                            let v = &strip[(i * t + oj * k + j) * c..][..c];
+                            if i == 0 && j == 0 {
+                                high.copy_from_slice(v);
+                                if gamma.is_some() {
+                                    low.copy_from_slice(v);
+                                }
+                                continue;
+                            }
+                            // Strictly greater (less) only: a tie keeps the earlier view, as the
+                            // backward assumes. Selects of one output each, not conditional
+                            // stores, so that they compile to `maxps` and `minps`.
+                            if gamma.is_some() {
+                                for ((h, l), &v) in high.iter_mut().zip(low.iter_mut()).zip(v) {
+                                    let (hv, lv) = (*h, *l);
+                                    *h = if v > hv { v } else { hv };
+                                    *l = if v < lv { v } else { lv };
+                                }
+                            } else {
+                                for (h, &v) in high.iter_mut().zip(v) {
+                                    let hv = *h;
+                                    *h = if v > hv { v } else { hv };
+                                }
+                            }
+                        }
                     }
-                    // Selects of one output each, which compile to `maxps` and `minps`.
-                    for ((h, l), &v) in e.iter_mut().zip(low.iter_mut()).zip(v) {
-                        let (hv, lv) = (*h, *l);
-                        *h = if v > hv { v } else { hv };
-                        *l = if v < lv { v } else { lv };
+                    match gamma {
+                        Some(gamma) => out.extend(
+                            high.iter()
+                                .zip(&low)
+                                .zip(gamma)
+                                .map(|((&h, &l), &g)| if g >= 0.0 { h } else { l }),
+                        ),
+                        None => out.extend_from_slice(&high),
                     }
                 }
             }
-            for ((h, &l), &g) in e.iter_mut().zip(low.iter()).zip(gamma) {
-                *h = if g >= 0.0 { *h } else { l };
-            }
         }
+        out
     }
 
     /// The column sums Σ g·(x − mean) and Σ g as the [2, C] tensor the batch norm's backward
