@@ -120,6 +120,11 @@ pub struct Args {
     /// studio speech fail; one trained with `--augment` keeps its answers further down.
     #[arg(long, value_name = "DB")]
     pub noisy_below: Option<f32>,
+    /// Decoupled weight decay λ (AdamW, as PyTorch applies it): every step each weight matrix and
+    /// convolution kernel shrinks by lr·λ of itself before the Adam update; biases and batch-norm
+    /// parameters are not decayed. 0 (default, the paper): plain Adam.
+    #[arg(long, default_value_t = 0.0, value_name = "LAMBDA")]
+    pub weight_decay: f64,
     /// A note for the model file's provenance, `KEY=VALUE` (repeatable), e.g. the weights' license.
     #[arg(long, value_parser = parse_note)]
     pub note: Vec<(String, String)>,
@@ -335,6 +340,10 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
             o.mfcc_standardise = args.mfcc_standardise;
             o.average_last = args.average_last;
             o.noisy_below_db = args.noisy_below;
+            o.weight_decay = args.weight_decay;
+            if !(o.weight_decay >= 0.0 && o.weight_decay.is_finite()) {
+                bail!("--weight-decay must be a number of 0 or more");
+            }
             if let Some(db) = o.noisy_below_db
                 && !(0.0..=100.0).contains(&db)
             {

@@ -1,5 +1,7 @@
 #![allow(missing_docs)] // Field names follow the paper and the report schema; the module doc explains them.
-//! Adam (Kingma & Ba; paper §3.1: "An Adam optimizer is used"), with PyTorch's defaults.
+//! Adam (Kingma & Ba; paper §3.1: "An Adam optimizer is used"), with PyTorch's defaults, and
+//! optionally decoupled weight decay (Loshchilov & Hutter's AdamW, as PyTorch's `AdamW` applies it:
+//! each weight shrinks by lr·λ of itself before the Adam update). The paper uses none.
 //!
 //! Written here rather than taken from burn-optim so that its state is plain tensors addressed by the
 //! parameter's documented name (docs/weights.md, the model's [`TensorNames`]) — saved in checkpoints
@@ -21,6 +23,9 @@ pub struct AdamConfig {
     pub beta1: f64,
     pub beta2: f64,
     pub eps: f64,
+    /// Decoupled weight decay λ of the weight matrices and kernels (tensors of two or more
+    /// dimensions); biases and batch-norm parameters are not decayed. 0: plain Adam.
+    pub weight_decay: f64,
 }
 
 impl Default for AdamConfig {
@@ -29,6 +34,7 @@ impl Default for AdamConfig {
             beta1: 0.9,
             beta2: 0.999,
             eps: 1e-8,
+            weight_decay: 0.0,
         }
     }
 }
@@ -80,7 +86,11 @@ impl ModuleMapper for StepMapper<'_> {
         let m_hat = m.clone().div_scalar(1.0 - c.beta1.powi(t));
         let v_hat = v.clone().div_scalar(1.0 - c.beta2.powi(t));
         let update = (m_hat / (v_hat.sqrt() + c.eps)).mul_scalar(self.lr);
-        let new = tensor.inner().reshape([n]) - update;
+        let mut old = tensor.inner().reshape([n]);
+        if c.weight_decay != 0.0 && D >= 2 {
+            old = old.mul_scalar(1.0 - self.lr * c.weight_decay);
+        }
+        let new = old - update;
         let mut new = Tensor::from_inner(new.reshape(dims));
         if require_grad {
             new = new.require_grad();

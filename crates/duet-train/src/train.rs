@@ -89,6 +89,9 @@ pub struct TrainOptions {
     /// not stored (the default of duet_dsp::NOISY_BELOW_DB applies).
     #[serde(default)]
     pub noisy_below_db: Option<f32>,
+    /// Adam's decoupled weight decay λ (crate::adam::AdamConfig::weight_decay); 0 in the paper.
+    #[serde(default)]
+    pub weight_decay: f64,
 }
 
 impl TrainOptions {
@@ -116,6 +119,15 @@ impl TrainOptions {
             mfcc_standardise: false,
             average_last: 0,
             noisy_below_db: None,
+            weight_decay: 0.0,
+        }
+    }
+
+    /// The optimizer's settings: PyTorch's Adam defaults with this run's weight decay.
+    fn adam_config(&self) -> AdamConfig {
+        AdamConfig {
+            weight_decay: self.weight_decay,
+            ..AdamConfig::default()
         }
     }
 
@@ -770,6 +782,15 @@ fn recipe_notes(options: &TrainOptions, epochs: usize, prov: &mut duet_model::co
             "MFCC frames standardised with the training utterances' statistics".into(),
         );
     }
+    if options.weight_decay != 0.0 {
+        prov.notes.insert(
+            "weight_decay".into(),
+            format!(
+                "{} (decoupled, weight matrices and kernels)",
+                options.weight_decay
+            ),
+        );
+    }
     if options.spec_augment {
         prov.notes.insert(
             "spec_augment".into(),
@@ -1122,7 +1143,7 @@ pub fn run(
                     DuetModel::build(file.config, &mut FileSource::new(file.tensors), &ad_device)
                         .map_err(|e| DataError::Training(e.to_string()))?;
                 let adam = Adam::import(
-                    AdamConfig::default(),
+                    options.adam_config(),
                     c.state.adam_step,
                     &c.adam,
                     &model,
@@ -1143,7 +1164,7 @@ pub fn run(
                     &ad_device,
                 )
                 .map_err(|e| DataError::Training(e.to_string()))?;
-                (model, Adam::new(AdamConfig::default()), None)
+                (model, Adam::new(options.adam_config()), None)
             }
         };
         if state.epoch == 0 && state.batch == 0 {
@@ -1353,7 +1374,7 @@ pub fn run(
                 &run_dir.checkpoint(),
                 &state,
                 &fresh,
-                &Adam::new(AdamConfig::default()),
+                &Adam::new(options.adam_config()),
                 None,
             )?;
         }
@@ -1449,6 +1470,70 @@ mod tests {
         assert!(
             differ > 1000,
             "the three models should differ ({differ} values do)"
+        );
+    }
+
+    /// Decoupled weight decay as PyTorch's `AdamW` applies it: from the same weights and batch, the
+    /// step with λ differs from plain Adam's by exactly −lr·λ·w₀ in every weight matrix and kernel,
+    /// and not at all in biases and batch-norm parameters (which are not decayed).
+    #[test]
+    fn weight_decay_shrinks_the_matrices_by_lr_lambda_of_themselves() {
+        let device = duet_model::backend::cpu_device();
+        let ad = device.clone().autodiff();
+        let mut config = ModelConfig::new(ModelKind::Dual, Preset::Paper);
+        config.hidden = 8;
+        let mut rng = duet_model::rng::SplitMix64::new(5);
+        let batch: Vec<Prepared> = (0..2)
+            .map(|_| Prepared::random(&config, 8_000, &mut rng))
+            .collect();
+        let batch: Vec<&Prepared> = batch.iter().collect();
+        let (lr, lambda) = (0.01, 0.5);
+        let stepped = |weight_decay: f64| {
+            let model = weights::init(config.clone(), 3, &ad).unwrap();
+            let mut adam = Adam::new(AdamConfig {
+                weight_decay,
+                ..AdamConfig::default()
+            });
+            let (model, _) = train_step(model, &mut adam, &batch, &[0, 2], lr, &ad).unwrap();
+            weights::read(&weights::save(&model, Precision::F32).unwrap())
+                .unwrap()
+                .tensors
+        };
+        let start = weights::read(
+            &weights::save(
+                &weights::init(config.clone(), 3, &device).unwrap(),
+                Precision::F32,
+            )
+            .unwrap(),
+        )
+        .unwrap()
+        .tensors;
+        let (plain, decayed) = (stepped(0.0), stepped(lambda));
+        let (mut matrices, mut others) = (0, 0);
+        for (name, (shape, w0)) in &start {
+            // Running statistics (some of them [steps, units]) are not trained, so not decayed.
+            let decays = shape.len() >= 2 && !name.contains(".running_");
+            for (j, &w) in w0.iter().enumerate() {
+                let (p, d) = (plain[name].1[j], decayed[name].1[j]);
+                let want = if decays {
+                    p - (lr * lambda) as f32 * w
+                } else {
+                    p
+                };
+                assert!(
+                    (d - want).abs() <= 1e-6 * (1.0 + want.abs()),
+                    "{name}{shape:?}[{j}]: {d} with decay, {p} without, from {w}"
+                );
+            }
+            if decays {
+                matrices += 1;
+            } else {
+                others += 1;
+            }
+        }
+        assert!(
+            matrices > 10 && others > 10,
+            "{matrices} matrices, {others} others"
         );
     }
 
