@@ -1,7 +1,8 @@
 #![allow(missing_docs)] // Field names follow the paper and the report schema; the module doc explains them.
-//! Adam (Kingma & Ba; paper §3.1: "An Adam optimizer is used"), with PyTorch's defaults, and
-//! optionally decoupled weight decay (Loshchilov & Hutter's AdamW, as PyTorch's `AdamW` applies it:
-//! each weight shrinks by lr·λ of itself before the Adam update). The paper uses none.
+//! Adam (Kingma and Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015; paper §3.1: "An
+//! Adam optimizer is used"), with PyTorch's defaults, and optionally decoupled weight decay (AdamW:
+//! Loshchilov and Hutter, "Decoupled Weight Decay Regularization", ICLR 2019, as PyTorch's `AdamW`
+//! applies it: each weight shrinks by lr·λ of itself before the Adam update). The paper uses none.
 //!
 //! Written here rather than taken from burn-optim so that its state is plain tensors addressed by the
 //! parameter's documented name (docs/weights.md, the model's [`TensorNames`]) — saved in checkpoints
