@@ -1488,6 +1488,11 @@ mod tests {
             .collect();
         let batch: Vec<&Prepared> = batch.iter().collect();
         let (lr, lambda) = (0.01, 0.5);
+        let tensors = |model: &DuetModel| {
+            weights::read(&weights::save(model, Precision::F32).unwrap())
+                .unwrap()
+                .tensors
+        };
         let stepped = |weight_decay: f64| {
             let model = weights::init(config.clone(), 3, &ad).unwrap();
             let mut adam = Adam::new(AdamConfig {
@@ -1495,19 +1500,9 @@ mod tests {
                 ..AdamConfig::default()
             });
             let (model, _) = train_step(model, &mut adam, &batch, &[0, 2], lr, &ad).unwrap();
-            weights::read(&weights::save(&model, Precision::F32).unwrap())
-                .unwrap()
-                .tensors
+            tensors(&model)
         };
-        let start = weights::read(
-            &weights::save(
-                &weights::init(config.clone(), 3, &device).unwrap(),
-                Precision::F32,
-            )
-            .unwrap(),
-        )
-        .unwrap()
-        .tensors;
+        let start = tensors(&weights::init(config.clone(), 3, &device).unwrap());
         let (plain, decayed) = (stepped(0.0), stepped(lambda));
         let (mut matrices, mut others) = (0, 0);
         for (name, (shape, w0)) in &start {
