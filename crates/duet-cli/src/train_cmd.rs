@@ -10,6 +10,7 @@ use duet_data::protocol::Protocol;
 use duet_data::{OnBadAudio, open_corpora};
 use duet_dsp::Preset;
 use duet_model::ModelKind;
+use duet_model::config::UtteranceMean;
 use duet_train::train::{self, EpochRecord, Observer, Outcome, RunDir, TrainOptions};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
@@ -103,6 +104,12 @@ pub struct Args {
     /// paper: the frames enter the MLSTM as they are) by default.
     #[arg(long)]
     pub mfcc_standardise: bool,
+    /// Subtract each utterance's own mean from its MFCC frames (`mfcc`), from each mel band of its
+    /// spectrograms (`spectrograms`) or from both, in training and wherever the model is used
+    /// (stored in the model file): what a microphone or a vocal tract adds to every frame alike.
+    /// Off (the paper) by default.
+    #[arg(long, value_name = "WHAT", value_parser = parse_utterance_mean)]
+    pub utterance_mean: Option<UtteranceMean>,
     /// Report and export the mean of the weights after each of the last N epochs (batch-norm
     /// statistics included) instead of the epoch chosen on validation, which a few validation
     /// speakers make noisy; validation then only fits the temperature. 0 (default): choose an epoch.
@@ -158,6 +165,15 @@ fn parse_level(s: &str) -> Result<LevelArg, String> {
     };
     level.validate()?;
     Ok(LevelArg(Some(level)))
+}
+
+fn parse_utterance_mean(s: &str) -> Result<UtteranceMean, String> {
+    UtteranceMean::from_name(s).ok_or_else(|| {
+        format!(
+            "`{s}`: expected one of {}",
+            UtteranceMean::NAMES.map(|n| format!("`{n}`")).join(", ")
+        )
+    })
 }
 
 fn parse_note(s: &str) -> Result<(String, String), String> {
@@ -338,6 +354,7 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
             o.augment = args.augment;
             o.spec_augment = args.spec_augment;
             o.mfcc_standardise = args.mfcc_standardise;
+            o.utterance_mean = args.utterance_mean;
             o.average_last = args.average_last;
             o.noisy_below_db = args.noisy_below;
             o.weight_decay = args.weight_decay;

@@ -259,6 +259,85 @@ pub struct ModelConfig {
     /// (absent from the file): the frames enter as they are, as in the paper (§2.3.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mfcc_standardisation: Option<MfccStandardisation>,
+    /// Which inputs lose their mean over the utterance ([`UtteranceMean`]); `None` (absent from the
+    /// file): none, as in the paper (§2.2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub utterance_mean: Option<UtteranceMean>,
+}
+
+/// Per-utterance mean normalisation (docs/weights.md §2): each MFCC value, or each mel band of both
+/// log spectrograms, or both, has its mean over the utterance's frames subtracted before the model
+/// sees it. What a microphone's response and a speaker's vocal tract add to every frame alike is a
+/// constant offset of the log spectrum and of the cepstra, and a constant is what this removes; it
+/// needs nothing but the one utterance, so the page applies it to a single clip. Not in the paper.
+/// Applied before [`MfccStandardisation`], whose statistics are then those of the centred frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UtteranceMean {
+    /// The MFCC frames only.
+    Mfcc,
+    /// The two log mel spectrograms only, band by band.
+    Spectrograms,
+    /// Both.
+    Both,
+}
+
+impl UtteranceMean {
+    /// The names `train --utterance-mean` takes, in the order of the variants.
+    pub const NAMES: [&str; 3] = ["mfcc", "spectrograms", "both"];
+
+    /// The variant called `name` (one of [`Self::NAMES`]).
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "mfcc" => Some(Self::Mfcc),
+            "spectrograms" => Some(Self::Spectrograms),
+            "both" => Some(Self::Both),
+            _ => None,
+        }
+    }
+
+    /// Whether the MFCC frames are centred.
+    pub fn mfcc(self) -> bool {
+        matches!(self, Self::Mfcc | Self::Both)
+    }
+
+    /// Whether the spectrograms are centred.
+    pub fn spectrograms(self) -> bool {
+        matches!(self, Self::Spectrograms | Self::Both)
+    }
+
+    /// Subtracts from `rows` (row-major, `width` values per row) each column's mean: for MFCC frames
+    /// (a row per frame) pass the frame size, the mean is taken over frames. The mean is
+    /// accumulated in f64 so that long utterances lose nothing to rounding.
+    pub fn centre_columns(rows: &mut [f32], width: usize) {
+        let n = rows.len() / width.max(1);
+        if n == 0 {
+            return;
+        }
+        let mut sum = vec![0.0f64; width];
+        for row in rows.chunks_exact(width) {
+            for (s, &x) in sum.iter_mut().zip(row) {
+                *s += x as f64;
+            }
+        }
+        let mean: Vec<f32> = sum.iter().map(|s| (s / n as f64) as f32).collect();
+        for row in rows.chunks_exact_mut(width) {
+            for (x, m) in row.iter_mut().zip(&mean) {
+                *x -= m;
+            }
+        }
+    }
+
+    /// Subtracts from each row of `rows` (row-major, `width` values per row) its own mean: for a
+    /// spectrogram stored [n_mels, frames], each band's mean over time.
+    pub fn centre_rows(rows: &mut [f32], width: usize) {
+        for row in rows.chunks_exact_mut(width.max(1)) {
+            let mean = (row.iter().map(|&x| x as f64).sum::<f64>() / row.len() as f64) as f32;
+            for x in row {
+                *x -= mean;
+            }
+        }
+    }
 }
 
 /// Per-value standardisation of the MFCC frames, `(x − mean) / std`, with the statistics of the
@@ -409,6 +488,7 @@ impl ModelConfig {
             provenance: None,
             calibration: None,
             mfcc_standardisation: None,
+            utterance_mean: None,
         }
     }
 

@@ -5,12 +5,13 @@ use burn::prelude::*;
 use burn::tensor::TensorData;
 use duet_dsp::Features;
 
-use crate::config::ModelConfig;
+use crate::config::{ModelConfig, UtteranceMean};
 use crate::error::ModelError;
 
-/// One utterance ready for the model, on the CPU: MFCC frames as they are (or standardised, where the
-/// model says so: [`crate::config::MfccStandardisation`]) and both spectrograms
-/// resized along time (nearest neighbour) and put on a log scale (paper §2.2).
+/// One utterance ready for the model, on the CPU: MFCC frames as they are (or centred and
+/// standardised, where the model says so: [`UtteranceMean`], [`crate::config::MfccStandardisation`])
+/// and both spectrograms resized along time (nearest neighbour) and put on a log scale (paper §2.2),
+/// each band centred where the model says so.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Prepared {
     /// Row-major [mfcc_frames, mfcc_dim].
@@ -86,15 +87,24 @@ pub fn prepare(features: &Features, config: &ModelConfig) -> Result<Prepared, Mo
             )));
         }
     }
-    let narrow = features
+    let mut narrow = features
         .mel_narrow
         .resize_time_nearest(config.resize.narrow_frames)
         .to_log(f.log_floor);
-    let wide = features
+    let mut wide = features
         .mel_wide
         .resize_time_nearest(config.resize.wide_frames)
         .to_log(f.log_floor);
     let mut mfcc = features.mfcc.data.clone();
+    if let Some(u) = config.utterance_mean {
+        if u.mfcc() {
+            UtteranceMean::centre_columns(&mut mfcc, config.mfcc_dim);
+        }
+        if u.spectrograms() {
+            UtteranceMean::centre_rows(&mut narrow.data, narrow.n_frames);
+            UtteranceMean::centre_rows(&mut wide.data, wide.n_frames);
+        }
+    }
     if let Some(z) = &config.mfcc_standardisation {
         z.apply(&mut mfcc);
     }
@@ -158,7 +168,7 @@ impl ModelInput {
 mod tests {
     use super::*;
     use crate::ModelKind;
-    use crate::config::MfccStandardisation;
+    use crate::config::{MfccStandardisation, UtteranceMean};
     use duet_dsp::{FeatureConfig, FeaturePlan, Preset};
 
     /// A model's MFCC standardisation reaches the prepared frames (the one path of `train`,
@@ -189,5 +199,75 @@ mod tests {
             assert!((var - 1.0).abs() < 1e-3, "value {j}: variance {var}");
         }
         assert_ne!(z.mfcc, plain.mfcc);
+    }
+
+    /// A model's per-utterance mean reaches the prepared inputs it names and no other: afterwards
+    /// each centred MFCC value and spectrogram band averages 0 over the utterance, and adding a
+    /// constant to a band's log power (a microphone's gain at that frequency) changes nothing.
+    #[test]
+    fn prepare_centres_what_the_model_names() {
+        let audio = crate::calibrate::synthetic_voice(1.5, 150.0, 4.0, 7);
+        let features = FeaturePlan::new(&FeatureConfig::paper())
+            .compute(&audio)
+            .unwrap();
+        let mut config = ModelConfig::new(ModelKind::Dual, Preset::Paper);
+        let plain = prepare(&features, &config).unwrap();
+        let d = config.mfcc_dim;
+        // Value j of every frame (MFCC), and band b's run of frames (spectrogram).
+        let mean = |x: &mut dyn Iterator<Item = &f32>| {
+            let (sum, n) = x.fold((0.0f64, 0usize), |(s, n), &v| (s + v as f64, n + 1));
+            sum / n as f64
+        };
+        for u in [
+            UtteranceMean::Mfcc,
+            UtteranceMean::Spectrograms,
+            UtteranceMean::Both,
+        ] {
+            config.utterance_mean = Some(u);
+            let c = prepare(&features, &config).unwrap();
+            assert_eq!(c.mfcc == plain.mfcc, !u.mfcc(), "{u:?}: MFCC");
+            assert_eq!(c.narrow == plain.narrow, !u.spectrograms(), "{u:?}: narrow");
+            assert_eq!(c.wide == plain.wide, !u.spectrograms(), "{u:?}: wide");
+            if u.mfcc() {
+                for j in 0..d {
+                    let m = mean(&mut c.mfcc.iter().skip(j).step_by(d));
+                    assert!(m.abs() < 1e-4, "{u:?}: MFCC value {j} mean {m}");
+                }
+            }
+            if u.spectrograms() {
+                for (name, v, wide) in [("narrow", &c.narrow, false), ("wide", &c.wide, true)] {
+                    let (bands, frames) = config.spectrogram_shape(wide);
+                    for b in 0..bands {
+                        let m = mean(&mut v[b * frames..(b + 1) * frames].iter());
+                        assert!(m.abs() < 1e-3, "{u:?}: {name} band {b} mean {m}");
+                    }
+                }
+            }
+        }
+        // A 6 dB boost of one narrow band (a tilted microphone) leaves the centred spectrogram as
+        // it was, where the plain one moves by 6 dB.
+        let mut tilted = features.clone();
+        let n = tilted.mel_narrow.n_frames;
+        for x in &mut tilted.mel_narrow.data[5 * n..6 * n] {
+            *x *= 10f32.powf(0.6);
+        }
+        let a = prepare(&features, &config).unwrap();
+        let b = prepare(&tilted, &config).unwrap();
+        let diff = a
+            .narrow
+            .iter()
+            .zip(&b.narrow)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max);
+        assert!(diff < 1e-3, "centred spectrogram moved by {diff} dB");
+        config.utterance_mean = None;
+        let a = prepare(&features, &config).unwrap();
+        let b = prepare(&tilted, &config).unwrap();
+        let moved = a
+            .narrow
+            .iter()
+            .zip(&b.narrow)
+            .filter(|(x, y)| (*y - *x - 6.0).abs() < 1e-2);
+        assert!(moved.count() > 0);
     }
 }

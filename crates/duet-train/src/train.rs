@@ -22,7 +22,7 @@ use burn::prelude::*;
 use burn::tensor::TensorData;
 use duet_dsp::{Features, Preset};
 use duet_model::Mode;
-use duet_model::config::MfccStandardisation;
+use duet_model::config::{MfccStandardisation, UtteranceMean};
 use duet_model::input::{ModelInput, Prepared, prepare};
 use duet_model::rng::SplitMix64;
 use duet_model::weights::{self, Precision};
@@ -92,6 +92,10 @@ pub struct TrainOptions {
     /// Adam's decoupled weight decay λ (crate::adam::AdamConfig::weight_decay); 0 in the paper.
     #[serde(default)]
     pub weight_decay: f64,
+    /// Which inputs lose their mean over each utterance (stored in the model file;
+    /// duet_model::config::UtteranceMean); `None` in the paper.
+    #[serde(default)]
+    pub utterance_mean: Option<UtteranceMean>,
 }
 
 impl TrainOptions {
@@ -120,6 +124,7 @@ impl TrainOptions {
             average_last: 0,
             noisy_below_db: None,
             weight_decay: 0.0,
+            utterance_mean: None,
         }
     }
 
@@ -379,14 +384,28 @@ pub fn fold_config(
         config.resize.narrow_frames = n.max(32);
         config.resize.wide_frames = w.max(16);
     }
+    config.utterance_mean = options.utterance_mean;
     if options.mfcc_standardise {
         // The training utterances' frames only, as for the resize targets: nothing of the
-        // validation or test speakers shapes the model.
-        let frames = train
+        // validation or test speakers shapes the model. Centred first where the model centres
+        // them, so that the statistics are those of the frames it will see.
+        let d = config.mfcc_dim;
+        let centre = options.utterance_mean.is_some_and(UtteranceMean::mfcc);
+        let utterances: Vec<std::borrow::Cow<[f32]>> = train
             .iter()
             .filter_map(|&i| features[i].as_ref())
-            .flat_map(|f| f.mfcc.data.chunks_exact(config.mfcc_dim));
-        config.mfcc_standardisation = MfccStandardisation::fit(frames, config.mfcc_dim);
+            .map(|f| {
+                if centre {
+                    let mut frames = f.mfcc.data.clone();
+                    UtteranceMean::centre_columns(&mut frames, d);
+                    frames.into()
+                } else {
+                    f.mfcc.data.as_slice().into()
+                }
+            })
+            .collect();
+        let frames = utterances.iter().flat_map(|u| u.chunks_exact(d));
+        config.mfcc_standardisation = MfccStandardisation::fit(frames, d);
     }
     config
 }
@@ -780,6 +799,19 @@ fn recipe_notes(options: &TrainOptions, epochs: usize, prov: &mut duet_model::co
         prov.notes.insert(
             "mfcc_standardisation".into(),
             "MFCC frames standardised with the training utterances' statistics".into(),
+        );
+    }
+    if let Some(u) = options.utterance_mean {
+        prov.notes.insert(
+            "utterance_mean".into(),
+            format!(
+                "each utterance's mean subtracted from its {}",
+                match u {
+                    UtteranceMean::Mfcc => "MFCC frames",
+                    UtteranceMean::Spectrograms => "spectrograms' bands",
+                    UtteranceMean::Both => "MFCC frames and spectrograms' bands",
+                }
+            ),
         );
     }
     if options.weight_decay != 0.0 {
