@@ -296,6 +296,15 @@ impl UtteranceMean {
         }
     }
 
+    /// What is centred, in words: "MFCC frames", "spectrograms' mel bands" or both.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Mfcc => "MFCC frames",
+            Self::Spectrograms => "spectrograms' mel bands",
+            Self::Both => "MFCC frames and spectrograms' mel bands",
+        }
+    }
+
     /// Whether the MFCC frames are centred.
     pub fn mfcc(self) -> bool {
         matches!(self, Self::Mfcc | Self::Both)

@@ -804,14 +804,7 @@ fn recipe_notes(options: &TrainOptions, epochs: usize, prov: &mut duet_model::co
     if let Some(u) = options.utterance_mean {
         prov.notes.insert(
             "utterance_mean".into(),
-            format!(
-                "each utterance's mean subtracted from its {}",
-                match u {
-                    UtteranceMean::Mfcc => "MFCC frames",
-                    UtteranceMean::Spectrograms => "spectrograms' bands",
-                    UtteranceMean::Both => "MFCC frames and spectrograms' bands",
-                }
-            ),
+            format!("each utterance's mean subtracted from its {}", u.describe()),
         );
     }
     if options.weight_decay != 0.0 {

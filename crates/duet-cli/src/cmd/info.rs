@@ -65,6 +65,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             level.percentile * 100.0
         );
     }
+    if let Some(u) = c.utterance_mean {
+        println!(
+            "  centred     each utterance's mean subtracted from its {}",
+            u.describe()
+        );
+    }
     match &c.calibration {
         Some(cal) => println!(
             "  calibrated  temperature {:.3}; a result under {:.0} % is shown as uncertain",
