@@ -28,16 +28,3 @@ pub use corpus::{
 };
 pub use error::DataError;
 pub use protocol::{Fold, Protocol, folds};
-
-/// Keeps freed memory in the process (glibc: no trimming, no mmap for large blocks). Training
-/// allocates and frees tensors of tens of MB at every step; returning them to the OS and faulting
-/// fresh pages back in each time cost a third of a CPU training step here. Call once at start-up.
-pub fn tune_allocator() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes allocator tuning parameters; called before other threads start.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, -1);
-        libc::mallopt(libc::M_ARENA_MAX, 2);
-    }
-}

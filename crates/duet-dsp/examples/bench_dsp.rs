@@ -1,6 +1,6 @@
 //! Times Duet's whole front end — decode + resample + MFCC + both mel spectrograms — on one thread.
 //!
-//! `cargo run --release -p duet-dsp --example bench_dsp -- [--preset paper|authors] [--runs N] FILES...`
+//! `cargo run --release -p duet-dsp --example bench_dsp -- [--preset paper|authors] [--runs N] [--no-malloc-tune] FILES...`
 //!
 //! One warm-up pass, then N (default 7, at least 5) timed passes over all files; prints one JSON line:
 //! `{"tool": "duet", "preset": ..., "files": N, "audio_s": total seconds, "runs_s": [...], "median_s": ...,
@@ -13,6 +13,10 @@ use std::time::Instant;
 use duet_dsp::{FeatureConfig, FeaturePlan, Preset, features_from_file};
 
 fn main() -> ExitCode {
+    // As `duet` and `train` run (`--no-malloc-tune`: glibc's defaults, for comparison).
+    if !std::env::args().any(|a| a == "--no-malloc-tune") {
+        duet_dsp::tune_allocator();
+    }
     let mut preset = Preset::Paper;
     let mut runs = 7usize;
     let mut files: Vec<PathBuf> = Vec::new();
@@ -27,6 +31,7 @@ fn main() -> ExitCode {
                 Some(r) if r >= 1 => runs = r,
                 _ => return usage("--runs needs a positive number"),
             },
+            "--no-malloc-tune" => {}
             _ => files.push(a.into()),
         }
     }
@@ -70,6 +75,8 @@ fn main() -> ExitCode {
 }
 
 fn usage(msg: &str) -> ExitCode {
-    eprintln!("error: {msg}\nusage: bench_dsp [--preset paper|authors] [--runs N] FILES...");
+    eprintln!(
+        "error: {msg}\nusage: bench_dsp [--preset paper|authors] [--runs N] [--no-malloc-tune] FILES..."
+    );
     ExitCode::from(2)
 }

@@ -266,3 +266,19 @@ fn stream_features(
     while samples.next_into(&mut |s: &[f32]| stream.push(s))? {}
     stream.finish()
 }
+
+/// Keeps freed memory in the process (glibc: no trimming, no mmap for large blocks). Training
+/// allocates and frees tensors of tens of MB at every step, and the features of a minute of audio
+/// are 4 MB; returning such blocks to the OS and faulting fresh pages back in each time cost a third
+/// of a CPU training step here, and a third of the front end's time on file after file. Call once
+/// at start-up (`duet`, `train` and the benchmarks do); elsewhere (wasm32, other C libraries) it
+/// does nothing.
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator tuning parameters; called before other threads start.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, -1);
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}

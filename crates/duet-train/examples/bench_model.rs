@@ -37,7 +37,7 @@ fn peak_rss_mb() -> f64 {
 
 fn main() {
     if !std::env::args().any(|a| a == "--no-malloc-tune") {
-        duet_data::tune_allocator();
+        duet_dsp::tune_allocator();
     }
     let args: Vec<String> = std::env::args().collect();
     let mode: String = arg(&args, "--mode", "forward".to_string());

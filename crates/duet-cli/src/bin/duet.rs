@@ -31,7 +31,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    duet_data::tune_allocator();
+    duet_dsp::tune_allocator();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Features(args) => cmd::features::run(args),

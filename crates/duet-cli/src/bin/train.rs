@@ -20,7 +20,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    duet_data::tune_allocator();
+    duet_dsp::tune_allocator();
     let cli = Cli::parse();
     match duet_cli::train_cmd::run(cli.args) {
         Ok(code) => code,
