@@ -270,7 +270,7 @@ fn stream_features(
 /// Keeps freed memory in the process (glibc: no trimming, no mmap for large blocks). Training
 /// allocates and frees tensors of tens of MB at every step, and the features of a minute of audio
 /// are 4 MB; returning such blocks to the OS and faulting fresh pages back in each time cost a third
-/// of a CPU training step here, and a third of the front end's time on file after file. Call once
+/// of a CPU training step here, and about 15 % of the front end's time on file after file. Call once
 /// at start-up (`duet`, `train` and the benchmarks do); elsewhere (wasm32, other C libraries) it
 /// does nothing.
 pub fn tune_allocator() {
