@@ -171,14 +171,19 @@ mod tests {
     use crate::config::{MfccStandardisation, UtteranceMean};
     use duet_dsp::{FeatureConfig, FeaturePlan, Preset};
 
+    /// The paper preset's features of 1.5 s of a synthetic voice.
+    fn voice_features() -> Features {
+        let audio = crate::calibrate::synthetic_voice(1.5, 150.0, 4.0, 7);
+        FeaturePlan::new(&FeatureConfig::paper())
+            .compute(&audio)
+            .unwrap()
+    }
+
     /// A model's MFCC standardisation reaches the prepared frames (the one path of `train`,
     /// `duet predict` and the page), and only the MFCC.
     #[test]
     fn prepare_standardises_the_mfcc_when_the_model_says_so() {
-        let audio = crate::calibrate::synthetic_voice(1.5, 150.0, 4.0, 7);
-        let features = FeaturePlan::new(&FeatureConfig::paper())
-            .compute(&audio)
-            .unwrap();
+        let features = voice_features();
         let mut config = ModelConfig::new(ModelKind::Dual, Preset::Paper);
         let plain = prepare(&features, &config).unwrap();
         let d = config.mfcc_dim;
@@ -206,10 +211,7 @@ mod tests {
     /// constant to a band's log power (a microphone's gain at that frequency) changes nothing.
     #[test]
     fn prepare_centres_what_the_model_names() {
-        let audio = crate::calibrate::synthetic_voice(1.5, 150.0, 4.0, 7);
-        let features = FeaturePlan::new(&FeatureConfig::paper())
-            .compute(&audio)
-            .unwrap();
+        let features = voice_features();
         let mut config = ModelConfig::new(ModelKind::Dual, Preset::Paper);
         let plain = prepare(&features, &config).unwrap();
         let d = config.mfcc_dim;
