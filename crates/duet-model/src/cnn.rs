@@ -81,6 +81,27 @@ pub trait CnnOps: Backend {
         max_pool_of::<Self>(x, valid, k)
     }
 
+    /// Inference's conv → max-pool → shift → ReLU as one operation: `rows` [B, N, Cin] and `w`
+    /// [kf, kt, Cin, Cout] as in [`CnnOps::offset_products`], whose output seen as [B, `fo`, T,
+    /// Cout] (T = `t`, N ≥ (`fo` + kf − 1)·T) is pooled as in [`CnnOps::max_pool_valid`] over its
+    /// first `valid` columns, then `shift` [Cout] is added and the ReLU taken → [B, `fo` / k,
+    /// `valid` / k, Cout]. On the CPU the conv output, the model's largest activation, is made one
+    /// strip of pooling windows at a time in cache and never written whole. Inference only: not
+    /// differentiated.
+    #[allow(clippy::too_many_arguments)]
+    #[fusion(default)]
+    fn conv_pool_relu(
+        rows: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        shift: FloatTensor<Self>,
+        t: usize,
+        fo: usize,
+        valid: usize,
+        k: usize,
+    ) -> FloatTensor<Self> {
+        conv_pool_relu_of::<Self>(rows, w, shift, [t, fo, valid, k])
+    }
+
     /// The gradient of [`CnnOps::max_pool_valid`] with respect to `x` [B, F, T, C]: `grad` [B,
     /// F / k, `valid` / k, C] goes to each window's maximum, the first one on ties (the forward's
     /// running maximum takes a later view only where it is greater); zero elsewhere.
@@ -437,6 +458,30 @@ fn offset_products_of<B: Backend>(
     acc.expect("a kernel has at least one offset")
 }
 
+/// The default body of [`CnnOps::conv_pool_relu`]: the offset products up to the last row any
+/// window reads (extended by zeros to whole rows of T), pooled, shifted, through the ReLU.
+fn conv_pool_relu_of<B: CnnOps>(
+    rows: FloatTensor<B>,
+    w: FloatTensor<B>,
+    shift: FloatTensor<B>,
+    [t, fo, valid, k]: [usize; 4],
+) -> FloatTensor<B> {
+    let b = rows.shape().dims::<3>()[0];
+    let [_, kt, _, cout] = w.shape().dims::<4>();
+    let (device, dtype) = (rows.device(), rows.dtype());
+    // Row fo·T − kt + 1 onwards would read past row (fo + kf − 1)·T − 1; no window reads them.
+    let len = fo * t + 1 - kt;
+    let acc = B::offset_products(rows, w, t, len);
+    let tail = B::float_zeros(Shape::new([b, kt - 1, cout]), &device, dtype.into());
+    let image = B::float_reshape(
+        B::float_cat(vec![acc, tail], 1),
+        Shape::new([b, fo, t, cout]),
+    );
+    let pooled = B::max_pool_valid(image, valid, k);
+    let shift = B::float_reshape(shift, Shape::new([1, 1, 1, cout]));
+    B::relu(B::float_add(pooled, shift))
+}
+
 /// The k² strided views of [`CnnOps::max_pool_valid`], in the order the running maximum visits
 /// them (row offset outer, column offset inner).
 fn pool_views(dims: [usize; 4], valid: usize, k: usize) -> Vec<[Slice; 4]> {
@@ -479,6 +524,26 @@ pub fn offset_products(rows: Tensor<3>, w: Tensor<4>, t: usize, len: usize) -> T
         w.into_dispatch(),
         t,
         len,
+    );
+    Tensor::from_dispatch(out)
+}
+
+/// [`CnnOps::conv_pool_relu`] on tensors: `rows` [B, N, Cin], `w` [kf, kt, Cin, Cout], `shift`
+/// [Cout] → [B, `fo` / k, `valid` / k, Cout]. Inference only.
+pub fn conv_pool_relu(
+    rows: Tensor<3>,
+    w: Tensor<4>,
+    shift: Tensor<1>,
+    [t, fo, valid, k]: [usize; 4],
+) -> Tensor<4> {
+    let out = <burn::backend::Dispatch as CnnOps>::conv_pool_relu(
+        rows.into_dispatch(),
+        w.into_dispatch(),
+        shift.into_dispatch(),
+        t,
+        fo,
+        valid,
+        k,
     );
     Tensor::from_dispatch(out)
 }
@@ -865,6 +930,32 @@ mod autodiff {
             }
         }
 
+        /// The inner backend's fused operation where nothing is tracked (inference); otherwise
+        /// the composition, whose parts have their backward.
+        #[allow(clippy::too_many_arguments)]
+        fn conv_pool_relu(
+            rows: FloatTensor<Self>,
+            w: FloatTensor<Self>,
+            shift: FloatTensor<Self>,
+            t: usize,
+            fo: usize,
+            valid: usize,
+            k: usize,
+        ) -> FloatTensor<Self> {
+            if rows.is_tracked() || w.is_tracked() || shift.is_tracked() {
+                return super::conv_pool_relu_of::<Self>(rows, w, shift, [t, fo, valid, k]);
+            }
+            <FloatTensor<Self>>::new(B::conv_pool_relu(
+                rows.into_primitive(),
+                w.into_primitive(),
+                shift.into_primitive(),
+                t,
+                fo,
+                valid,
+                k,
+            ))
+        }
+
         fn max_pool_valid(x: FloatTensor<Self>, valid: usize, k: usize) -> FloatTensor<Self> {
             match (MaxPoolBackward { valid, k })
                 .prepare::<C>([x.node()])
@@ -941,6 +1032,32 @@ mod backends {
                 t,
             );
             FlexTensor::from_data(TensorData::new(d_w, [kf, kt, cin, cout]))
+        }
+
+        fn conv_pool_relu(
+            rows: FlexTensor,
+            w: FlexTensor,
+            shift: FlexTensor,
+            t: usize,
+            fo: usize,
+            valid: usize,
+            k: usize,
+        ) -> FlexTensor {
+            if [&rows, &w, &shift].iter().any(|x| x.dtype() != DType::F32) {
+                return super::conv_pool_relu_of::<Flex>(rows, w, shift, [t, fo, valid, k]);
+            }
+            let [b, n, cin] = rows.shape().dims::<3>();
+            let [kf, kt, _, cout] = w.shape().dims::<4>();
+            let (rows, w, shift) = (contiguous(rows), contiguous(w), contiguous(shift));
+            let out = conv_pool_relu_f32(
+                rows.storage::<f32>(),
+                w.storage::<f32>(),
+                shift.storage::<f32>(),
+                [b, n, cin],
+                [kf, kt, cout],
+                [t, fo, valid, k],
+            );
+            FlexTensor::from_data(TensorData::new(out, [b, fo / k, valid / k, cout]))
         }
 
         fn max_pool_valid(x: FlexTensor, valid: usize, k: usize) -> FlexTensor {
@@ -1308,6 +1425,73 @@ mod backends {
                         ),
                         None => out.extend_from_slice(&high),
                     }
+                }
+            }
+        }
+        out
+    }
+
+    /// [`CnnOps::conv_pool_relu`] on row-major f32 slices: `rows` [B, N, Cin], `w` [kf, kt, Cin,
+    /// Cout], `shift` [Cout] → [B, fo / k, valid / k, Cout]. For each strip of pooling windows
+    /// (k rows of the conv output, the last one only as far as the windows reach) the input rows
+    /// each output row meets are gathered and multiplied once, as in [`offset_products_f32`]'s
+    /// narrow-input path, into a buffer that stays in cache; the windows' maxima are taken from
+    /// it, shifted and passed through the ReLU.
+    fn conv_pool_relu_f32(
+        rows: &[f32],
+        w: &[f32],
+        shift: &[f32],
+        [b, n, cin]: [usize; 3],
+        [kf, kt, cout]: [usize; 3],
+        [t, fo, valid, k]: [usize; 4],
+    ) -> Vec<f32> {
+        let (po, to) = (fo / k, valid / k);
+        let mut out = Vec::with_capacity(b * po * to * cout);
+        if po == 0 || to == 0 || cout == 0 {
+            return out;
+        }
+        let offsets = kernel_offsets(kf, kt, t);
+        let depth = offsets.len() * cin;
+        // Output rows one strip reads: k − 1 whole rows of T, then the windows' columns.
+        let m = (k - 1) * t + to * k;
+        // The strip's last output row meets input row (po·k − 1)·T + to·k − 1 + (kf − 1)·T + kt − 1.
+        let reach = ((po * k - 1) + (kf - 1)) * t + to * k + kt - 1;
+        assert!(
+            reach <= n,
+            "conv_pool_relu: {n} input rows do not reach the windows of {fo} output rows of {t}"
+        );
+        let mut p = vec![0f32; m * depth];
+        let mut y = vec![0f32; m * cout];
+        let mut high = vec![0f32; cout];
+        for bi in 0..b {
+            let x = &rows[bi * n * cin..(bi + 1) * n * cin];
+            for pi in 0..po {
+                gather_rows(x, cin, &offsets, pi * k * t, &mut p);
+                crate::recurrence::cpu::product(
+                    (m, cout, depth),
+                    (&mut y, cout),
+                    (&p, 0, depth),
+                    (w, 1, cout),
+                    false,
+                );
+                for oj in 0..to {
+                    for i in 0..k {
+                        for j in 0..k {
+                            let v = &y[(i * t + oj * k + j) * cout..][..cout];
+                            if i == 0 && j == 0 {
+                                high.copy_from_slice(v);
+                                continue;
+                            }
+                            for (h, &v) in high.iter_mut().zip(v) {
+                                let hv = *h;
+                                *h = if v > hv { v } else { hv };
+                            }
+                        }
+                    }
+                    out.extend(high.iter().zip(shift).map(|(&h, &s)| {
+                        let v = h + s;
+                        if v > 0.0 { v } else { 0.0 }
+                    }));
                 }
             }
         }
@@ -1755,6 +1939,66 @@ mod tests {
                 assert_close(o.inner(), ro.inner(), 1e-5, &format!("{what} output"));
                 assert_close(dr, rdr, 1e-5, &format!("{what} d rows"));
                 assert_close(dw, rdw, 1e-5, &format!("{what} d w"));
+            }
+        }
+    }
+
+    /// [`conv_pool_relu`] equals the conv (the reference's per-offset products), pooling, shift
+    /// and ReLU written with tensor operations, on every available backend: with one and several
+    /// input channels, output rows and valid columns not multiples of k, a 3×3 pooling, and a
+    /// strip longer than the CPU's product tiles. Within 1e-5 of the largest value.
+    #[test]
+    fn conv_pool_relu_matches_the_composition() {
+        let mut rng = SplitMix64::new(24);
+        for device in crate::backend::available_devices() {
+            let kind = crate::backend::kind_of(&device);
+            // (B, F, T, Cin, Cout, kf, kt, valid, k); F and T are the padded input's.
+            for (b, f, t, cin, cout, kf, kt, valid, k) in [
+                (2, 9, 11, 1, 8, 4, 4, 8, 2),
+                (1, 12, 20, 3, 5, 3, 2, 19, 2),
+                (2, 10, 13, 1, 64, 4, 4, 10, 3),
+                (1, 14, 700, 1, 64, 4, 4, 695, 2),
+                (1, 7, 9, 2, 4, 4, 4, 5, 2),
+            ] {
+                let fo = f + 1 - kf;
+                let rows = random([b, f * t, cin], &mut rng, &device);
+                let w = random([kf, kt, cin, cout], &mut rng, &device);
+                let shift = random([cout], &mut rng, &device);
+                #[cfg(feature = "train")]
+                let (rows_copy, w_copy, shift_copy) = (rows.clone(), w.clone(), shift.clone());
+                let own = conv_pool_relu(rows.clone(), w.clone(), shift.clone(), [t, fo, valid, k]);
+                let len = fo * t + 1 - kt;
+                let conv = Tensor::cat(
+                    vec![
+                        offset_products_reference(rows, w, t, len),
+                        Tensor::zeros([b, kt - 1, cout], &device),
+                    ],
+                    1,
+                )
+                .reshape([b, fo, t, cout]);
+                let reference =
+                    relu(max_pool_reference(conv, valid, k) + shift.reshape([1, 1, 1, cout]));
+                assert_eq!(own.dims(), [b, fo / k, valid / k, cout]);
+                let what = format!("{kind} {b}x{f}x{t}x{cin}->{cout} kernel {kf}x{kt} pool {k}");
+                // Under autodiff: the inner backend's operation untracked, the composition
+                // (with its backward) when the input is tracked.
+                #[cfg(feature = "train")]
+                for tracked in [false, true] {
+                    let ad = device.clone().autodiff();
+                    let on = |x: Tensor<1>| Tensor::<1>::from_data(x.to_data(), &ad);
+                    let rows = Tensor::<3>::from_data(rows_copy.to_data(), &ad);
+                    let rows = if tracked { rows.require_grad() } else { rows };
+                    let w = Tensor::<4>::from_data(w_copy.to_data(), &ad);
+                    let out = conv_pool_relu(rows, w, on(shift_copy.clone()), [t, fo, valid, k]);
+                    let out = Tensor::<4>::from_data(out.to_data(), &device);
+                    assert_close(
+                        out,
+                        reference.clone(),
+                        1e-5,
+                        &format!("{what} tracked {tracked}"),
+                    );
+                }
+                assert_close(own, reference, 1e-5, &what);
             }
         }
     }

@@ -382,19 +382,31 @@ impl CnnBlock {
         let a = match mode {
             // Inference (on the CPU: `forward_gpu_infer` serves the GPU): BN is a fixed
             // per-channel affine, its scale folded into the conv's kernel and its shift added
-            // after the pooling, where it is a quarter of the values (max(a + s) = max(a) + s).
+            // after the pooling (max(a + s) = max(a) + s), all in one operation that never writes
+            // the conv output, the model's largest activation (`crate::cnn::conv_pool_relu`).
             Mode::Infer => {
                 let (scale, shift) = self.bn0.infer_affine(Some(self.conv0_bias.val()));
-                let c = self.bn0.channels();
-                let w = self.conv0_weight.val() * scale.reshape([c, 1, 1, 1]);
-                max_pool_padded(conv_rows(x, w), self.pool) + shift.reshape([1, 1, 1, c])
+                let [cout, _, kf, kt] = self.conv0_weight.dims();
+                let w = self.conv0_weight.val() * scale.reshape([cout, 1, 1, 1]);
+                let [b, f, t, _] = x.dims();
+                crate::cnn::conv_pool_relu(
+                    x.reshape([b, f * t, 1]),
+                    w.permute([2, 3, 1, 0]),
+                    shift,
+                    [t, f + 1 - kf, t + 1 - kt, self.pool],
+                )
             }
             Mode::Train { .. } => {
                 let a = conv_rows(x, self.conv0_weight.val());
-                bn_pool_padded(&self.bn0, a, mode, self.conv0_bias.val(), self.pool)
+                relu(bn_pool_padded(
+                    &self.bn0,
+                    a,
+                    mode,
+                    self.conv0_bias.val(),
+                    self.pool,
+                ))
             }
         };
-        let a = relu(a);
         let x = pad_channels_last(a, self.padding);
         let a = conv_rows(x, self.conv1_weight.val());
         let a = relu(bn_pool_padded(
