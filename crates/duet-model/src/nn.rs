@@ -188,11 +188,12 @@ fn centred_row_stats(x: Tensor<2>, w: Tensor<2>) -> (Tensor<2>, Tensor<2>, Tenso
     (mean, dev, var)
 }
 
-/// `x [N, in] · W[out, in]ᵀ` for a 3-D input `[B, T, in]`, as one matmul over all B·T rows.
-fn project(x: Tensor<3>, w_t: Tensor<2>) -> Tensor<3> {
+/// `x [N, in] · W[out, in]ᵀ + bias` for a 3-D input `[B, T, in]`, as one product over all B·T
+/// rows (`crate::recurrence::input_projection`).
+fn project(x: Tensor<3>, w_t: Tensor<2>, bias: Tensor<1>) -> Tensor<3> {
     let [b, t, i] = x.dims();
     let out = w_t.dims()[1];
-    x.reshape([b * t, i]).matmul(w_t).reshape([b, t, out])
+    crate::recurrence::input_projection(x.reshape([b * t, i]), w_t, bias).reshape([b, t, out])
 }
 
 /// `x [B, T, F]` as T tensors `[B, F]`, split by recursive halving. Why not `chunk(T, 1)`: the
@@ -253,9 +254,8 @@ impl LstmLayer {
 
     /// `x`: [B, T, in] -> h: [B, T, H], zero initial state.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let h4 = self.weight_hh.dims()[0];
-        let bias = (self.bias_ih.val() + self.bias_hh.val()).reshape([1, 1, h4]);
-        let pre = project(x, self.weight_ih.val().transpose()) + bias;
+        let bias = self.bias_ih.val() + self.bias_hh.val();
+        let pre = project(x, self.weight_ih.val().transpose(), bias);
         crate::recurrence::lstm_recurrence(pre, self.weight_hh.val().transpose())
     }
 }
@@ -702,12 +702,21 @@ impl DsLstmLayer {
         let fw = self.cand_f_weight.val();
         // Input projections of every step at once: [x, y] for the gates, x for C~T, y for C~F.
         let xy = Tensor::cat(vec![x.clone(), y.clone()], 2);
-        let pre_g = project(xy, gw.clone().narrow(1, 0, xd + yd).transpose())
-            + self.gates_bias.val().reshape([1, 1, 4 * hd]);
-        let pre_t = project(x, tw.clone().narrow(1, 0, xd).transpose())
-            + self.cand_t_bias.val().reshape([1, 1, hd]);
-        let pre_f = project(y, fw.clone().narrow(1, 0, yd).transpose())
-            + self.cand_f_bias.val().reshape([1, 1, hd]);
+        let pre_g = project(
+            xy,
+            gw.clone().narrow(1, 0, xd + yd).transpose(),
+            self.gates_bias.val(),
+        );
+        let pre_t = project(
+            x,
+            tw.clone().narrow(1, 0, xd).transpose(),
+            self.cand_t_bias.val(),
+        );
+        let pre_f = project(
+            y,
+            fw.clone().narrow(1, 0, yd).transpose(),
+            self.cand_f_bias.val(),
+        );
         let pre = Tensor::cat(vec![pre_g, pre_t, pre_f], 2); // [B, T, 6H]
         // The recurrent parts of all six maps in one [H, 6H] matrix: one matmul per step.
         let w_h = Tensor::cat(

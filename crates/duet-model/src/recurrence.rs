@@ -58,6 +58,20 @@ pub trait RecurrenceOps: Backend {
         shift: FloatTensor<Self>,
     ) -> FloatTensor<Self>;
 
+    /// `x` [N, I] · `w_t` [I, O] + `bias` [O] → [N, O]: a recurrence's input projections of every
+    /// step at once (N = B·T rows). On the CPU one product into a buffer that starts as the bias
+    /// rows; burn's product zero-fills its output and copies it once more, and the bias was a
+    /// pass of its own. Under autodiff with a tracked input it is that composition, whose parts
+    /// have their backward.
+    #[fusion(default)]
+    fn input_projection(
+        x: FloatTensor<Self>,
+        w_t: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        input_projection_of::<Self>(x, w_t, bias)
+    }
+
     /// The LSTM's backward through time: `z` [B, T, 4H] every step's full pre-activations (`pre`
     /// plus h_{t−1}·W), `w_hh_t` [H, 4H], `grad` [B, T, H] the loss's gradient with respect to
     /// every h → the gradient with respect to `z` [B, T, 4H] (which is also `pre`'s; the recurrent
@@ -68,6 +82,29 @@ pub trait RecurrenceOps: Backend {
         w_hh_t: FloatTensor<Self>,
         grad: FloatTensor<Self>,
     ) -> FloatTensor<Self>;
+}
+
+/// The default body of [`RecurrenceOps::input_projection`]: the product, then the bias added.
+fn input_projection_of<B: Backend>(
+    x: FloatTensor<B>,
+    w_t: FloatTensor<B>,
+    bias: FloatTensor<B>,
+) -> FloatTensor<B> {
+    let o = w_t.shape().dims::<2>()[1];
+    B::float_add(
+        B::float_matmul(x, w_t),
+        B::float_reshape(bias, Shape::new([1, o])),
+    )
+}
+
+/// [`RecurrenceOps::input_projection`] on tensors: `x` [N, I], `w_t` [I, O], `bias` [O] → [N, O].
+pub fn input_projection(x: Tensor<2>, w_t: Tensor<2>, bias: Tensor<1>) -> Tensor<2> {
+    let out = <burn::backend::Dispatch as RecurrenceOps>::input_projection(
+        x.into_dispatch(),
+        w_t.into_dispatch(),
+        bias.into_dispatch(),
+    );
+    Tensor::from_dispatch(out)
 }
 
 /// The shape of the recurrences' output: [B, T, H] (H from the recurrent weights' rows), for
@@ -412,6 +449,23 @@ mod autodiff {
                 ))
         }
 
+        /// The inner backend's operation where nothing is tracked (inference); otherwise the
+        /// composition, whose parts have their backward.
+        fn input_projection(
+            x: FloatTensor<Self>,
+            w_t: FloatTensor<Self>,
+            bias: FloatTensor<Self>,
+        ) -> FloatTensor<Self> {
+            if x.is_tracked() || w_t.is_tracked() || bias.is_tracked() {
+                return super::input_projection_of::<Self>(x, w_t, bias);
+            }
+            <FloatTensor<Self>>::new(B::input_projection(
+                x.into_primitive(),
+                w_t.into_primitive(),
+                bias.into_primitive(),
+            ))
+        }
+
         /// Without a backward (no second derivatives are taken).
         fn lstm_recurrence_backward(
             z: FloatTensor<Self>,
@@ -432,13 +486,35 @@ mod autodiff {
 
 pub(crate) mod cpu {
     use super::{RecurrenceOps, TensorMetadata, sigmoid_f32, tanh_f32};
-    use burn::tensor::TensorData;
+    use burn::tensor::{DType, TensorData};
     use burn_flex::{Flex, FlexTensor};
     use duet_dsp::simd::Isa;
 
     impl RecurrenceOps for Flex {
         fn lstm_recurrence(pre: FlexTensor, w_hh_t: FlexTensor) -> FlexTensor {
             run(Cell::Lstm, pre, w_hh_t)
+        }
+
+        fn input_projection(x: FlexTensor, w_t: FlexTensor, bias: FlexTensor) -> FlexTensor {
+            if [&x, &w_t, &bias].iter().any(|t| t.dtype() != DType::F32) {
+                return super::input_projection_of::<Flex>(x, w_t, bias);
+            }
+            let [n, i] = x.shape().dims::<2>();
+            let o = w_t.shape().dims::<2>()[1];
+            let (x, w_t, bias) = (contiguous(x), contiguous(w_t), contiguous(bias));
+            let bias = bias.storage::<f32>();
+            let mut out = Vec::with_capacity(n * o);
+            for _ in 0..n {
+                out.extend_from_slice(bias);
+            }
+            product(
+                (n, o, i),
+                (&mut out, o),
+                (x.storage::<f32>(), 0, i),
+                (w_t.storage::<f32>(), 1, o),
+                true,
+            );
+            FlexTensor::from_data(TensorData::new(out, [n, o]))
         }
 
         fn ds_lstm_recurrence(
@@ -1374,6 +1450,47 @@ mod tests {
         (9, 400, 200, 0.3),
         (3, 20, 16, 20.0),
     ];
+
+    /// [`input_projection`] equals the product plus the bias written with tensor operations, on
+    /// every backend, with a transposed (strided) weight as the layers pass it, and under
+    /// autodiff both untracked (the inner backend's operation) and tracked (the composition):
+    /// within 1e-5 of the largest value.
+    #[test]
+    fn input_projection_matches_the_product_plus_bias() {
+        let mut rng = SplitMix64::new(11);
+        for device in crate::backend::available_devices() {
+            let kind = crate::backend::kind_of(&device);
+            for (n, i, o) in [(1, 1, 1), (7, 39, 800), (250, 240, 1200), (33, 5, 3)] {
+                let x = random([n, i], 1.0, &mut rng, &device);
+                let w = random([o, i], 0.3, &mut rng, &device);
+                let bias = random([o], 1.0, &mut rng, &device);
+                let reference = x.clone().matmul(w.clone().transpose()) + bias.clone().unsqueeze();
+                let scale: f32 = reference.clone().abs().max().into_scalar();
+                let close = |own: Tensor<2>, what: &str| {
+                    assert_eq!(own.dims(), [n, o], "{what}");
+                    let d: f32 = (own - reference.clone()).abs().max().into_scalar();
+                    println!("{what}: max diff {d:.2e} (largest {scale:.2e})");
+                    assert!(d <= 1e-5 * scale.max(1.0), "{what}: {d}");
+                };
+                let what = format!("{kind} {n}x{i} -> {o}");
+                close(
+                    input_projection(x.clone(), w.clone().transpose(), bias.clone()),
+                    &what,
+                );
+                #[cfg(feature = "train")]
+                for tracked in [false, true] {
+                    let ad = device.clone().autodiff();
+                    let x = Tensor::<2>::from_data(x.to_data(), &ad);
+                    let x = if tracked { x.require_grad() } else { x };
+                    let w = Tensor::<2>::from_data(w.to_data(), &ad);
+                    let bias = Tensor::<1>::from_data(bias.to_data(), &ad);
+                    let own = input_projection(x, w.transpose(), bias);
+                    let own = Tensor::<2>::from_data(own.to_data(), &device);
+                    close(own, &format!("{what} autodiff, tracked {tracked}"));
+                }
+            }
+        }
+    }
 
     /// The fused LSTM equals the step loop on every backend this machine has: the CPU, and wgpu
     /// where there is an adapter (lavapipe in CI).
