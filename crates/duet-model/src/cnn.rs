@@ -30,6 +30,11 @@
 //! monotonic in x, so the pooling takes each window's extreme of the conv output first and
 //! normalises only those; the normalised image is never written, and the backward's column sums
 //! run over the extremes alone.
+//!
+//! At inference on the CPU the first conv, its pooling, the batch norm's shift and the ReLU are one
+//! operation ([`conv_pool_relu`]): the first conv's output, the model's largest activation (all
+//! its channels at the spectrogram's full resolution), is made one strip of pooling windows at a
+//! time in cache and never written whole.
 
 // The backward (the autodiff implementation) serves training only.
 #![cfg_attr(not(feature = "train"), allow(dead_code))]

@@ -16,6 +16,9 @@
 //!   op — one kernel on the GPU, one product per step on the CPU — gives their gradient, one more
 //!   product the recurrent weights'). The DS-LSTM trains through its step loop (its recurrent
 //!   batch norm uses each batch's statistics there, `crate::nn::DsLstmLayer`).
+//! - [`input_projection`]: the input projections of every step, bias included, as one product; on
+//!   the CPU into a buffer that starts as the bias rows, where burn's product zero-fills its output
+//!   and copies it once more and the bias was a pass of its own.
 //! - [`lstm_recurrence_steps`] / [`ds_lstm_recurrence_steps`], the step loops of tensor operations
 //!   whose gradient burn derives, are the reference the fused paths (and the LSTM's backward) are
 //!   tested against.
