@@ -91,8 +91,8 @@ pub trait CnnOps: Backend {
     /// Cout] (T = `t`, N ≥ (`fo` + kf − 1)·T) is pooled as in [`CnnOps::max_pool_valid`] over its
     /// first `valid` columns, then `shift` [Cout] is added and the ReLU taken → [B, `fo` / k,
     /// `valid` / k, Cout]. On the CPU the conv output, the model's largest activation, is made one
-    /// strip of pooling windows at a time in cache and never written whole. Inference only: not
-    /// differentiated.
+    /// strip of pooling windows at a time in cache and never written whole. Made for inference:
+    /// under autodiff with a tracked input it is the composition, whose parts have their backward.
     #[allow(clippy::too_many_arguments)]
     #[fusion(default)]
     fn conv_pool_relu(
@@ -534,7 +534,7 @@ pub fn offset_products(rows: Tensor<3>, w: Tensor<4>, t: usize, len: usize) -> T
 }
 
 /// [`CnnOps::conv_pool_relu`] on tensors: `rows` [B, N, Cin], `w` [kf, kt, Cin, Cout], `shift`
-/// [Cout] → [B, `fo` / k, `valid` / k, Cout]. Inference only.
+/// [Cout] → [B, `fo` / k, `valid` / k, Cout].
 pub fn conv_pool_relu(
     rows: Tensor<3>,
     w: Tensor<4>,
