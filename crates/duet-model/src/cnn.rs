@@ -1377,6 +1377,47 @@ mod backends {
         }
     }
 
+    /// The k×k window `oj` (columns oj·k …) of a strip of k rows of T positions with C channels
+    /// each: its maximum per channel into `high`, and its minimum into `low` when given. Strictly
+    /// greater (less) only: a tie keeps the earlier view, as the backward assumes. Selects of one
+    /// output each, not conditional stores, so that they compile to `maxps` and `minps`.
+    #[inline(always)]
+    fn window_extreme(
+        strip: &[f32],
+        [t, c, k]: [usize; 3],
+        oj: usize,
+        high: &mut [f32],
+        mut low: Option<&mut [f32]>,
+    ) {
+        for i in 0..k {
+            for j in 0..k {
+                let v = &strip[(i * t + oj * k + j) * c..][..c];
+                if i == 0 && j == 0 {
+                    high.copy_from_slice(v);
+                    if let Some(low) = low.as_deref_mut() {
+                        low.copy_from_slice(v);
+                    }
+                    continue;
+                }
+                match low.as_deref_mut() {
+                    Some(low) => {
+                        for ((h, l), &v) in high.iter_mut().zip(low.iter_mut()).zip(v) {
+                            let (hv, lv) = (*h, *l);
+                            *h = if v > hv { v } else { hv };
+                            *l = if v < lv { v } else { lv };
+                        }
+                    }
+                    None => {
+                        for (h, &v) in high.iter_mut().zip(v) {
+                            let hv = *h;
+                            *h = if v > hv { v } else { hv };
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// Each k×k window's extreme per channel of `x` [b, f, t, c] over its first `valid` frames,
     /// in the output's order [b, f/k, valid/k, c]: the maximum, or, given γ, the minimum where
     /// γ < 0 (where the batch norm's slope is negative, so that its output's maximum sits at
@@ -1394,33 +1435,8 @@ mod backends {
             for oi in 0..fo {
                 let strip = &x[(bi * f + oi * k) * t * c..][..k * t * c];
                 for oj in 0..to {
-                    for i in 0..k {
-                        for j in 0..k {
-                            let v = &strip[(i * t + oj * k + j) * c..][..c];
-                            if i == 0 && j == 0 {
-                                high.copy_from_slice(v);
-                                if gamma.is_some() {
-                                    low.copy_from_slice(v);
-                                }
-                                continue;
-                            }
-                            // Strictly greater (less) only: a tie keeps the earlier view, as the
-                            // backward assumes. Selects of one output each, not conditional
-                            // stores, so that they compile to `maxps` and `minps`.
-                            if gamma.is_some() {
-                                for ((h, l), &v) in high.iter_mut().zip(low.iter_mut()).zip(v) {
-                                    let (hv, lv) = (*h, *l);
-                                    *h = if v > hv { v } else { hv };
-                                    *l = if v < lv { v } else { lv };
-                                }
-                            } else {
-                                for (h, &v) in high.iter_mut().zip(v) {
-                                    let hv = *h;
-                                    *h = if v > hv { v } else { hv };
-                                }
-                            }
-                        }
-                    }
+                    let want_low = gamma.map(|_| &mut low[..]);
+                    window_extreme(strip, [t, c, k], oj, &mut high, want_low);
                     match gamma {
                         Some(gamma) => out.extend(
                             high.iter()
@@ -1480,19 +1496,7 @@ mod backends {
                     false,
                 );
                 for oj in 0..to {
-                    for i in 0..k {
-                        for j in 0..k {
-                            let v = &y[(i * t + oj * k + j) * cout..][..cout];
-                            if i == 0 && j == 0 {
-                                high.copy_from_slice(v);
-                                continue;
-                            }
-                            for (h, &v) in high.iter_mut().zip(v) {
-                                let hv = *h;
-                                *h = if v > hv { v } else { hv };
-                            }
-                        }
-                    }
+                    window_extreme(&y, [t, cout, k], oj, &mut high, None);
                     out.extend(high.iter().zip(shift).map(|(&h, &s)| {
                         let v = h + s;
                         if v > 0.0 { v } else { 0.0 }
