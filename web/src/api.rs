@@ -15,8 +15,23 @@ use wasm_bindgen_futures::future_to_promise;
 
 use crate::model::{self, AnalysisError, Loaded};
 
+// The linker's constructors (cubecl registers its IR dialects through `inventory`). A wasm module
+// none of whose exports calls them is linked "command-style": wasm-ld then prepends a call to them to
+// every export, so each call from JavaScript into the module (an analysis's result is built with
+// hundreds) ran all of them again. Calling them once from the start function below turns that off.
+#[cfg(target_arch = "wasm32")]
+unsafe extern "C" {
+    fn __wasm_call_ctors();
+}
+
 #[wasm_bindgen(start)]
 pub fn start() {
+    // SAFETY: wasm-bindgen runs the start function once, right after instantiation and before any
+    // other export, which is when the linker's constructors expect to run.
+    #[cfg(target_arch = "wasm32")]
+    unsafe {
+        __wasm_call_ctors();
+    }
     console_error_panic_hook::set_once();
 }
 
