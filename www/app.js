@@ -100,6 +100,20 @@ function tooLarge(file) {
     { kind: "too-large" });
 }
 
+/**
+ * A file whose name says WAV, by the worker's own decoder; null when it is not a WAV that decoder
+ * reads (other bytes under that name, or a codec it does not decode), for the caller to decide by
+ * the file's first bytes.
+ */
+async function analyseNamedWav(file, onProgress) {
+  try {
+    return await engine.call("analyzeFile", { file }, { onProgress });
+  } catch (err) {
+    if (err.kind === "audio" || err.kind === "unsupported-wav") return null;
+    throw err;
+  }
+}
+
 /** `head`: the file's first bytes, which say its format. */
 async function analyseFile(file, head, onProgress = null) {
   if (isWav(head)) {
@@ -136,18 +150,25 @@ function handleFiles(fileList) {
     fileQueue = fileQueue.then(async () => {
       state.busy++;
       try {
-        // The format from the first bytes; the rest is read by whoever decodes it.
-        const head = new Uint8Array(await file.slice(0, 64).arrayBuffer());
-        if (isSafetensors(file.name, head)) {
-          row.remove();
-          await useModelFile(file);
-          return;
-        }
         const meta = row.querySelector(".result-meta");
         const progress = (done, total) => {
           meta.textContent = `analysing… ${Math.floor((100 * done) / total)}% (${done} of ${total} windows)`;
         };
-        const a = await analyseFile(file, head, progress);
+        // A file named .wav goes straight to the worker, which reads it anyway: reading its first
+        // bytes here first costs a round trip to the browser's file store (8-12 ms measured in
+        // headless Chromium, a sixth of a 5 s clip's analysis). Whatever the worker cannot read
+        // as a WAV takes the path below, which decides by the first bytes.
+        let a = /\.wave?$/i.test(file.name) ? await analyseNamedWav(file, progress) : null;
+        if (a === null) {
+          // The format from the first bytes; the rest is read by whoever decodes it.
+          const head = new Uint8Array(await file.slice(0, 64).arrayBuffer());
+          if (isSafetensors(file.name, head)) {
+            row.remove();
+            await useModelFile(file);
+            return;
+          }
+          a = await analyseFile(file, head, progress);
+        }
         fillRow(row, file.name, a, performance.now() - received);
       } catch (err) {
         const message = explain(file.name, err);

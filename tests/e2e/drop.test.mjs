@@ -3,6 +3,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import {
   launch, openReady, fixtures, predictCli, dropFiles, waitResults, assertSameProbabilities,
@@ -87,15 +88,22 @@ test("without WebGPU: picked files match duet predict, FLAC decodes, long files 
     const badges = await b.page.$$eval("#results .result .noisy", (els) => els.map((e) => e.closest(".result").querySelector(".result-name").textContent));
     assert.deepEqual(badges.sort(), results.filter((r) => r.noisy).map((r) => r.name).sort());
     // FLAC goes through the browser's decoder at its own rate, then the same wasm path: the same
-    // samples as the WAV it was made from.
-    await b.page.setInputFiles("#file-input", [fx.flac]);
-    results = await waitResults(b.page, 4 + real.length);
-    const flac = results.find((r) => r.name === "happy.flac");
-    assertSameProbabilities(assert, { ...flac, name: "happy.flac" }, cli["happy-16k-mono.wav"]);
+    // samples as the WAV it was made from. The same bytes named .wav first go to the worker's WAV
+    // decoder (the page's fast path for that name), which refuses them; the page then decides by
+    // the first bytes and decodes them as FLAC all the same.
+    const misnamed = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "duet-misnamed-")), "flac-bytes.wav");
+    fs.copyFileSync(fx.flac, misnamed);
+    await b.page.setInputFiles("#file-input", [fx.flac, misnamed]);
+    results = await waitResults(b.page, 5 + real.length);
+    for (const name of ["happy.flac", "flac-bytes.wav"]) {
+      const r = results.find((x) => x.name === name);
+      assert.ok(r && r.probabilities, `${name}: ${JSON.stringify(r)}`);
+      assertSameProbabilities(assert, { ...r, name }, cli["happy-16k-mono.wav"]);
+    }
 
     // A 12 s file: whole-file probabilities as duet predict, plus a timeline of 3 s windows.
     await b.page.setInputFiles("#file-input", [fx.long]);
-    results = await waitResults(b.page, 5 + real.length);
+    results = await waitResults(b.page, 6 + real.length);
     const long = results.find((r) => r.name === "long-12s.wav");
     assertSameProbabilities(assert, long, cli["long-12s.wav"]);
     assert.ok(long.timeline && long.timeline.length >= 5, "a timeline of segments");
