@@ -100,16 +100,23 @@ function tooLarge(file) {
     { kind: "too-large" });
 }
 
+/** A file's first bytes, which say its format. */
+async function readHead(file) {
+  return new Uint8Array(await file.slice(0, 64).arrayBuffer());
+}
+
 /**
- * A file whose name says WAV, by the worker's own decoder; null when it is not a WAV that decoder
- * reads (other bytes under that name, or a codec it does not decode), for the caller to decide by
- * the file's first bytes.
+ * `file` through the worker's own WAV decoder; null where the decoder refuses it for its format, so
+ * that the caller tries another: a WAV codec duet-dsp does not read (ADPCM, A-law…), which the
+ * browser may decode, and with `orNotWav` bytes that are not WAV at all (a file named .wav sent
+ * before its first bytes were read). Any other failure is the file's answer.
  */
-async function analyseNamedWav(file, onProgress) {
+async function workerWav(file, onProgress, orNotWav = false) {
   try {
     return await engine.call("analyzeFile", { file }, { onProgress });
   } catch (err) {
-    if (err.kind === "audio" || err.kind === "unsupported-wav") return null;
+    if (err.kind === "unsupported-wav") return null;
+    if (orNotWav && err.kind === "audio" && !isWav(await readHead(file))) return null;
     throw err;
   }
 }
@@ -117,12 +124,8 @@ async function analyseNamedWav(file, onProgress) {
 /** `head`: the file's first bytes, which say its format. */
 async function analyseFile(file, head, onProgress = null) {
   if (isWav(head)) {
-    try {
-      return await engine.call("analyzeFile", { file }, { onProgress });
-    } catch (err) {
-      // A WAV codec duet-dsp does not read (ADPCM, A-law…) may still be one the browser decodes.
-      if (err.kind !== "unsupported-wav") throw err;
-    }
+    const a = await workerWav(file, onProgress);
+    if (a !== null) return a;
   }
   if (file.size > MAX_DECODED_BYTES) throw tooLarge(file);
   let pcm;
@@ -158,10 +161,10 @@ function handleFiles(fileList) {
         // bytes here first costs a round trip to the browser's file store (8-12 ms measured in
         // headless Chromium, a sixth of a 5 s clip's analysis). Whatever the worker cannot read
         // as a WAV takes the path below, which decides by the first bytes.
-        let a = /\.wave?$/i.test(file.name) ? await analyseNamedWav(file, progress) : null;
+        let a = /\.wave?$/i.test(file.name) ? await workerWav(file, progress, true) : null;
         if (a === null) {
           // The format from the first bytes; the rest is read by whoever decodes it.
-          const head = new Uint8Array(await file.slice(0, 64).arrayBuffer());
+          const head = await readHead(file);
           if (isSafetensors(file.name, head)) {
             row.remove();
             await useModelFile(file);
