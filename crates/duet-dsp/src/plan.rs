@@ -12,6 +12,41 @@ use crate::simd::Isa;
 /// Largest accepted sample magnitude (+80 dB over full scale); anything beyond is a corrupt float file.
 pub const MAX_ABS_SAMPLE: f32 = 1.0e4;
 
+/// Rejects NaN, infinite and beyond-[`MAX_ABS_SAMPLE`] samples with an error naming the first
+/// (`first` is the index of `block[0]` in its stream). The feature stream checks what it is fed,
+/// and the resampler what it is fed before its FFTs, which overflow on finite values near f32's
+/// limit (and then panic inside rubato).
+pub(crate) fn check_samples(block: &[f32], first: u64) -> Result<(), DspError> {
+    if crate::simd::all_within(block, MAX_ABS_SAMPLE) {
+        return Ok(());
+    }
+    for (i, &v) in block.iter().enumerate() {
+        if !v.is_finite() || v.abs() > MAX_ABS_SAMPLE {
+            let index = first + i as u64;
+            return Err(if v.is_nan() {
+                DspError::NonFinite {
+                    index,
+                    channel: 0,
+                    kind: "NaN",
+                }
+            } else if v.is_infinite() {
+                DspError::NonFinite {
+                    index,
+                    channel: 0,
+                    kind: if v > 0.0 { "+inf" } else { "-inf" },
+                }
+            } else {
+                DspError::OutOfRange {
+                    index,
+                    value: v,
+                    limit: MAX_ABS_SAMPLE,
+                }
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Samples appended to the window buffer per step; bounds the buffer whatever a caller pushes at once.
 const PUSH_BLOCK: usize = 1 << 15;
 
@@ -140,31 +175,7 @@ impl FeatureStream<'_> {
     /// an error naming the sample.
     pub fn push(&mut self, samples: &[f32]) -> Result<(), DspError> {
         for block in samples.chunks(PUSH_BLOCK) {
-            let ok = crate::simd::all_within(block, MAX_ABS_SAMPLE);
-            for (i, &v) in block.iter().enumerate().filter(|_| !ok) {
-                if !v.is_finite() || v.abs() > MAX_ABS_SAMPLE {
-                    let index = self.total + i as u64;
-                    return Err(if v.is_nan() {
-                        DspError::NonFinite {
-                            index,
-                            channel: 0,
-                            kind: "NaN",
-                        }
-                    } else if v.is_infinite() {
-                        DspError::NonFinite {
-                            index,
-                            channel: 0,
-                            kind: if v > 0.0 { "+inf" } else { "-inf" },
-                        }
-                    } else {
-                        DspError::OutOfRange {
-                            index,
-                            value: v,
-                            limit: MAX_ABS_SAMPLE,
-                        }
-                    });
-                }
-            }
+            check_samples(block, self.total)?;
             self.buf.extend_from_slice(block);
             self.total += block.len() as u64;
             self.run(false);

@@ -118,6 +118,9 @@ impl StreamResampler {
         input: &[f32],
         sink: &mut dyn FnMut(&[f32]) -> Result<(), DspError>,
     ) -> Result<(), DspError> {
+        if self.inner.is_some() {
+            crate::plan::check_samples(input, self.n_in)?;
+        }
         self.n_in += input.len() as u64;
         if self.inner.is_none() {
             self.n_out += input.len() as u64;
