@@ -22,6 +22,7 @@ pub mod backend;
 pub mod calibrate;
 mod cnn;
 pub mod config;
+mod ds_lstm_train;
 pub mod error;
 pub mod input;
 pub mod model;

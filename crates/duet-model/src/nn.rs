@@ -4,7 +4,7 @@
 
 use burn::module::{Module, Param, RunningState};
 use burn::prelude::*;
-use burn::tensor::activation::{relu, sigmoid};
+use burn::tensor::activation::relu;
 use burn::tensor::module::{conv2d, max_pool2d};
 use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
 
@@ -734,8 +734,8 @@ impl DsLstmLayer {
                 crate::recurrence::ds_lstm_recurrence(pre, w_h, scale, shift)
             }
             Mode::Train { momentum } => {
-                let (hs, stats) = self.train_steps(pre, w_h);
-                self.update_rbn_stats(stats, momentum);
+                let (hs, stats) = self.train_recurrence(pre, w_h);
+                self.update_rbn_stats(stats, b, momentum);
                 hs
             }
         };
@@ -746,55 +746,35 @@ impl DsLstmLayer {
     }
 
     /// The training recurrence: each step's gates normalised by that step's batch statistics
-    /// (recurrent batch norm, paper §2.3.4), which are returned for the running statistics.
-    /// `pre` [B, T, 6H], `w_h` [H, 6H] → (h [B, T, H], per-step (mean, unbiased var)).
-    fn train_steps(
-        &self,
-        pre: Tensor<3>,
-        w_h: Tensor<2>,
-    ) -> (Tensor<3>, Vec<(Tensor<1>, Tensor<1>)>) {
-        let [b, t, _] = pre.dims();
-        let hd = self.dims[2];
-        let device = pre.device();
-        // Running variance: the unbiased estimate over the batch (PyTorch's convention).
+    /// (recurrent batch norm, paper §2.3.4). `pre` [B, T, 6H], `w_h` [H, 6H] → (h [B, T, H], the
+    /// per-step means and biased variances of the gates [2, T, 4H], for the running statistics).
+    /// `crate::ds_lstm_train`: on the CPU with training built in one operation with its own
+    /// backward, elsewhere the step loop.
+    fn train_recurrence(&self, pre: Tensor<3>, w_h: Tensor<2>) -> (Tensor<3>, Tensor<3>) {
+        let (gamma, beta, eps) = (self.rbn.weight.val(), self.rbn.bias.val(), self.rbn.eps);
+        crate::ds_lstm_train::ds_lstm_train(pre, w_h, gamma, beta, eps)
+    }
+
+    /// Running statistics per step: rows `0..min(T, S)` move towards this batch's step statistics
+    /// `stats` [2, T, 4H] (means and biased variances; the running variance takes the unbiased
+    /// estimate over the batch, PyTorch's convention).
+    fn update_rbn_stats(&self, stats: Tensor<3>, b: usize, momentum: f64) {
+        let rm = self.rbn.running_mean.value_sync();
+        let rv = self.rbn.running_var.value_sync();
+        let [s, n] = rm.dims();
+        let [_, t, _] = stats.dims();
+        let k = t.min(s);
+        if k == 0 {
+            return;
+        }
         let unbiased = if b > 1 {
             b as f64 / (b - 1) as f64
         } else {
             1.0
         };
-        let mut stats = Vec::with_capacity(t);
-        let mut h = Tensor::<2>::zeros([b, hd], &device);
-        let mut c = Tensor::<2>::zeros([b, hd], &device);
-        let mut outs = Vec::with_capacity(t);
-        for p in split_steps(pre) {
-            let z = p + h.matmul(w_h.clone());
-            // (1)-(4): sigmoid, then recurrent batch norm with this step's statistics.
-            let g = sigmoid(z.clone().narrow(1, 0, 4 * hd));
-            let (mean, var) = row_stats(&g);
-            stats.push((
-                mean.clone().detach().reshape([4 * hd]),
-                var.clone().detach().reshape([4 * hd]).mul_scalar(unbiased),
-            ));
-            let scale = self.rbn.weight.val().reshape([1, 4 * hd]) / (var + self.rbn.eps).sqrt();
-            let shift = self.rbn.bias.val().reshape([1, 4 * hd]) - mean * scale.clone();
-            (c, h) = crate::recurrence::ds_lstm_cell(z, g * scale + shift, c);
-            outs.push(h.clone());
-        }
-        (Tensor::stack(outs, 1), stats)
-    }
-
-    /// Running statistics per step: rows `0..min(T, S)` move towards this batch's step statistics.
-    fn update_rbn_stats(&self, stats: Vec<(Tensor<1>, Tensor<1>)>, momentum: f64) {
-        let rm = self.rbn.running_mean.value_sync();
-        let rv = self.rbn.running_var.value_sync();
-        let [s, n] = rm.dims();
-        let k = stats.len().min(s);
-        if k == 0 {
-            return;
-        }
-        let (means, vars): (Vec<_>, Vec<_>) = stats.into_iter().take(k).unzip();
-        let bm: Tensor<2> = Tensor::stack(means, 0);
-        let bv: Tensor<2> = Tensor::stack(vars, 0);
+        let stats = stats.detach().narrow(1, 0, k);
+        let bm: Tensor<2> = stats.clone().narrow(0, 0, 1).reshape([k, n]);
+        let bv: Tensor<2> = stats.narrow(0, 1, 1).reshape([k, n]).mul_scalar(unbiased);
         let upd = |run: Tensor<2>, batch: Tensor<2>| {
             let head =
                 run.clone().narrow(0, 0, k).mul_scalar(1.0 - momentum) + batch.mul_scalar(momentum);

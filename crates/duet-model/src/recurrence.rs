@@ -126,6 +126,11 @@ pub fn set_step_loop_only(step_loop_only: bool) {
     STEP_LOOP_ONLY.store(step_loop_only, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// Whether [`set_step_loop_only`] asked for the step loops.
+pub(crate) fn step_loop_only() -> bool {
+    STEP_LOOP_ONLY.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Whether the fused implementations apply: f32, a non-empty input, and a hidden size whose state
 /// fits the GPU kernels' workgroup memory (the same rule on every backend, so results do not depend
 /// on it). An input on an autodiff device (training) takes the fused path only where it has a
@@ -135,7 +140,7 @@ fn fused(pre: &Tensor<3>, w_t: &Tensor<2>, differentiable: bool) -> bool {
     let [b, t, _] = pre.dims();
     let training = pre.is_autodiff() || w_t.is_autodiff();
     let hd = w_t.dims()[0];
-    !STEP_LOOP_ONLY.load(std::sync::atomic::Ordering::Relaxed)
+    !step_loop_only()
         && (!training
             || (differentiable && cfg!(feature = "train") && hd <= gpu::MAX_HIDDEN_BACKWARD))
         && pre.dtype() == DType::F32
@@ -290,14 +295,14 @@ fn exp_f32(x: f32) -> f32 {
 /// The logistic function 1 / (1 + e^(−x)), finite for every finite input, within 1e-6 of the exact
 /// value (tested): [`exp_f32`] is clamped, so e^(−x) never overflows.
 #[inline(always)]
-fn sigmoid_f32(x: f32) -> f32 {
+pub(crate) fn sigmoid_f32(x: f32) -> f32 {
     1.0 / (1.0 + exp_f32(-x))
 }
 
 /// `tanh` clamped as [`crate::nn::tanh`], within 1e-6 of the exact value (tested): with
 /// e = e^(−2|x|) ∈ (0, 1], tanh|x| = (1 − e) / (1 + e), the sign copied from x.
 #[inline(always)]
-fn tanh_f32(x: f32) -> f32 {
+pub(crate) fn tanh_f32(x: f32) -> f32 {
     let s = TANH_SATURATION as f32;
     let e = exp_f32(-2.0 * x.abs().clamp(0.0, s));
     ((1.0 - e) / (1.0 + e)).copysign(x)
@@ -305,9 +310,9 @@ fn tanh_f32(x: f32) -> f32 {
 
 /// The gradients of [`lstm_recurrence`] with respect to `pre` and `w_hh_t`, given its output `h`
 /// [B, T, H] and the gradient `grad` of the loss with respect to `h`. The full pre-activations are
-/// rebuilt with one product over all steps (z_t = pre_t + h_{t−1}·W, h_{−1} = 0), the sequential
-/// part runs as [`RecurrenceOps::lstm_recurrence_backward`], and the recurrent weights' gradient
-/// Σ_t h_{t−1}ᵀ·dz_t is one more product over all steps.
+/// rebuilt with one product over all steps ([`rebuild_pre_activations`]), the sequential part runs
+/// as [`RecurrenceOps::lstm_recurrence_backward`], and the recurrent weights' gradient is one more
+/// product over all steps ([`recurrent_weight_grad`]).
 #[cfg(feature = "train")]
 pub fn lstm_backward<B: RecurrenceOps>(
     pre: FloatTensor<B>,
@@ -315,52 +320,75 @@ pub fn lstm_backward<B: RecurrenceOps>(
     h: FloatTensor<B>,
     grad: FloatTensor<B>,
 ) -> (FloatTensor<B>, FloatTensor<B>) {
-    use burn::backend::Slice;
-    let [b, t, h4] = pre.shape().dims::<3>();
-    let hd = h4 / 4;
-    let flat = |x: FloatTensor<B>, w: usize| {
-        B::float_reshape(x, burn::tensor::Shape::new([b * (t - 1), w]))
-    };
-    let (z, h_prev) = if t > 1 {
-        let h_prev = flat(
-            B::float_slice(
-                h,
-                &[Slice::from(0..b), Slice::from(0..t - 1), Slice::from(0..hd)],
-            ),
-            hd,
-        );
-        let first = B::float_slice(
-            pre.clone(),
-            &[Slice::from(0..b), Slice::from(0..1), Slice::from(0..h4)],
-        );
-        let rest = B::float_slice(
-            pre,
-            &[Slice::from(0..b), Slice::from(1..t), Slice::from(0..h4)],
-        );
-        let rec = B::float_reshape(
-            B::float_matmul(h_prev.clone(), w_hh_t.clone()),
-            burn::tensor::Shape::new([b, t - 1, h4]),
-        );
-        (
-            B::float_cat(vec![first, B::float_add(rest, rec)], 1),
-            Some(h_prev),
-        )
-    } else {
-        (pre, None)
-    };
+    let (z, h_prev) = rebuild_pre_activations::<B>(pre, w_hh_t.clone(), h);
     let dz = B::lstm_recurrence_backward(z, w_hh_t.clone(), grad);
-    let dw = match h_prev {
-        Some(h_prev) => {
-            let dz_rest = B::float_slice(
-                dz.clone(),
-                &[Slice::from(0..b), Slice::from(1..t), Slice::from(0..h4)],
-            );
-            B::float_matmul(B::float_transpose(h_prev), flat(dz_rest, h4))
-        }
-        // One step: h_{−1} = 0, so the recurrent weights have no influence.
-        None => B::float_mul_scalar(w_hh_t, 0f32.into()),
-    };
+    let dw = recurrent_weight_grad::<B>(&dz, h_prev, w_hh_t);
     (dz, dw)
+}
+
+/// A recurrence's full pre-activations z_t = pre_t + h_{t−1}·W (h_{−1} = 0) from `pre` [B, T, K],
+/// `w_t` [H, K] and every step's output `h` [B, T, H], as one product over all steps; with the
+/// previous states h_{t−1} of steps 1.. as rows [B·(T − 1), H] (`None` for one step), which the
+/// recurrent weights' gradient needs.
+#[cfg(feature = "train")]
+pub(crate) fn rebuild_pre_activations<B: Backend>(
+    pre: FloatTensor<B>,
+    w_t: FloatTensor<B>,
+    h: FloatTensor<B>,
+) -> (FloatTensor<B>, Option<FloatTensor<B>>) {
+    use burn::backend::Slice;
+    let [b, t, k] = pre.shape().dims::<3>();
+    let hd = w_t.shape().dims::<2>()[0];
+    if t < 2 {
+        return (pre, None);
+    }
+    let h_prev = B::float_reshape(
+        B::float_slice(
+            h,
+            &[Slice::from(0..b), Slice::from(0..t - 1), Slice::from(0..hd)],
+        ),
+        burn::tensor::Shape::new([b * (t - 1), hd]),
+    );
+    let first = B::float_slice(
+        pre.clone(),
+        &[Slice::from(0..b), Slice::from(0..1), Slice::from(0..k)],
+    );
+    let rest = B::float_slice(
+        pre,
+        &[Slice::from(0..b), Slice::from(1..t), Slice::from(0..k)],
+    );
+    let rec = B::float_reshape(
+        B::float_matmul(h_prev.clone(), w_t),
+        burn::tensor::Shape::new([b, t - 1, k]),
+    );
+    (
+        B::float_cat(vec![first, B::float_add(rest, rec)], 1),
+        Some(h_prev),
+    )
+}
+
+/// The recurrent weights' gradient Σ_t h_{t−1}ᵀ·dz_t [H, K] as one product over steps 1.., from
+/// the pre-activations' gradient `dz` [B, T, K] and the previous states of
+/// [`rebuild_pre_activations`]; zero for one step (h_{−1} = 0: the weights have no influence).
+#[cfg(feature = "train")]
+pub(crate) fn recurrent_weight_grad<B: Backend>(
+    dz: &FloatTensor<B>,
+    h_prev: Option<FloatTensor<B>>,
+    w_t: FloatTensor<B>,
+) -> FloatTensor<B> {
+    use burn::backend::Slice;
+    let Some(h_prev) = h_prev else {
+        return B::float_mul_scalar(w_t, 0f32.into());
+    };
+    let [b, t, k] = dz.shape().dims::<3>();
+    let dz_rest = B::float_slice(
+        dz.clone(),
+        &[Slice::from(0..b), Slice::from(1..t), Slice::from(0..k)],
+    );
+    B::float_matmul(
+        B::float_transpose(h_prev),
+        B::float_reshape(dz_rest, burn::tensor::Shape::new([b * (t - 1), k])),
+    )
 }
 
 /// Training through the fused LSTM: burn's autodiff wrapper records [`lstm_backward`] as the
@@ -657,7 +685,7 @@ pub(crate) mod cpu {
     /// The derivative of [`tanh_f32`] at `x`, given y = tanh_f32(x): 1 − y² inside the clamp, 0
     /// outside (where the clamp holds it constant).
     #[inline(always)]
-    pub(super) fn tanh_grad_f32(x: f32, y: f32) -> f32 {
+    pub(crate) fn tanh_grad_f32(x: f32, y: f32) -> f32 {
         if x.abs() <= crate::nn::TANH_SATURATION as f32 {
             1.0 - y * y
         } else {
@@ -694,6 +722,7 @@ pub(crate) mod cpu {
             }
         };
     }
+    pub(crate) use by_isa;
 
     by_isa! {
         /// [`RecurrenceOps::lstm_recurrence_backward`] on f32 slices: `z` [B, T, 4H], `w` [H, 4H],
