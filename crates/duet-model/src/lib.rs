@@ -13,8 +13,10 @@
 //!
 //! Inside: `nn` (LSTM, CNN block, recurrent batch norm, DS-LSTM layer; docs/weights.md §3-4) and
 //! `recurrence` (the LSTM and DS-LSTM recurrences as one fused operation per layer: a GPU kernel,
-//! a CPU loop; the step loop for training) and `cnn` (the CNN's kernel-offset products and max
-//! pooling as operations with a backward that writes no zero tensor per view).
+//! a CPU loop; the LSTM's backward), `ds_lstm_train` (the DS-LSTM's training recurrence, with
+//! batch statistics, as one CPU operation with its own backward) and `cnn` (the CNN's
+//! kernel-offset products and max pooling as operations with a backward that writes no zero
+//! tensor per view).
 
 #![warn(missing_docs)]
 

@@ -14,8 +14,8 @@
 //! - **Training** (an autodiff input): the LSTM runs the same fused op, with its own backward
 //!   ([`lstm_backward`]: one product rebuilds every step's pre-activations, a backward-through-time
 //!   op — one kernel on the GPU, one product per step on the CPU — gives their gradient, one more
-//!   product the recurrent weights'). The DS-LSTM trains through its step loop (its recurrent
-//!   batch norm uses each batch's statistics there, `crate::nn::DsLstmLayer`).
+//!   product the recurrent weights'). The DS-LSTM trains through its own operation
+//!   (`crate::ds_lstm_train`: its recurrent batch norm uses each step's batch statistics there).
 //! - [`input_projection`]: the input projections of every step, bias included, as one product; on
 //!   the CPU into a buffer that starts as the bias rows, where burn's product zero-fills its output
 //!   and copies it once more and the bias was a pass of its own.

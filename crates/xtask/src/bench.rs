@@ -265,8 +265,8 @@ fn bench_gpu_batch(bench_model: &Path, batch: usize, rows: &mut Vec<Row>) -> Res
 
 fn bench_train(python: &Path, bench_model: &Path, rows: &mut Vec<Row>) -> Result<()> {
     let model = model_file()?;
-    // `recurrence`: `fused` (what ships) or `steps` (burn differentiating the LSTM's step loop,
-    // what the fused op's backward replaced).
+    // `recurrence`: `fused` (what ships) or `steps` (burn differentiating the LSTM's and the
+    // DS-LSTM's step loops, what the fused ops' backward replaced).
     let train = |recurrence: &str| -> Result<serde_json::Value> {
         json_of(&output(threads_env(
             cmd(bench_model).args([
@@ -319,8 +319,9 @@ fn bench_train(python: &Path, bench_model: &Path, rows: &mut Vec<Row>) -> Result
         ),
     });
     rows.push(Row {
-        figure: "the same training step with the LSTM's step loop (before its fused backward)"
-            .into(),
+        figure:
+            "the same training step with the recurrences' step loops (before their fused backward)"
+                .into(),
         duet: format!("{} (fused: {})", spread(&steps), spread(&duet)),
         peer: String::new(),
         ratio: format!(
