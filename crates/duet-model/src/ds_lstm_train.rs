@@ -284,7 +284,9 @@ mod autodiff {
 #[cfg(feature = "train")]
 mod cpu {
     use super::DsLstmTrainOps;
-    use crate::recurrence::cpu::{add_product, by_isa, contiguous, tanh_grad_f32};
+    use crate::recurrence::cpu::{
+        add_product, by_isa, contiguous, step_output_grad, tanh_grad_f32,
+    };
     use crate::recurrence::{sigmoid_f32, tanh_f32};
     use burn::backend::TensorMetadata;
     use burn::tensor::TensorData;
@@ -569,19 +571,7 @@ mod cpu {
         let mut carry = vec![0f32; b * hd];
         let (mut sum_dg, mut sum_dgx) = (vec![0f32; n], vec![0f32; n]);
         for step in (0..t).rev() {
-            for s in 0..b {
-                dh[s * hd..(s + 1) * hd].copy_from_slice(&grad[(s * t + step) * hd..][..hd]);
-            }
-            if step + 1 < t && hd > 0 {
-                // dh[B, H] += dz_{t+1}[B, 6H] · Wᵀ[6H, H]; dz_{t+1} read in place (row stride
-                // T·6H), Wᵀ as W with its strides swapped.
-                add_product(
-                    (b, hd, width),
-                    (&mut dh, hd),
-                    (dz, (step + 1) * width, t * width),
-                    (w, width, 1),
-                );
-            }
+            step_output_grad(&mut dh, grad, dz, w, step, [b, t, hd]);
             // The cell's backward: the candidates' pre-activation gradients, and the gradient
             // with respect to each normalised gate, kept in dz's gate part until the batch norm's
             // backward below turns it into the pre-activations'.

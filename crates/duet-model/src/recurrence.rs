@@ -789,19 +789,7 @@ pub(crate) mod cpu {
         let mut dh = vec![0f32; b * hd];
         let mut carry = vec![0f32; b * hd];
         for step in (0..t).rev() {
-            for s in 0..b {
-                dh[s * hd..(s + 1) * hd].copy_from_slice(&grad[(s * t + step) * hd..][..hd]);
-            }
-            if step + 1 < t && hd > 0 {
-                // dh[B, H] += dz_{t+1}[B, 4H] · Wᵀ[4H, H]; dz_{t+1} is read in place (row stride
-                // T·4H), Wᵀ as W with its strides swapped.
-                add_product(
-                    (b, hd, width),
-                    (&mut dh, hd),
-                    (dz, (step + 1) * width, t * width),
-                    (w, width, 1),
-                );
-            }
+            step_output_grad(&mut dh, grad, dz, w, step, [b, t, hd]);
             for s in 0..b {
                 let r = (s * t + step) * width;
                 let [zi, zf, zg, zo] = quarters(&z[r..r + width], hd);
@@ -828,6 +816,33 @@ pub(crate) mod cpu {
                     dzo,
                 );
             }
+        }
+    }
+
+    /// The start of step `step` of a backward through time: `dh` [B, H] = the loss's gradient
+    /// with respect to h_t (from `grad` [B, T, H]) plus, before the last step, the recurrent part
+    /// dz_{t+1}[B, K] · Wᵀ[K, H], with `dz` [B, T, K] read in place (row stride T·K) and Wᵀ as
+    /// `w` [H, K] with its strides swapped.
+    #[inline(always)]
+    pub(crate) fn step_output_grad(
+        dh: &mut [f32],
+        grad: &[f32],
+        dz: &[f32],
+        w: &[f32],
+        step: usize,
+        [b, t, hd]: [usize; 3],
+    ) {
+        for s in 0..b {
+            dh[s * hd..(s + 1) * hd].copy_from_slice(&grad[(s * t + step) * hd..][..hd]);
+        }
+        if step + 1 < t && hd > 0 {
+            let width = w.len() / hd;
+            add_product(
+                (b, hd, width),
+                (dh, hd),
+                (dz, (step + 1) * width, t * width),
+                (w, width, 1),
+            );
         }
     }
 
