@@ -773,4 +773,46 @@ mod tests {
             }
         }
     }
+
+    /// The other backends (wgpu: lavapipe in CI) have no fused training operation, whose dispatch
+    /// would panic there: [`ds_lstm_train`] takes the step loop on them, with the step loop's
+    /// values and a gradient for the recurrent weights.
+    #[test]
+    fn other_backends_train_through_the_step_loop() {
+        let mut rng = SplitMix64::new(22);
+        for device in crate::backend::available_devices().into_iter().skip(1) {
+            let kind = crate::backend::kind_of(&device);
+            let device = device.autodiff();
+            let pre = random([3, 5, 24], 1.0, &mut rng, &device).require_grad();
+            let w = random([4, 24], 0.5, &mut rng, &device).require_grad();
+            let gamma = random([16], 0.1, &mut rng, &device) + 0.1;
+            let beta = random([16], 0.1, &mut rng, &device);
+            let args = (pre, w.clone(), gamma, beta);
+            let (h, stats) = ds_lstm_train(
+                args.0.clone(),
+                args.1.clone(),
+                args.2.clone(),
+                args.3.clone(),
+                1e-5,
+            );
+            let (hs, ss) = ds_lstm_train_steps(args.0, args.1, args.2, args.3, 1e-5);
+            close(
+                h.clone().flatten::<1>(0, 2),
+                hs.flatten::<1>(0, 2),
+                1e-6,
+                &format!("h {kind}"),
+            );
+            close(
+                stats.flatten::<1>(0, 2),
+                ss.flatten::<1>(0, 2),
+                1e-6,
+                &format!("stats {kind}"),
+            );
+            let g = h.sum().backward();
+            assert!(
+                w.grad(&g).is_some(),
+                "{kind}: no gradient for the recurrent weights"
+            );
+        }
+    }
 }
