@@ -285,7 +285,7 @@ mod autodiff {
 mod cpu {
     use super::DsLstmTrainOps;
     use crate::recurrence::cpu::{
-        add_product, by_isa, contiguous, step_output_grad, tanh_grad_f32,
+        by_isa, contiguous, step_output_grad, step_pre_activations, tanh_grad_f32,
     };
     use crate::recurrence::{sigmoid_f32, tanh_f32};
     use burn::backend::TensorMetadata;
@@ -422,19 +422,7 @@ mod cpu {
         let mut c = vec![0f32; b * hd];
         let (mut scale, mut shift) = (vec![0f32; n], vec![0f32; n]);
         for step in 0..t {
-            for s in 0..b {
-                let row = (s * t + step) * width;
-                z[s * width..(s + 1) * width].copy_from_slice(&pre[row..row + width]);
-            }
-            if step > 0 && hd > 0 {
-                // z[B, 6H] += h_{t−1}[B, H] · W[H, 6H]; h_{t−1} read in place (row stride T·H).
-                add_product(
-                    (b, width, hd),
-                    (&mut z, width),
-                    (h, (step - 1) * hd, t * hd),
-                    (w, 1, width),
-                );
-            }
+            step_pre_activations(&mut z, pre, h, w, step, [b, t, hd]);
             for s in 0..b {
                 let (zs, gs) = (&z[s * width..][..n], &mut sig[s * n..][..n]);
                 for j in 0..n {

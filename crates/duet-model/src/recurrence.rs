@@ -819,6 +819,35 @@ pub(crate) mod cpu {
         }
     }
 
+    /// The pre-activations of step `step` of a forward recurrence: `z` [B, K] = its rows of `pre`
+    /// [B, T, K] plus, after the first step, h_{t−1}[B, H] · W[H, K], with h_{t−1} read in place
+    /// from the outputs `h` [B, T, H] written so far (row stride T·H). Copied into a compact
+    /// buffer first: the step's product writing into `pre` itself (rows T·K apart) measured no
+    /// faster (docs/performance.md).
+    #[inline(always)]
+    pub(crate) fn step_pre_activations(
+        z: &mut [f32],
+        pre: &[f32],
+        h: &[f32],
+        w: &[f32],
+        step: usize,
+        [b, t, hd]: [usize; 3],
+    ) {
+        let width = z.len() / b.max(1);
+        for s in 0..b {
+            let row = (s * t + step) * width;
+            z[s * width..(s + 1) * width].copy_from_slice(&pre[row..row + width]);
+        }
+        if step > 0 && hd > 0 {
+            add_product(
+                (b, width, hd),
+                (z, width),
+                (h, (step - 1) * hd, t * hd),
+                (w, 1, width),
+            );
+        }
+    }
+
     /// The start of step `step` of a backward through time: `dh` [B, H] = the loss's gradient
     /// with respect to h_t (from `grad` [B, T, H]) plus, before the last step, the recurrent part
     /// dz_{t+1}[B, K] · Wᵀ[K, H], with `dz` [B, T, K] read in place (row stride T·K) and Wᵀ as
@@ -981,20 +1010,7 @@ pub(crate) mod cpu {
         let mut z = vec![0f32; b * width];
         let mut c = vec![0f32; b * hd];
         for step in 0..t {
-            for s in 0..b {
-                let row = (s * t + step) * width;
-                z[s * width..(s + 1) * width].copy_from_slice(&pre[row..row + width]);
-            }
-            if step > 0 && hd > 0 {
-                // z[B, kH] += h_{t−1}[B, H] · W[H, kH]; h_{t−1} is read in place from `out`
-                // (row stride T·H).
-                add_product(
-                    (b, width, hd),
-                    (&mut z, width),
-                    (out, (step - 1) * hd, t * hd),
-                    (w, 1, width),
-                );
-            }
+            step_pre_activations(&mut z, pre, out, w, step, [b, t, hd]);
             for s in 0..b {
                 let zs = &z[s * width..(s + 1) * width];
                 let cs = &mut c[s * hd..(s + 1) * hd];
