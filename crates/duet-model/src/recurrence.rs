@@ -722,6 +722,8 @@ pub(crate) mod cpu {
             }
         };
     }
+    // For `crate::ds_lstm_train`, which builds with training only.
+    #[cfg(feature = "train")]
     pub(crate) use by_isa;
 
     by_isa! {
