@@ -687,19 +687,8 @@ mod cpu {
 #[cfg(all(test, feature = "train"))]
 mod tests {
     use super::*;
+    use crate::recurrence::tests::random;
     use crate::rng::SplitMix64;
-
-    fn random<const D: usize>(
-        shape: [usize; D],
-        scale: f64,
-        rng: &mut SplitMix64,
-        device: &Device,
-    ) -> Tensor<D> {
-        let v: Vec<f32> = (0..shape.iter().product::<usize>())
-            .map(|_| (rng.normal() * scale) as f32)
-            .collect();
-        Tensor::from_data(TensorData::new(v, shape), device)
-    }
 
     /// The largest |a − r| against the largest |r|; asserts it within `tol` of max(|r|, 1).
     fn close(a: Tensor<1>, r: Tensor<1>, tol: f32, what: &str) {

@@ -1426,7 +1426,7 @@ mod gpu {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::rng::SplitMix64;
 
@@ -1478,7 +1478,9 @@ mod tests {
         assert_eq!((tanh_f32(10.0), tanh_f32(-50.0)), (1.0, -1.0));
     }
 
-    fn random<const D: usize>(
+    /// A tensor of `shape` with normal entries of standard deviation `scale` (also the DS-LSTM
+    /// training op's tests' inputs).
+    pub(crate) fn random<const D: usize>(
         shape: [usize; D],
         scale: f64,
         rng: &mut SplitMix64,
