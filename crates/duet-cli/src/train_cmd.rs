@@ -110,6 +110,12 @@ pub struct Args {
     /// Off (the paper) by default.
     #[arg(long, value_name = "WHAT", value_parser = parse_utterance_mean)]
     pub utterance_mean: Option<UtteranceMean>,
+    /// Cut the silence before and after the speech of each utterance, in training and wherever
+    /// the model is used (stored in the model file): frames more than 30 dB below the utterance's
+    /// loudest frame or within 6 dB of its noise floor, at either end, keeping 0.1 s of margin. Off
+    /// (the paper: the whole recording) by default.
+    #[arg(long)]
+    pub trim_silence: bool,
     /// Report and export the mean of the weights after each of the last N epochs (batch-norm
     /// statistics included) instead of the epoch chosen on validation, which a few validation
     /// speakers make noisy; validation then only fits the temperature. 0 (default): choose an epoch.
@@ -355,6 +361,7 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
             o.spec_augment = args.spec_augment;
             o.mfcc_standardise = args.mfcc_standardise;
             o.utterance_mean = args.utterance_mean;
+            o.silence_trim = args.trim_silence.then(duet_dsp::SilenceTrim::speech);
             o.average_last = args.average_last;
             o.noisy_below_db = args.noisy_below;
             o.weight_decay = args.weight_decay;

@@ -36,6 +36,7 @@ mod pair;
 pub mod plan;
 mod resample;
 pub mod simd;
+pub mod trim;
 pub mod wav;
 
 use std::fs::File;
@@ -50,6 +51,7 @@ pub use mfcc::{Mfcc, hz_to_mel_htk};
 pub use noise::{NOISY_BELOW_DB, is_noisy, is_noisy_below, speech_to_noise_db};
 pub use plan::{FeaturePlan, FeatureStream, Features};
 pub use resample::{StreamResampler, resample};
+pub use trim::SilenceTrim;
 pub use wav::{DecodedAudio, WavReader, decode_wav};
 
 /// The analysis sample rate (paper section 2.1: IEMOCAP is 16 kHz); every input is resampled to it.

@@ -237,3 +237,62 @@ fn level_normalisation_removes_the_recording_gain() {
         max_abs(&far.mfcc, &l.mfcc)
     );
 }
+
+/// Silence trimming on real speech: each RAVDESS clip (about 40 % silence around the speech) loses
+/// some of its frames but keeps its speech, and a second more of its room before and after
+/// the clip (its own first quarter second, repeated) moves the span by that second (within 80 ms) and leaves about as many frames kept as before: the model
+/// sees the same input however long the person waited.
+#[test]
+fn silence_trim_keeps_the_speech_of_real_recordings() {
+    let config = FeatureConfig::paper();
+    let mut plan = FeaturePlan::new(&config);
+    let trim = duet_dsp::SilenceTrim::speech();
+    let dir = fixtures().join("../ravdess");
+    let mut clips = 0;
+    for entry in std::fs::read_dir(&dir).expect("tests/fixtures/ravdess") {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "wav") {
+            continue;
+        }
+        let speech = duet_dsp::load_audio_16k(&std::fs::read(&path).unwrap()).unwrap();
+        let f = plan.compute(&speech).unwrap();
+        let (start, end) = trim.speech_span(&f, &config).expect("a span");
+        let duration = speech.len() as f64 / 16000.0;
+        let kept = (end - start) / duration;
+        assert!(
+            start > 0.1 && end < duration - 0.1 && kept > 0.3 && kept < 0.9,
+            "{}: span {start:.2}..{end:.2} s of {duration:.2} s",
+            path.display()
+        );
+        // One second more of the recording's own room on each side: its first 0.25 s, four times.
+        let room: Vec<f32> = speech[..4000].iter().cycle().take(16000).copied().collect();
+        let mut padded = room.clone();
+        padded.extend_from_slice(&speech);
+        padded.extend_from_slice(&room);
+        let g = plan.compute(&padded).unwrap();
+        let (s2, e2) = trim.speech_span(&g, &config).unwrap();
+        assert!(
+            (s2 - 1.0 - start).abs() < 0.08 && (e2 - 1.0 - end).abs() < 0.08,
+            "{}: {start:.3}..{end:.3} s, padded {s2:.3}..{e2:.3} s",
+            path.display()
+        );
+        let (a, b) = (trim.apply(&f, &config), trim.apply(&g, &config));
+        // As many frames kept, to the spans' 80 ms and a frame's rounding: the added
+        // second is not a whole number of hops, so every frame after it samples the speech at
+        // another phase, and a soft onset or decay crosses the threshold a frame or few earlier or later.
+        for (name, x, y, step) in [
+            ("mfcc", a.mfcc.n_frames, b.mfcc.n_frames, 160),
+            ("narrow", a.mel_narrow.n_frames, b.mel_narrow.n_frames, 128),
+            ("wide", a.mel_wide.n_frames, b.mel_wide.n_frames, 256),
+        ] {
+            let seconds = x.abs_diff(y) as f64 * step as f64 / 16000.0;
+            assert!(
+                seconds <= 0.18,
+                "{}: {name} {x} vs {y} frames",
+                path.display()
+            );
+        }
+        clips += 1;
+    }
+    assert_eq!(clips, 8);
+}

@@ -263,6 +263,11 @@ pub struct ModelConfig {
     /// file): none, as in the paper (§2.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub utterance_mean: Option<UtteranceMean>,
+    /// Silence cut from both ends of each utterance before the model sees it
+    /// ([`duet_dsp::SilenceTrim`]); `None` (absent from the file): the whole recording, as in the
+    /// paper (§2.2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub silence_trim: Option<duet_dsp::SilenceTrim>,
 }
 
 /// Per-utterance mean normalisation (docs/weights.md §2): each MFCC value, or each mel band of both
@@ -498,6 +503,7 @@ impl ModelConfig {
             calibration: None,
             mfcc_standardisation: None,
             utterance_mean: None,
+            silence_trim: None,
         }
     }
 
@@ -602,6 +608,11 @@ impl ModelConfig {
                     format!("{db} is not a threshold in 0..100 dB"),
                 );
             }
+        }
+        if let Some(t) = &self.silence_trim
+            && let Err(e) = t.validate()
+        {
+            return bad("silence_trim", e);
         }
         if let Some(z) = &self.mfcc_standardisation {
             if z.mean.len() != self.mfcc_dim || z.std.len() != self.mfcc_dim {
@@ -813,6 +824,49 @@ mod tests {
         c.mfcc_standardisation = None;
         let json = serde_json::to_string(&c).unwrap();
         assert!(!json.contains("mfcc_standardisation"));
+    }
+
+    #[test]
+    fn silence_trim_is_stored_and_validated() {
+        let mut c = ModelConfig::new(ModelKind::Dual, Preset::Paper);
+        assert!(!serde_json::to_string(&c).unwrap().contains("silence_trim"));
+        c.silence_trim = Some(duet_dsp::SilenceTrim::speech());
+        let back: ModelConfig = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+        assert_eq!(back.silence_trim, c.silence_trim);
+        back.validate().unwrap();
+        let speech = duet_dsp::SilenceTrim::speech();
+        for (t, name) in [
+            (
+                duet_dsp::SilenceTrim {
+                    below_db: f32::NAN,
+                    ..speech
+                },
+                "below_db",
+            ),
+            (
+                duet_dsp::SilenceTrim {
+                    above_floor_db: -1.0,
+                    ..speech
+                },
+                "above_floor_db",
+            ),
+            (
+                duet_dsp::SilenceTrim {
+                    margin_s: 1e9,
+                    ..speech
+                },
+                "margin_s",
+            ),
+        ] {
+            c.silence_trim = Some(t);
+            match c.validate() {
+                Err(ModelError::Config { field, message }) => {
+                    assert_eq!(field, "silence_trim");
+                    assert!(message.contains(name), "{message}");
+                }
+                other => panic!("{name}: {other:?}"),
+            }
+        }
     }
 
     #[test]

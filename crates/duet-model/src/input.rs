@@ -53,9 +53,23 @@ impl Prepared {
     }
 }
 
+/// The features the model reads: `features` with the silence at both ends cut where the model
+/// says so ([`duet_dsp::SilenceTrim`]), else as they are. `train` takes its resize targets and MFCC
+/// statistics from these, so that they describe what the model sees.
+pub fn model_features<'a>(
+    features: &'a Features,
+    config: &ModelConfig,
+) -> std::borrow::Cow<'a, Features> {
+    match &config.silence_trim {
+        Some(t) => std::borrow::Cow::Owned(t.apply(features, &config.features)),
+        None => std::borrow::Cow::Borrowed(features),
+    }
+}
+
 /// Resizes and logs the spectrograms of `features` for a model of `config`.
-pub fn prepare(features: &Features, config: &ModelConfig) -> Result<Prepared, ModelError> {
+pub fn prepare(whole: &Features, config: &ModelConfig) -> Result<Prepared, ModelError> {
     let f = &config.features;
+    let features = &*model_features(whole, config);
     if features.mfcc.n_frames == 0 {
         return Err(ModelError::Input(
             "no MFCC frame: the audio is too short".into(),
@@ -113,7 +127,8 @@ pub fn prepare(features: &Features, config: &ModelConfig) -> Result<Prepared, Mo
         mfcc_frames: features.mfcc.n_frames,
         narrow: narrow.data,
         wide: wide.data,
-        speech_to_noise_db: duet_dsp::speech_to_noise_db(&features.mel_wide),
+        // From the whole recording: its silence is where the noise floor shows.
+        speech_to_noise_db: duet_dsp::speech_to_noise_db(&whole.mel_wide),
     })
 }
 
@@ -274,5 +289,46 @@ mod tests {
                 y - x
             );
         }
+    }
+
+    /// A model's silence trim reaches the prepared inputs: the voice with a second of room noise
+    /// before and after it prepares as the voice with 0.3 s does (about the same MFCC frames and
+    /// resized spectrograms), where without the trim the silence is half the input; the
+    /// speech-to-noise estimate still reads the whole recording.
+    #[test]
+    fn prepare_cuts_the_silence_when_the_model_says_so() {
+        let voice = crate::calibrate::synthetic_voice(1.5, 150.0, 4.0, 7);
+        // Room noise 60 dB under the voice, alone for `n` samples on each side.
+        let padded = |n: usize| -> Vec<f32> {
+            let mut rng = crate::rng::SplitMix64::new(3);
+            let mut x: Vec<f32> = (0..n).map(|_| 1e-4 * rng.normal() as f32).collect();
+            x.extend(voice.iter().map(|v| v + 1e-4 * rng.normal() as f32));
+            x.extend((0..n).map(|_| 1e-4 * rng.normal() as f32));
+            x
+        };
+        let (short, long) = (padded(4800), padded(16000));
+        let mut plan = FeaturePlan::new(&FeatureConfig::paper());
+        let (short_f, long_f) = (plan.compute(&short).unwrap(), plan.compute(&long).unwrap());
+        let mut config = ModelConfig::new(ModelKind::Dual, Preset::Paper);
+        let plain = prepare(&long_f, &config).unwrap();
+        config.silence_trim = Some(duet_dsp::SilenceTrim::speech());
+        let a = prepare(&short_f, &config).unwrap();
+        let b = prepare(&long_f, &config).unwrap();
+        assert_eq!(plain.mfcc_frames, 1 + (long.len() - 400) / 160);
+        assert!(
+            b.mfcc_frames.abs_diff(a.mfcc_frames) <= 8 && b.mfcc_frames < plain.mfcc_frames * 2 / 3,
+            "trimmed {} frames (0.3 s of room: {}, untrimmed {})",
+            b.mfcc_frames,
+            a.mfcc_frames,
+            plain.mfcc_frames
+        );
+        assert_eq!(b.speech_to_noise_db, plain.speech_to_noise_db);
+        // The resized spectrograms: the voice fills them however long the room around it.
+        let mean_db = |v: &[f32]| v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64;
+        let (ma, mb, mp) = (mean_db(&a.wide), mean_db(&b.wide), mean_db(&plain.wide));
+        assert!(
+            (ma - mb).abs() < 1.5 && (mp - mb).abs() > 10.0,
+            "mean dB {ma}, {mb}, untrimmed {mp}"
+        );
     }
 }

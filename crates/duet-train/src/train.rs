@@ -23,7 +23,7 @@ use burn::tensor::TensorData;
 use duet_dsp::{Features, Preset};
 use duet_model::Mode;
 use duet_model::config::{MfccStandardisation, UtteranceMean};
-use duet_model::input::{ModelInput, Prepared, prepare};
+use duet_model::input::{ModelInput, Prepared, model_features, prepare};
 use duet_model::rng::SplitMix64;
 use duet_model::weights::{self, Precision};
 use duet_model::{DuetModel, ModelConfig, ModelKind, store::FileSource};
@@ -96,6 +96,8 @@ pub struct TrainOptions {
     /// duet_model::config::UtteranceMean); `None` in the paper.
     #[serde(default)]
     pub utterance_mean: Option<UtteranceMean>,
+    /// Silence cut from both ends of each utterance (stored in the model file).
+    pub silence_trim: Option<duet_dsp::SilenceTrim>,
 }
 
 impl TrainOptions {
@@ -125,6 +127,7 @@ impl TrainOptions {
             noisy_below_db: None,
             weight_decay: 0.0,
             utterance_mean: None,
+            silence_trim: None,
         }
     }
 
@@ -363,6 +366,13 @@ pub fn fold_config(
     let mut config = ModelConfig::new(options.kind, options.preset);
     config.hidden = options.hidden;
     config.features = options.feature_config();
+    config.silence_trim = options.silence_trim;
+    // What the model will see of each training utterance (its silence cut, where it is).
+    let seen: Vec<Option<std::borrow::Cow<Features>>> = features
+        .iter()
+        .map(|f| f.as_ref().map(|f| model_features(f, &config)))
+        .collect();
+    let features = &seen;
     if options.preset == Preset::Paper {
         let frames = |wide: bool| {
             median(
@@ -799,6 +809,15 @@ fn recipe_notes(options: &TrainOptions, epochs: usize, prov: &mut duet_model::co
         prov.notes.insert(
             "mfcc_standardisation".into(),
             "MFCC frames standardised with the training utterances' statistics".into(),
+        );
+    }
+    if let Some(t) = options.silence_trim {
+        prov.notes.insert(
+            "silence_trim".into(),
+            format!(
+                "silence cut from both ends: frames {} dB below the loudest frame or within {} dB of the floor, {} s of margin",
+                t.below_db, t.above_floor_db, t.margin_s
+            ),
         );
     }
     if let Some(u) = options.utterance_mean {

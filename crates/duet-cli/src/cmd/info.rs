@@ -65,6 +65,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             level.percentile * 100.0
         );
     }
+    if let Some(t) = &c.silence_trim {
+        println!(
+            "  trimmed     silence cut from both ends (frames {} dB below the loudest frame or within {} dB of the floor; {} s margin)",
+            t.below_db, t.above_floor_db, t.margin_s
+        );
+    }
     if let Some(u) = c.utterance_mean {
         println!(
             "  centred     each utterance's mean subtracted from its {}",
