@@ -41,6 +41,14 @@ impl SilenceTrim {
         }
     }
 
+    /// What is cut, in words (for `duet info` and a model's provenance).
+    pub fn describe(&self) -> String {
+        format!(
+            "silence cut from both ends: frames {} dB below the loudest frame or within {} dB of the floor, {} s of margin",
+            self.below_db, self.above_floor_db, self.margin_s
+        )
+    }
+
     /// Checks the numbers (a config read from a weights file may be anything).
     pub fn validate(&self) -> Result<(), String> {
         if !(0.0..=120.0).contains(&self.below_db) {

@@ -812,13 +812,7 @@ fn recipe_notes(options: &TrainOptions, epochs: usize, prov: &mut duet_model::co
         );
     }
     if let Some(t) = options.silence_trim {
-        prov.notes.insert(
-            "silence_trim".into(),
-            format!(
-                "silence cut from both ends: frames {} dB below the loudest frame or within {} dB of the floor, {} s of margin",
-                t.below_db, t.above_floor_db, t.margin_s
-            ),
-        );
+        prov.notes.insert("silence_trim".into(), t.describe());
     }
     if let Some(u) = options.utterance_mean {
         prov.notes.insert(

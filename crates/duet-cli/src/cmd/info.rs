@@ -66,10 +66,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     if let Some(t) = &c.silence_trim {
-        println!(
-            "  trimmed     silence cut from both ends (frames {} dB below the loudest frame or within {} dB of the floor; {} s margin)",
-            t.below_db, t.above_floor_db, t.margin_s
-        );
+        println!("  trimmed     {}", t.describe());
     }
     if let Some(u) = c.utterance_mean {
         println!(
