@@ -4,8 +4,8 @@ For each 16-bit mono WAV of the chosen speakers in a manifest (`path,label,speak
 through the channels a user's recording may have and a studio's does not:
 
 - `phone`: the telephone band, 300-3400 Hz (sox `highpass 300 lowpass 3400`);
-- `noise`: white noise at 20 dB SNR (seeded); `noise5`, `noise10`, `noise15` and `noise30` the same
-  at 5, 10, 15 and 30 dB (where a model trained with noise starts to fail);
+- `noise`: white noise at 20 dB SNR (seeded); `noise0`, `noise5`, `noise10`, `noise15` and `noise30` the
+  same at 0, 5, 10, 15 and 30 dB (where a model trained with noise starts to fail);
 - `pink`: pink noise at 20 dB SNR (seeded; `train --augment` adds white or brown noise, never pink);
 - `room`: a small reverberant room (sox `reverb 50 50 50`);
 - `laptop`: a 150-7000 Hz microphone in a damped room with noise at 30 dB SNR.
@@ -40,6 +40,7 @@ CHANNELS = {
     "noise15": ([], ("white", 15.0)),
     "noise10": ([], ("white", 10.0)),
     "noise5": ([], ("white", 5.0)),
+    "noise0": ([], ("white", 0.0)),
     "pink": ([], ("pink", 20.0)),
     "room": (["reverb", "50", "50", "50"], None),
     "laptop": (["highpass", "150", "lowpass", "7000", "reverb", "20", "50", "30"], ("white", 30.0)),
