@@ -72,7 +72,7 @@ pub struct StreamResampler {
 
 enum Engine {
     Same,
-    Fft(FftBlocks),
+    Fft(Box<FftBlocks>),
     Sinc(SincStream),
 }
 
@@ -97,7 +97,7 @@ impl StreamResampler {
         let engine = if from == to {
             Engine::Same
         } else if let Some((block_in, _)) = fft_block(from, to) {
-            Engine::Fft(FftBlocks::new(from, to, block_in)?)
+            Engine::Fft(Box::new(FftBlocks::new(from, to, block_in)?))
         } else {
             Engine::Sinc(SincStream::new(from, to))
         };
