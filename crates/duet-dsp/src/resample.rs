@@ -22,9 +22,9 @@ use crate::wav::{MAX_SAMPLE_RATE, MIN_SAMPLE_RATE};
 const MIN_BLOCK_OUT: usize = 2048;
 
 /// Longest input block the FFT engine may plan (its plans and buffers take about 100 bytes per input
-/// sample of the block). The usual rates stay far below (192 kHz: 24 576; 44.1 kHz: 6 174); rates
-/// beyond it go to the sinc engine.
-const MAX_FFT_BLOCK_IN: usize = 1 << 16;
+/// sample of the block, so at most about 13 MB). The usual rates stay below (44.1 kHz: 6 174;
+/// 192 kHz: 24 576; 768 kHz: 98 304); rates beyond it go to the sinc engine.
+const MAX_FFT_BLOCK_IN: usize = 1 << 17;
 
 /// The sinc engine's kernel half-width in samples of the lower rate: 256 taps at that rate, whatever
 /// the ratio, so the transition band is equally narrow (about 400 Hz at 16 kHz).
