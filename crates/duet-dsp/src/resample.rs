@@ -5,8 +5,9 @@
 //! Blackman-Harris window). Its block is a multiple of the reduced ratio's numerator, so a rate that
 //! shares almost no factor with 16 kHz (700 639 Hz: a 1.4-million-sample block, 150 MB of plans) goes
 //! instead through a windowed-sinc resampler that evaluates each output sample at its exact rational
-//! position in the input, with a Kaiser-windowed kernel tabulated once: its memory follows its
-//! filter (a quarter of a megabyte of table and the filter's span of input), not the ratio.
+//! position in the input, with a Kaiser-windowed kernel tabulated once (after an integer decimation
+//! by the FFT engine when the ratio is large): its memory follows its filters (a quarter of a
+//! megabyte of table, the decimator's block and the filter's span of input), not the ratio.
 //!
 //! The output has `ceil(n_in · to / from)` samples (librosa's `resample` length) and is time-aligned with
 //! the input: rubato's fixed delay (half an output block) is trimmed at the start and flushed at the
@@ -73,7 +74,7 @@ pub struct StreamResampler {
 enum Engine {
     Same,
     Fft(Box<FftBlocks>),
-    Sinc(SincStream),
+    Sinc(Box<SincChain>),
 }
 
 /// Which engine `from` → `to` Hz gets; `Some(block)` is the FFT engine's input block.
@@ -99,7 +100,7 @@ impl StreamResampler {
         } else if let Some((block_in, _)) = fft_block(from, to) {
             Engine::Fft(Box::new(FftBlocks::new(from, to, block_in)?))
         } else {
-            Engine::Sinc(SincStream::new(from, to))
+            Engine::Sinc(Box::new(SincChain::new(from, to, true)?))
         };
         Ok(StreamResampler {
             engine,
@@ -110,13 +111,14 @@ impl StreamResampler {
         })
     }
 
-    /// The sinc engine whatever the rates (the FFT engine's rates too), to compare the two.
+    /// The sinc engine alone whatever the rates (the FFT engine's rates too, no decimation first),
+    /// to compare the two.
     #[doc(hidden)]
     pub fn new_sinc(from: u32, to: u32) -> Result<Self, DspError> {
         check_rate(from)?;
         check_rate(to)?;
         Ok(StreamResampler {
-            engine: Engine::Sinc(SincStream::new(from, to)),
+            engine: Engine::Sinc(Box::new(SincChain::new(from, to, false)?)),
             from,
             to,
             n_in: 0,
@@ -161,7 +163,7 @@ impl StreamResampler {
                 sink(input)
             }
             Engine::Fft(f) => f.push(input, &mut self.n_out, sink),
-            Engine::Sinc(s) => s.push(input, None, &mut self.n_out, sink),
+            Engine::Sinc(s) => s.push(input, &mut self.n_out, sink),
         }
     }
 
@@ -175,7 +177,7 @@ impl StreamResampler {
         match &mut self.engine {
             Engine::Same => Ok(()),
             Engine::Fft(f) => f.finish(target, &mut self.n_out, sink),
-            Engine::Sinc(s) => s.push(&[], Some(target), &mut self.n_out, sink),
+            Engine::Sinc(s) => s.finish(self.n_in, target, &mut self.n_out, sink),
         }
     }
 }
@@ -291,6 +293,90 @@ impl FftBlocks {
     }
 }
 
+/// The sinc engine, after an integer decimation by the FFT engine when the ratio is large: the
+/// kernel spans 256 samples of the lower rate, so at 700 639 Hz alone it would weigh 11 000 input
+/// samples per output sample. Decimating first by D = ⌊from / (2 · to)⌋ (rubato's FFT resampler at
+/// the ratio D : 1, whose transition band lies at from / 2D ≥ to, so what it lets alias lands above
+/// the output band, where the sinc stage removes it) leaves the sinc stage a ratio of 2 to 3.
+struct SincChain {
+    decimate: Option<FftBlocks>,
+    /// Decimation factor (1 without it).
+    factor: u64,
+    n_mid: u64,
+    mid: Vec<f32>,
+    sinc: SincStream,
+}
+
+impl SincChain {
+    fn new(from: u32, to: u32, decimate: bool) -> Result<Self, DspError> {
+        let factor = if decimate {
+            (from / (2 * to)).max(1)
+        } else {
+            1
+        };
+        let fft = if factor > 1 {
+            let block = MIN_BLOCK_OUT * factor as usize;
+            Some(FftBlocks::new(factor, 1, block)?)
+        } else {
+            None
+        };
+        Ok(SincChain {
+            decimate: fft,
+            factor: factor as u64,
+            n_mid: 0,
+            mid: Vec::new(),
+            // The intermediate rate is from / factor: the sinc stage's ratio, kept whole, is
+            // from : to · factor.
+            sinc: SincStream::new(from as u64, to as u64 * factor as u64),
+        })
+    }
+
+    fn reset(&mut self) {
+        if let Some(f) = self.decimate.as_mut() {
+            f.reset();
+        }
+        self.n_mid = 0;
+        self.mid.clear();
+        self.sinc.reset();
+    }
+
+    fn push(
+        &mut self,
+        input: &[f32],
+        n_out: &mut u64,
+        sink: &mut dyn FnMut(&[f32]) -> Result<(), DspError>,
+    ) -> Result<(), DspError> {
+        let Some(fft) = self.decimate.as_mut() else {
+            return self.sinc.push(input, None, n_out, sink);
+        };
+        let mid = &mut self.mid;
+        mid.clear();
+        fft.push(input, &mut self.n_mid, &mut |s| {
+            mid.extend_from_slice(s);
+            Ok(())
+        })?;
+        self.sinc.push(mid, None, n_out, sink)
+    }
+
+    fn finish(
+        &mut self,
+        n_in: u64,
+        target: u64,
+        n_out: &mut u64,
+        sink: &mut dyn FnMut(&[f32]) -> Result<(), DspError>,
+    ) -> Result<(), DspError> {
+        self.mid.clear();
+        if let Some(fft) = self.decimate.as_mut() {
+            let mid = &mut self.mid;
+            fft.finish(n_in.div_ceil(self.factor), &mut self.n_mid, &mut |s| {
+                mid.extend_from_slice(s);
+                Ok(())
+            })?;
+        }
+        self.sinc.push(&self.mid, Some(target), n_out, sink)
+    }
+}
+
 /// Zeroth-order modified Bessel function of the first kind (its power series), for the Kaiser window.
 fn bessel_i0(x: f64) -> f64 {
     let (mut sum, mut term, q) = (1.0, 1.0, x * x / 4.0);
@@ -322,7 +408,7 @@ struct SincStream {
 }
 
 impl SincStream {
-    fn new(from: u32, to: u32) -> Self {
+    fn new(from: u64, to: u64) -> Self {
         let scale = (to as f64 / from as f64).min(1.0);
         let half = SINC_HALF_TAPS as f64;
         let n = SINC_HALF_TAPS * SINC_OVERSAMPLE;
@@ -341,8 +427,8 @@ impl SincStream {
             })
             .collect();
         SincStream {
-            from: from as u64,
-            to: to as u64,
+            from,
+            to,
             scale,
             half_in: (half / scale).ceil() as u64,
             table,
