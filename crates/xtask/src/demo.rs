@@ -101,8 +101,8 @@ pub fn run(args: &[String]) -> Result<()> {
                      Trains `train --label-map calm=neutral --protocol speakers:5 {} {}` on RAVDESS \
                      (720 clips of 20 actors, 16 kHz; a manifest path,label,speaker) and copies the model to \
                      www/models/demo.safetensors with its card: the corpus counts, the cross-validation \
-                     figures, the calibration and the weights' license (CC BY-NC-SA 4.0). 5-7 hours \
-                     on a 2-core CPU. Work files go to DIR (default target/demo-model); an interrupted \
+                     figures, the calibration and the weights' license (CC BY-NC-SA 4.0). About 40 \
+                     minutes on a 2-core CPU (the release build, then 26 minutes of training). Work files go to DIR (default target/demo-model); an interrupted \
                      run (Ctrl-C, a killed job) continues from its last checkpoint when the command is run \
                      again, unless --fresh.\n\n\
                      --synthetic: the earlier demo, trained on the synthetic corpus ({VOICES} voices x \
