@@ -48,7 +48,9 @@ pub struct Measured {
 
 /// Runs `cmd` and returns its exit code (minus the signal's number if one ended it), its output and
 /// its peak RSS — from the kernel's accounting of that one child (wait4), so other tests' processes
-/// do not count.
+/// do not count. That figure is at least this test process's own peak so far (the child is spawned
+/// sharing this process's memory, and Linux records its high-water mark at exec): a test that
+/// compares peaks must not hold large buffers itself.
 pub fn measured(cmd: &mut Command) -> Measured {
     let mut child = cmd
         .stdout(Stdio::piped())

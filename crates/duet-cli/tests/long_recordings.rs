@@ -11,8 +11,11 @@ use serde_json::Value;
 use crate::common::{DUET, measured, root};
 
 /// Real speech (the eight committed RAVDESS clips, 28.6 s together) repeated until the file is at
-/// least `seconds` long, as 16 kHz 16-bit mono.
+/// least `seconds` long, as 16 kHz 16-bit mono. Written a block at a time: the child's peak RSS
+/// that `measured` reads includes this process's own peak (Linux records the spawning process's
+/// high-water mark at the child's exec), so a whole recording held here would show as the child's.
 fn speech_wav(path: &Path, seconds: f32) {
+    use std::io::Write;
     let mut clips: Vec<PathBuf> = std::fs::read_dir(root().join("tests/fixtures/ravdess"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -28,8 +31,23 @@ fn speech_wav(path: &Path, seconds: f32) {
         })
         .collect();
     let n = (seconds * 16_000.0) as usize;
-    let samples: Vec<f32> = speech.iter().copied().cycle().take(n).collect();
-    std::fs::write(path, duet_data::synth::wav_bytes(&samples)).unwrap();
+    // The header of an n-sample file (wav_bytes of no samples, its two lengths set), then the samples.
+    let mut header = duet_data::synth::wav_bytes(&[]);
+    let data_len = (n * 2) as u32;
+    header[4..8].copy_from_slice(&(36 + data_len).to_le_bytes());
+    header[40..44].copy_from_slice(&data_len.to_le_bytes());
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    out.write_all(&header).unwrap();
+    let mut cycle = speech.iter().copied().cycle().take(n);
+    loop {
+        let block: Vec<f32> = cycle.by_ref().take(16_000).collect();
+        if block.is_empty() {
+            break;
+        }
+        out.write_all(&duet_data::synth::wav_bytes(&block)[44..])
+            .unwrap();
+    }
+    out.flush().unwrap();
 }
 
 #[test]
