@@ -138,6 +138,10 @@ pub struct Args {
     /// parameters are not decayed. 0 (default, the paper): plain Adam.
     #[arg(long, default_value_t = 0.0, value_name = "LAMBDA")]
     pub weight_decay: f64,
+    /// Weigh each class's loss by N / (C · n_c) over the fold's training part (every class counts
+    /// alike whatever its share; UA weighs classes alike too). Off by default (the paper).
+    #[arg(long)]
+    pub balance_classes: bool,
     /// A note for the model file's provenance, `KEY=VALUE` (repeatable), e.g. the weights' license.
     #[arg(long, value_parser = parse_note)]
     pub note: Vec<(String, String)>,
@@ -365,6 +369,7 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
             o.average_last = args.average_last;
             o.noisy_below_db = args.noisy_below;
             o.weight_decay = args.weight_decay;
+            o.balance_classes = args.balance_classes;
             if !(o.weight_decay >= 0.0 && o.weight_decay.is_finite()) {
                 bail!("--weight-decay must be a number of 0 or more");
             }

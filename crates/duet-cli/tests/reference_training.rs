@@ -83,7 +83,7 @@ fn training_steps_match_torch() {
     let refs: Vec<&Prepared> = prepared.iter().collect();
     let mut losses = Vec::new();
     for _ in 0..steps {
-        let (next, loss) = train_step(model, &mut adam, &refs, &labels, lr, &device).unwrap();
+        let (next, loss) = train_step(model, &mut adam, &refs, &labels, &[], lr, &device).unwrap();
         model = next;
         losses.push(loss);
     }

@@ -116,7 +116,7 @@ fn main() {
             let mut adam = Adam::new(AdamConfig::default());
             // The trainer's own step (forward, fused loss, backward, Adam), input building included.
             let mut train_step = |model: DuetModel| -> DuetModel {
-                duet_train::train::train_step(model, &mut adam, &refs, &labels, 1e-4, &ad)
+                duet_train::train::train_step(model, &mut adam, &refs, &labels, &[], 1e-4, &ad)
                     .expect("training step")
                     .0
             };

@@ -98,6 +98,11 @@ pub struct TrainOptions {
     pub utterance_mean: Option<UtteranceMean>,
     /// Silence cut from both ends of each utterance (stored in the model file).
     pub silence_trim: Option<duet_dsp::SilenceTrim>,
+    /// Weigh each class's loss by N / (C · n_c) over the fold's training part (C the classes
+    /// present), so that every class counts alike whatever its share (RAVDESS with calm merged:
+    /// neutral 240, the others 160).
+    #[serde(default)]
+    pub balance_classes: bool,
 }
 
 impl TrainOptions {
@@ -128,6 +133,7 @@ impl TrainOptions {
             weight_decay: 0.0,
             utterance_mean: None,
             silence_trim: None,
+            balance_classes: false,
         }
     }
 
@@ -468,23 +474,49 @@ fn epoch_batches(
     batches
 }
 
-fn one_hot(labels: &[usize], classes: usize, device: &Device) -> Tensor<2> {
+/// One-hot targets, each row scaled by its class's weight (all 1 when `class_weights` is empty):
+/// the cross-entropy of docs/weights.md §6 then weighs each utterance by its class's weight.
+fn one_hot(labels: &[usize], classes: usize, class_weights: &[f32], device: &Device) -> Tensor<2> {
     let mut data = vec![0.0f32; labels.len() * classes];
     for (i, &l) in labels.iter().enumerate() {
-        data[i * classes + l] = 1.0;
+        data[i * classes + l] = class_weights.get(l).copied().unwrap_or(1.0);
     }
     Tensor::from_data(TensorData::new(data, [labels.len(), classes]), device)
+}
+
+/// Class weights N / (C · n_c) over `labels`, C the classes present (an absent one gets 0: it has
+/// no loss to weigh): the mean weight over the utterances is 1, so the loss keeps its scale.
+pub fn balanced_class_weights(labels: impl Iterator<Item = usize>, classes: usize) -> Vec<f32> {
+    let mut counts = vec![0usize; classes];
+    let mut n = 0usize;
+    for l in labels {
+        counts[l] += 1;
+        n += 1;
+    }
+    let present = counts.iter().filter(|&&c| c > 0).count();
+    counts
+        .iter()
+        .map(|&c| {
+            if c == 0 {
+                0.0
+            } else {
+                n as f32 / (present * c) as f32
+            }
+        })
+        .collect()
 }
 
 /// One optimisation step on one batch: the training-mode forward (batch statistics; running
 /// statistics updated with the configuration's momentum), the fused loss of docs/weights.md §6,
 /// backward, one Adam update at learning rate `lr`. Returns the updated model and the batch's loss
 /// (before the update; the caller decides what a non-finite one means). `device`: an autodiff one.
+/// `class_weights`: each class's weight in the loss ([`balanced_class_weights`]); empty: all 1.
 pub fn train_step(
     model: DuetModel,
     adam: &mut Adam,
     batch: &[&Prepared],
     labels: &[usize],
+    class_weights: &[f32],
     lr: f64,
     device: &Device,
 ) -> Result<(DuetModel, f64), DataError> {
@@ -496,7 +528,10 @@ pub fn train_step(
             momentum: config.bn_momentum,
         },
     );
-    let loss = out.loss(config, one_hot(labels, config.n_classes(), device));
+    let loss = out.loss(
+        config,
+        one_hot(labels, config.n_classes(), class_weights, device),
+    );
     let grads = loss.backward();
     let loss_value: f64 = loss
         .into_data()
@@ -818,6 +853,12 @@ fn recipe_notes(options: &TrainOptions, epochs: usize, prov: &mut duet_model::co
         prov.notes.insert(
             "utterance_mean".into(),
             format!("each utterance's mean subtracted from its {}", u.describe()),
+        );
+    }
+    if options.balance_classes {
+        prov.notes.insert(
+            "balance_classes".into(),
+            "each class's loss weighed by N / (C · n_c) over the training part".into(),
         );
     }
     if options.weight_decay != 0.0 {
@@ -1208,6 +1249,17 @@ pub fn run(
         if state.epoch == 0 && state.batch == 0 {
             state.fold_started = 0.0;
         }
+        let class_weights = if options.balance_classes {
+            balanced_class_weights(
+                data.train
+                    .iter()
+                    .filter(|&&i| data.prepared[i].is_some())
+                    .map(|&i| corpus.utterances[i % n_utt].label),
+                data.config.n_classes(),
+            )
+        } else {
+            Vec::new()
+        };
         while state.epoch < epochs {
             let epoch_t = Instant::now();
             let batches = epoch_batches(
@@ -1263,8 +1315,15 @@ pub fn run(
                     .iter()
                     .map(|&i| corpus.utterances[i % n_utt].label)
                     .collect();
-                let (stepped, loss_value) =
-                    train_step(model, &mut adam, &refs, &labels, lr, &ad_device)?;
+                let (stepped, loss_value) = train_step(
+                    model,
+                    &mut adam,
+                    &refs,
+                    &labels,
+                    &class_weights,
+                    lr,
+                    &ad_device,
+                )?;
                 model = stepped;
                 if !loss_value.is_finite() {
                     return Err(DataError::Training(format!(
@@ -1511,6 +1570,21 @@ mod tests {
         );
     }
 
+    /// Balanced weights: N / (C · n_c) with C the classes present, so the utterances' mean weight
+    /// is 1 and each class's weights sum to N / C; an absent class gets 0; the weighted one-hot rows
+    /// carry them.
+    #[test]
+    fn balanced_class_weights_count_every_class_alike() {
+        let labels = [0usize, 0, 0, 1, 2, 2];
+        let w = balanced_class_weights(labels.iter().copied(), 4);
+        assert_eq!(w, vec![6.0 / 9.0, 2.0, 1.0, 0.0]);
+        let mean: f32 = labels.iter().map(|&l| w[l]).sum::<f32>() / labels.len() as f32;
+        assert!((mean - 1.0).abs() < 1e-6, "{mean}");
+        let t = one_hot(&[1, 0], 4, &w, &Default::default());
+        let v = t.into_data().try_to_vec::<f32>().unwrap();
+        assert_eq!(v, vec![0.0, 2.0, 0.0, 0.0, 6.0 / 9.0, 0.0, 0.0, 0.0]);
+    }
+
     /// Decoupled weight decay as PyTorch's `AdamW` applies it: from the same weights and batch, the
     /// step with λ differs from plain Adam's by exactly −lr·λ·w₀ in every weight matrix and kernel,
     /// and not at all in biases and batch-norm parameters (which are not decayed).
@@ -1537,7 +1611,7 @@ mod tests {
                 weight_decay,
                 ..AdamConfig::default()
             });
-            let (model, _) = train_step(model, &mut adam, &batch, &[0, 2], lr, &ad).unwrap();
+            let (model, _) = train_step(model, &mut adam, &batch, &[0, 2], &[], lr, &ad).unwrap();
             tensors(&model)
         };
         let start = tensors(&weights::init(config.clone(), 3, &device).unwrap());
