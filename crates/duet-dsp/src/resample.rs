@@ -77,8 +77,9 @@ enum Engine {
     Sinc(Box<SincChain>),
 }
 
-/// Which engine `from` → `to` Hz gets; `Some(block)` is the FFT engine's input block.
-fn fft_block(from: u32, to: u32) -> Option<(usize, usize)> {
+/// The FFT engine's input block for `from` → `to` Hz; `None` where it would exceed
+/// [`MAX_FFT_BLOCK_IN`] (the sinc engine's rates).
+fn fft_block(from: u32, to: u32) -> Option<usize> {
     let g = gcd(from as u64, to as u64) as usize;
     let (min_in, min_out) = (from as usize / g, to as usize / g);
     // Both FFT sizes even: with an odd input block rubato's delay is not a whole number of
@@ -87,27 +88,20 @@ fn fft_block(from: u32, to: u32) -> Option<(usize, usize)> {
     if (blocks * min_in) % 2 == 1 || (blocks * min_out) % 2 == 1 {
         blocks += 1;
     }
-    (blocks * min_in <= MAX_FFT_BLOCK_IN).then_some((blocks * min_in, blocks * min_out))
+    (blocks * min_in <= MAX_FFT_BLOCK_IN).then_some(blocks * min_in)
 }
 
 impl StreamResampler {
     /// A resampler from `from` Hz to `to` Hz (identity when they are equal).
     pub fn new(from: u32, to: u32) -> Result<Self, DspError> {
-        check_rate(from)?;
-        check_rate(to)?;
-        let engine = if from == to {
-            Engine::Same
-        } else if let Some((block_in, _)) = fft_block(from, to) {
-            Engine::Fft(Box::new(FftBlocks::new(from, to, block_in)?))
-        } else {
-            Engine::Sinc(Box::new(SincChain::new(from, to, true)?))
-        };
-        Ok(StreamResampler {
-            engine,
-            from,
-            to,
-            n_in: 0,
-            n_out: 0,
+        Self::with_engine(from, to, |from, to| {
+            Ok(if from == to {
+                Engine::Same
+            } else if let Some(block_in) = fft_block(from, to) {
+                Engine::Fft(Box::new(FftBlocks::new(from, to, block_in)?))
+            } else {
+                Engine::Sinc(Box::new(SincChain::new(from, to, true)?))
+            })
         })
     }
 
@@ -115,10 +109,20 @@ impl StreamResampler {
     /// to compare the two.
     #[doc(hidden)]
     pub fn new_sinc(from: u32, to: u32) -> Result<Self, DspError> {
+        Self::with_engine(from, to, |from, to| {
+            Ok(Engine::Sinc(Box::new(SincChain::new(from, to, false)?)))
+        })
+    }
+
+    fn with_engine(
+        from: u32,
+        to: u32,
+        engine: impl FnOnce(u32, u32) -> Result<Engine, DspError>,
+    ) -> Result<Self, DspError> {
         check_rate(from)?;
         check_rate(to)?;
         Ok(StreamResampler {
-            engine: Engine::Sinc(Box::new(SincChain::new(from, to, false)?)),
+            engine: engine(from, to)?,
             from,
             to,
             n_in: 0,
@@ -315,7 +319,10 @@ impl SincChain {
             1
         };
         let fft = if factor > 1 {
-            let block = MIN_BLOCK_OUT * factor as usize;
+            // At most 24 : 1 (768 kHz), whose block (49 152) the FFT engine always takes.
+            let block = fft_block(factor, 1).ok_or_else(|| {
+                DspError::Resample(format!("no FFT block for decimating by {factor}"))
+            })?;
             Some(FftBlocks::new(factor, 1, block)?)
         } else {
             None
